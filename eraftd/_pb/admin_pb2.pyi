@@ -1,0 +1,97 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GroupStatus(_message.Message):
+    __slots__ = ("group", "id", "role", "term", "leader_id", "leader_address", "commit_index", "last_applied", "last_index", "first_index", "snapshot_index", "peers")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    group: int
+    id: int
+    role: str
+    term: int
+    leader_id: int
+    leader_address: str
+    commit_index: int
+    last_applied: int
+    last_index: int
+    first_index: int
+    snapshot_index: int
+    peers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, group: _Optional[int] = ..., id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., last_index: _Optional[int] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("address", "version", "roles", "storage_size", "groups")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    version: str
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    storage_size: int
+    groups: _containers.RepeatedCompositeFieldContainer[GroupStatus]
+    def __init__(self, address: _Optional[str] = ..., version: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., storage_size: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ...) -> None: ...
+
+class ProposeRequest(_message.Message):
+    __slots__ = ("group", "commands")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    group: int
+    commands: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, group: _Optional[int] = ..., commands: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ProposeResponse(_message.Message):
+    __slots__ = ("err", "leader_hint", "results", "index")
+    ERR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    err: str
+    leader_hint: str
+    results: _containers.RepeatedScalarFieldContainer[bytes]
+    index: int
+    def __init__(self, err: _Optional[str] = ..., leader_hint: _Optional[str] = ..., results: _Optional[_Iterable[bytes]] = ..., index: _Optional[int] = ...) -> None: ...
+
+class ReadRequest(_message.Message):
+    __slots__ = ("group", "key", "local")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_FIELD_NUMBER: _ClassVar[int]
+    group: int
+    key: bytes
+    local: bool
+    def __init__(self, group: _Optional[int] = ..., key: _Optional[bytes] = ..., local: _Optional[bool] = ...) -> None: ...
+
+class ReadResponse(_message.Message):
+    __slots__ = ("err", "leader_hint", "value", "found", "read_index")
+    ERR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    READ_INDEX_FIELD_NUMBER: _ClassVar[int]
+    err: str
+    leader_hint: str
+    value: bytes
+    found: bool
+    read_index: int
+    def __init__(self, err: _Optional[str] = ..., leader_hint: _Optional[str] = ..., value: _Optional[bytes] = ..., found: _Optional[bool] = ..., read_index: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,118 @@
+"""`eraftd` command line: one registry of subcommands, each `handler(args) -> exit code`.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Callable, NamedTuple, Sequence
+
+from eraftd import __version__, config, logs
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class Command(NamedTuple):
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]   # adds the subcommand's flags
+    handler: Callable[[argparse.Namespace], int]
+
+
+def _config_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", required=True, metavar="FILE", help="the node's TOML file")
+
+
+def _load(path: str) -> config.Config | None:
+    """The validated config, or None after printing the one-line error."""
+    try:
+        return config.load(path)
+    except config.ConfigError as e:
+        print(e, file=sys.stderr)
+        return None
+
+
+# ---------------------------------------------------------------- run
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    _config_argument(p)
+    p.add_argument("--log-level", choices=logs.LEVELS, help="override [log] level")
+    # tests and benchmarks only: run a trivial state machine in every group and serve
+    # NodeAdmin.Propose/Read for it (eraftd/node/statemachine.py)
+    p.add_argument("--test-state-machine", choices=("register", "noop"), help=argparse.SUPPRESS)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    if args.log_level:
+        cfg = dataclasses.replace(cfg, log=dataclasses.replace(cfg.log, level=args.log_level))
+    try:
+        logs.setup(cfg.log.level, cfg.log.file)
+    except OSError as e:
+        print(config.ConfigError(args.config, "[log] file", f"cannot open {cfg.log.file}: {e.strerror}"),
+              file=sys.stderr)
+        return EXIT_USAGE
+    from eraftd.node.server import serve   # lazily: the CLI works without the node's dependencies
+    try:
+        return serve(cfg, test_machine=args.test_state_machine)
+    except KeyboardInterrupt:
+        return 130
+
+
+# ---------------------------------------------------------------- check-config
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_USAGE
+    print(f"eraftd: config ok: {args.config}: {summary(cfg)}")
+    return EXIT_OK
+
+
+def summary(cfg: config.Config) -> str:
+    """One line: who this node is and where it keeps its data."""
+    parts = [f"advertise {cfg.node.advertise}"]
+    if cfg.node.listen != cfg.node.advertise:
+        parts.append(f"listen {cfg.node.listen}")
+    if c := cfg.controller:
+        parts.append(f"controller id {c.id} of {len(c.peers)}")
+    if s := cfg.shardkv:
+        parts.append(f"shardkv gid {s.gid} id {s.id} of {len(s.peers)}")
+    parts.append(f"data_dir {cfg.node.data_dir}")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------- the registry
+# Later: shell, put, get, status, bench, demo, dashboard.
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("run a node (controller peer, shardkv replica, or both)", _run_arguments, cmd_run),
+    "check-config": Command("validate a node's TOML file and print a summary", _config_argument,
+                            cmd_check_config),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eraftd", description="A Raft-replicated, sharded key-value store.")
+    parser.add_argument("--version", action="version", version=f"eraftd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.arguments(p)
+        p.set_defaults(handler=cmd.handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:   # --help, --version (0) and usage errors (2)
+        return int(e.code or 0)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""`eraftd run`: one node's life, top to bottom.
+
+signals -> storage (identity checked) -> gRPC server + transport -> Raft groups -> services
+-> ready line -> wait for SIGTERM/SIGINT -> stop accepting, finish the round, flush, exit 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import sys
+from typing import Any, Callable
+
+import grpc
+
+from .. import __version__
+from ..config import Config
+from ..raft.options import RaftOptions
+from .admin import AdminService
+from .driver import Driver, GroupSpec
+from .statemachine import TEST_MACHINES, NoopStateMachine
+from .storage import NodeStore, StorageError
+from .transport import Transport, server_options
+
+log = logging.getLogger("eraftd.node")
+
+EXIT_OK, EXIT_FAIL = 0, 1
+CONTROLLER_GROUP = 0
+
+
+class StartupError(Exception):
+    """A problem that stops the node before it serves: one line for the user."""
+
+
+def serve(cfg: Config, test_machine: str | None = None) -> int:
+    try:
+        return asyncio.run(_serve(cfg, test_machine))
+    except StartupError as e:
+        print(f"eraftd: {e}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+def _state_machines(cfg: Config, test_machine: str | None) -> dict[int, Callable[[Any], Any]]:
+    """Which state machine each hosted group runs."""
+    if test_machine is not None:
+        make = TEST_MACHINES[test_machine]
+        groups: dict[int, Callable[[Any], Any]] = {}
+        if cfg.controller:
+            groups[CONTROLLER_GROUP] = make
+        if cfg.shardkv:
+            groups[cfg.shardkv.gid] = make
+        return groups
+    groups = {}
+    if cfg.controller:
+        groups[CONTROLLER_GROUP] = NoopStateMachine  # the controller state machine plugs in here
+    if cfg.shardkv:
+        groups[cfg.shardkv.gid] = NoopStateMachine   # the shardkv state machine plugs in here
+    return groups
+
+
+def group_specs(cfg: Config, machines: dict[int, Callable[[Any], Any]]) -> list[GroupSpec]:
+    specs = []
+    if cfg.controller:
+        specs.append(GroupSpec(CONTROLLER_GROUP, cfg.controller.peers, cfg.controller.id,
+                               machines[CONTROLLER_GROUP]))
+    if cfg.shardkv:
+        specs.append(GroupSpec(cfg.shardkv.gid, cfg.shardkv.peers, cfg.shardkv.id,
+                               machines[cfg.shardkv.gid]))
+    return specs
+
+
+def raft_options(cfg: Config, spec: GroupSpec, applied: int) -> RaftOptions:
+    r = cfg.raft
+    return RaftOptions(
+        id=spec.me, peers=tuple(range(len(spec.peers))),
+        election_tick=max(2, r.election_ms // r.heartbeat_ms), heartbeat_tick=1,
+        pre_vote=r.pre_vote, check_quorum=r.check_quorum,
+        max_size_per_msg=r.max_batch_bytes, max_inflight_msgs=r.max_inflight, applied=applied)
+
+
+async def _serve(cfg: Config, test_machine: str | None) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    try:
+        store = NodeStore.open(cfg.node.data_dir, cfg.identity(), fsync=cfg.raft.fsync)
+    except StorageError as e:
+        raise StartupError(str(e)) from None
+
+    try:
+        server = grpc.aio.server(options=server_options())
+        try:
+            port = server.add_insecure_port(cfg.node.listen)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise StartupError(f"cannot listen on {cfg.node.listen}: the address is in use or not "
+                               f"local; free the port or change [node] listen in {cfg.path}")
+
+        driver: Driver | None = None
+
+        def on_messages(batch):
+            driver.on_messages(batch)
+
+        async def on_snapshot(group, msg, chunks):
+            return await driver.on_snapshot(group, msg, chunks)
+
+        def on_unreachable(addr):
+            driver.on_unreachable(addr)
+
+        transport = Transport(cfg.node.advertise, cfg.node.dial_address, on_messages,
+                              on_snapshot, on_unreachable)
+        transport.add_to_server(server)
+        driver = Driver(store, transport, cfg.raft.heartbeat_ms)
+        seed = random.SystemRandom().randrange(1 << 62)
+        for spec in group_specs(cfg, _state_machines(cfg, test_machine)):
+            applied = store.group(spec.gid).applied_index()
+            driver.add_group(spec, raft_options(cfg, spec, applied), random.Random(seed + spec.gid),
+                             cfg.raft.snapshot_entries)
+        AdminService(cfg, driver, store, test_machine is not None).add_to_server(server)
+
+        await server.start()
+        run = asyncio.create_task(driver.run())
+        roles = " + ".join(
+            (["controller"] if cfg.controller else [])
+            + ([f"shardkv gid {cfg.shardkv.gid}"] if cfg.shardkv else []))
+        line = (f"eraftd {__version__} ready: listening on {cfg.node.listen}"
+                + (f" (advertise {cfg.node.advertise})" if cfg.node.advertise != cfg.node.listen else "")
+                + f", roles: {roles}, data_dir: {cfg.node.data_dir}")
+        print(line, flush=True)
+        log.info("%s", line)
+
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if run in done:
+            waiter.cancel()
+            exc = run.exception()
+            log.critical("raft driver stopped: %r", exc)
+            raise StartupError(f"the raft driver failed: {exc!r}")
+        log.info("shutting down")
+        await server.stop(grace=0.5)     # stop accepting; in-flight calls get half a second
+        driver.stop()                    # the round in progress finishes, its batch is written
+        await run
+        for g in driver.groups.values():
+            g.fail_pending(ConnectionAbortedError("node shutting down"))
+        await transport.close()
+        return EXIT_OK
+    finally:
+        store.close()

@@ -1,0 +1,537 @@
+"""Peer-to-peer transport: long-lived gRPC streams carrying batches of Raft messages.
+
+One node runs one Transport.  For every peer node it talks to there is
+
+* a bounded queue (collections.deque with maxlen: when full, the OLDEST
+  queued message is dropped; Raft tolerates loss and the caller is never
+  blocked), and
+* a sender task, created lazily by the first send(), that opens a
+  client stream (RaftTransport.Send) on its own channel and writes
+  everything queued as one MessageBatch per write (bounded by
+  max_batch_msgs / max_batch_bytes).
+
+A dead or slow peer only affects its own queue and task.  A broken stream
+makes the task close its channel, report the peer through on_unreachable
+(rate-limited), sleep an exponential, jittered back-off (20 ms doubling to
+1 s) and reconnect with a fresh channel.  A message is delivered in order per
+peer, or dropped; the transport never resends, so never duplicates (a batch
+whose write failed is lost, not retried).
+
+"Connected" means the peer's servicer accepted the stream: it sends its
+initial metadata right away and the client waits for that (connect_timeout)
+before writing, so a refused or unreachable peer is noticed quickly and
+batches are not thrown into a stream that never opened.
+
+Snapshots use a separate stream (RaftTransport.InstallSnapshot) on a channel
+of their own, so a big transfer does not delay heartbeats behind it in one
+TCP connection.
+
+The servers: the lead creates the grpc.aio server (one per node, also
+hosting the client-facing services) and calls transport.add_to_server(server).
+Create it with `options=server_options()` so that 64 MiB messages and the
+client keepalive pings are accepted.
+
+Everything here runs in one asyncio event loop: send() and the callbacks
+are called in the loop's thread; send() must be called from within the
+running loop (it may create the peer's task).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import random
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+
+import grpc
+import grpc.aio
+
+from eraftd._pb import raft_pb2 as pb
+from eraftd._pb import raft_pb2_grpc as pb_grpc
+from eraftd.node.codec import add_message, approx_size, decode_batch, decode_message, encode_message
+from eraftd.raft.messages import Message
+
+__all__ = ["Transport", "PeerStats", "channel_options", "server_options", "MAX_MESSAGE_BYTES"]
+
+log = logging.getLogger("eraftd.transport")
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SNAPSHOT_CHUNK_BYTES = 1024 * 1024        # chunks bigger than this are split before sending
+KEEPALIVE_TIME_MS = 10_000
+KEEPALIVE_TIMEOUT_MS = 5_000
+
+_EOF = grpc.aio.EOF
+_MD_FROM = "x-eraftd-from"      # the sender's advertised address
+_MD_STREAM = "x-eraftd-stream"  # "<process nonce>.<connect seq>": orders a sender's streams
+
+
+def channel_options() -> list[tuple[str, int]]:
+    """Options for a channel to a peer (also what Transport uses)."""
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # each connection attempt is a fresh channel with its own subchannel: our back-off, not
+        # a shared subchannel's (which may sit in its own back-off for up to 2 minutes)
+        ("grpc.use_local_subchannel_pool", 1),
+        # the transport never resends; no transparent retries either
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def server_options() -> list[tuple[str, int]]:
+    """Options for the node's grpc.aio server: big messages and our clients' keepalive pings."""
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+@dataclass(slots=True)
+class PeerStats:
+    addr: str
+    connected: bool
+    queued: int
+    sent_msgs: int
+    sent_batches: int
+    dropped: int          # dropped from a full queue or lost in a failed write
+    failures: int         # failed connects / broken streams
+    reconnects: int       # successful connects after the first
+
+
+class _Peer:
+    __slots__ = ("addr", "queue", "wake", "task", "connected", "sent_msgs", "sent_batches",
+                 "dropped", "failures", "connects", "last_unreachable", "channel", "call")
+
+    def __init__(self, addr: str, max_queue: int):
+        self.addr = addr
+        self.queue: collections.deque = collections.deque(maxlen=max_queue)
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.connected = False
+        self.sent_msgs = 0
+        self.sent_batches = 0
+        self.dropped = 0
+        self.failures = 0
+        self.connects = 0
+        self.last_unreachable = float("-inf")
+        self.channel: grpc.aio.Channel | None = None
+        self.call = None
+
+
+class _PeerError(Exception):
+    """The peer refused or ended our stream."""
+
+
+class Transport:
+    """Batched, per-peer streaming of Raft messages.  See the module docstring."""
+
+    def __init__(
+        self,
+        self_addr: str,
+        dial: Callable[[str], str] | None,
+        on_messages: Callable[[list[tuple[int, Message]]], None],
+        on_snapshot: Callable[[int, Message, AsyncIterator[bytes]], Awaitable[bool]] | None,
+        on_unreachable: Callable[[str], None] | None = None,
+        max_batch_msgs: int = 512,
+        max_queue: int = 10_000,
+        *,
+        max_batch_bytes: int = 4 * 1024 * 1024,
+        cluster_tag: int = 0,
+        backoff_min: float = 0.02,
+        backoff_max: float = 1.0,
+        connect_timeout: float = 5.0,
+        unreachable_interval: float = 1.0,
+        rng: random.Random | None = None,
+        channel_credentials: grpc.ChannelCredentials | None = None,
+    ):
+        """
+        self_addr: this node's advertised address (sent with every batch).
+        dial: advertised address -> address to dial (the [node.dial] overrides); None = identity.
+        on_messages: called in the loop with the (group, Message) pairs of every received batch.
+        on_snapshot: awaited for an incoming snapshot with (group, SNAP message, data chunks);
+            returns success.  None: incoming snapshots are refused.
+        on_unreachable: called with a peer's advertised address when sending to it failed
+            (a failed connect, a broken stream, messages dropped); at most once per
+            unreachable_interval seconds per peer.
+        max_batch_msgs / max_batch_bytes: bounds of one MessageBatch (the byte bound uses an
+            estimate; a single message is always sent whatever its size).
+        max_queue: messages queued per peer; beyond that the oldest are dropped.
+        cluster_tag: reserved cluster identity; batches carrying another tag are refused.
+        rng: source of back-off jitter (seed it for reproducible tests).
+        channel_credentials: TLS to peers (None: plaintext).
+        """
+        if max_batch_msgs < 1 or max_queue < 1:
+            raise ValueError("max_batch_msgs and max_queue must be >= 1")
+        self.self_addr = self_addr
+        self._dial = dial or (lambda a: a)
+        self._on_messages = on_messages
+        self._on_snapshot = on_snapshot
+        self._on_unreachable = on_unreachable
+        self._max_batch_msgs = max_batch_msgs
+        self._max_batch_bytes = max_batch_bytes
+        self._max_queue = max_queue
+        self._cluster_tag = cluster_tag
+        self._backoff_min = backoff_min
+        self._backoff_max = backoff_max
+        self._connect_timeout = connect_timeout
+        self._unreachable_interval = unreachable_interval
+        self._rng = rng or random.Random()
+        self._credentials = channel_credentials
+        self._peers: dict[str, _Peer] = {}
+        self._snapshot_channels: set[grpc.aio.Channel] = set()
+        self._closed = False
+        # stream identity: (process nonce, connect sequence number); see _Servicer.Send
+        self._nonce = random.SystemRandom().getrandbits(63)
+        self._stream_seq = 0
+        self._inbound: dict[str, tuple[int, int]] = {}  # from_addr -> its current stream
+        self._servicer = _Servicer(self)
+        self.received_msgs = 0
+        self.received_batches = 0
+        self.refused_batches = 0
+
+    # ---- server side ------------------------------------------------------------------------
+
+    def servicer(self) -> pb_grpc.RaftTransportServicer:
+        return self._servicer
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_RaftTransportServicer_to_server(self._servicer, server)
+
+    # ---- sending ----------------------------------------------------------------------------
+
+    def send(self, addr: str, group: int, msgs: list[Message]) -> None:
+        """Queue msgs (of `group`) for the peer at advertised address addr.  Never blocks.
+
+        The transport takes the messages as they are: do not mutate them afterwards (they are
+        encoded when the peer's sender task packs its next batch).  A SNAP message's
+        snapshot_data is not sent: use send_snapshot for that.
+        """
+        if self._closed or not msgs:
+            return
+        peer = self._peers.get(addr)
+        if peer is None:
+            peer = self._start_peer(addr)
+        q = peer.queue
+        over = len(q) + len(msgs) - self._max_queue
+        if over > 0:  # the deque drops the oldest by itself
+            peer.dropped += over
+            self._unreachable(peer)
+        if len(msgs) == 1:
+            q.append((group, msgs[0]))
+        else:
+            q.extend([(group, m) for m in msgs])
+        peer.wake.set()
+
+    def _start_peer(self, addr: str) -> _Peer:
+        peer = _Peer(addr, self._max_queue)
+        self._peers[addr] = peer
+        peer.task = asyncio.get_running_loop().create_task(self._run_peer(peer),
+                                                             name=f"transport-send:{addr}")
+        return peer
+
+    def _new_channel(self, addr: str) -> grpc.aio.Channel:
+        target = self._dial(addr)
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(target, self._credentials, options=channel_options())
+        return grpc.aio.insecure_channel(target, options=channel_options())
+
+    def _unreachable(self, peer: _Peer) -> None:
+        cb = self._on_unreachable
+        if cb is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - peer.last_unreachable < self._unreachable_interval:
+            return
+        peer.last_unreachable = now
+        try:
+            cb(peer.addr)
+        except Exception:
+            log.exception("on_unreachable(%s) raised", peer.addr)
+
+    async def _connect(self, peer: _Peer):
+        channel = peer.channel = self._new_channel(peer.addr)
+        self._stream_seq += 1
+        call = peer.call = pb_grpc.RaftTransportStub(channel).Send(
+            metadata=((_MD_FROM, self.self_addr), (_MD_STREAM, f"{self._nonce}.{self._stream_seq}")))
+        try:
+            await asyncio.wait_for(call.initial_metadata(), self._connect_timeout)
+        except asyncio.TimeoutError:
+            raise _PeerError(f"no answer within {self._connect_timeout}s") from None
+        if call.done():
+            raise _PeerError(f"{await call.code()}: {await call.details()}")
+        return call
+
+    async def _disconnect(self, peer: _Peer) -> None:
+        call, channel = peer.call, peer.channel
+        peer.call = peer.channel = None
+        peer.connected = False
+        if call is not None and not call.done():
+            call.cancel()
+        if channel is not None:
+            await channel.close()
+
+    async def _run_peer(self, peer: _Peer) -> None:
+        q = peer.queue
+        wake = peer.wake
+        max_n = self._max_batch_msgs
+        max_b = self._max_batch_bytes
+        from_addr, tag = self.self_addr, self._cluster_tag
+        backoff = self._backoff_min
+        loop = asyncio.get_running_loop()
+        while True:
+            if not q:
+                wake.clear()
+                await wake.wait()
+            connected_at = None
+            try:
+                call = await self._connect(peer)
+                connected_at = loop.time()
+                peer.connected = True
+                peer.connects += 1
+                if peer.connects > 1:
+                    log.info("reconnected to %s", peer.addr)
+                write = call.write
+                call.add_done_callback(lambda _c: wake.set())  # notice a stream ending while idle
+                while True:
+                    if call.done():  # reconnect, keeping the queue intact
+                        raise _PeerError(f"stream ended: {await call.code()}: {await call.details()}")
+                    if not q:
+                        wake.clear()
+                        await wake.wait()
+                        continue
+                    batch = pb.MessageBatch(from_addr=from_addr, cluster_tag=tag)
+                    add = batch.msgs.add
+                    n = size = 0
+                    popleft = q.popleft
+                    while q and n < max_n:
+                        group, m = q[0]
+                        if m.entries or len(m.context) > 64:
+                            s = approx_size(m)
+                            if n and size + s > max_b:
+                                break
+                            size += s
+                        popleft()
+                        add_message(add, group, m)
+                        n += 1
+                    try:
+                        await write(batch)
+                    except asyncio.CancelledError:
+                        raise
+                    except BaseException:
+                        peer.dropped += n
+                        raise
+                    peer.sent_msgs += n
+                    peer.sent_batches += 1
+            except asyncio.CancelledError:
+                await self._disconnect(peer)
+                raise
+            except Exception as e:  # noqa: BLE001 - any failure: back off and reconnect
+                peer.failures += 1
+                level = logging.WARNING if peer.connected else logging.DEBUG
+                log.log(level, "peer %s: %s", peer.addr, _describe(e))
+                await self._disconnect(peer)
+                self._unreachable(peer)
+            # a stream that lived a while resets the back-off; one that the peer accepts and then
+            # ends at once (say, a cluster tag mismatch) keeps it growing
+            if connected_at is not None and loop.time() - connected_at >= self._backoff_max:
+                backoff = self._backoff_min
+            delay = backoff * (0.5 + self._rng.random())
+            backoff = min(backoff * 2, self._backoff_max)
+            await asyncio.sleep(delay)
+
+    # ---- snapshots --------------------------------------------------------------------------
+
+    async def send_snapshot(self, addr: str, group: int, msg: Message,
+                            chunks: AsyncIterator[bytes] | Iterable[bytes] | Iterator[bytes]) -> bool:
+        """Stream a snapshot to addr: msg (the SNAP message) as header, then chunks.
+
+        Returns True when the receiver's on_snapshot returned true.  Any failure (peer down,
+        refused, stream broken, the chunk source raising) returns False and is logged; the
+        chunk source is not retried or rewound.
+        """
+        if self._closed:
+            return False
+        channel = self._new_channel(addr)
+        self._snapshot_channels.add(channel)
+        call = None
+        try:
+            call = pb_grpc.RaftTransportStub(channel).InstallSnapshot(
+                metadata=((_MD_FROM, self.self_addr),))
+            header = pb.SnapshotHeader(from_addr=self.self_addr, cluster_tag=self._cluster_tag,
+                                       msg=encode_message(group, msg))
+            try:
+                await call.write(pb.SnapshotChunk(header=header))
+                if hasattr(chunks, "__aiter__"):
+                    async for chunk in chunks:
+                        for piece in _split(chunk):
+                            await call.write(pb.SnapshotChunk(data=piece))
+                else:
+                    for chunk in chunks:
+                        for piece in _split(chunk):
+                            await call.write(pb.SnapshotChunk(data=piece))
+                await call.done_writing()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                if not call.done():
+                    raise
+                # the receiver answered before reading everything: its answer counts
+            ack = await call
+            if not ack.ok:
+                log.warning("snapshot for group %d to %s refused: %s", group, addr,
+                            ack.error or "on_snapshot returned false")
+            return bool(ack.ok)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            log.warning("snapshot for group %d to %s failed: %s", group, addr, _describe(e))
+            peer = self._peers.get(addr)
+            if peer is not None:
+                self._unreachable(peer)
+            elif self._on_unreachable is not None:
+                try:
+                    self._on_unreachable(addr)
+                except Exception:
+                    log.exception("on_unreachable(%s) raised", addr)
+            return False
+        finally:
+            if call is not None and not call.done():
+                call.cancel()
+            self._snapshot_channels.discard(channel)
+            await channel.close()
+
+    # ---- lifecycle / introspection ----------------------------------------------------------
+
+    def stats(self) -> list[PeerStats]:
+        return [PeerStats(p.addr, p.connected, len(p.queue), p.sent_msgs, p.sent_batches,
+                          p.dropped, p.failures, max(0, p.connects - 1))
+                for p in self._peers.values()]
+
+    async def close(self) -> None:
+        """Stop every sender task and close every channel.  send() is a no-op afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [p.task for p in self._peers.values() if p.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for p in self._peers.values():
+            await self._disconnect(p)
+        for ch in list(self._snapshot_channels):
+            await ch.close()
+
+
+class _Servicer(pb_grpc.RaftTransportServicer):
+    def __init__(self, t: Transport):
+        self._t = t
+
+    async def Send(self, request_iterator, context: grpc.aio.ServicerContext):
+        t = self._t
+        if t._closed:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "transport closed")
+        # Per-peer order across reconnects: a sender's newer stream supersedes its older ones,
+        # so a late batch of a dead stream is never delivered after the new stream's batches.
+        md = dict(context.invocation_metadata() or ())
+        sender = md.get(_MD_FROM, "")
+        token = _parse_stream(md.get(_MD_STREAM, ""))
+        inbound = t._inbound
+        if token is not None:
+            current = inbound.get(sender)
+            if current is not None and current[0] == token[0] and current[1] > token[1]:
+                await context.abort(grpc.StatusCode.ABORTED, "superseded by a newer stream")
+            inbound[sender] = token
+        await context.send_initial_metadata(())  # "accepted": the client starts writing
+        on_messages = t._on_messages
+        read = context.read
+        tag = t._cluster_tag
+        batches = msgs = 0
+        while True:
+            batch = await read()
+            if batch is _EOF:
+                break
+            if token is not None and inbound.get(sender) is not token:
+                await context.abort(grpc.StatusCode.ABORTED, "superseded by a newer stream")
+            if t._closed:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "transport closed")
+            if batch.cluster_tag != tag:
+                t.refused_batches += 1
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"cluster tag {batch.cluster_tag} from {batch.from_addr!r} "
+                                    f"is not ours ({tag})")
+            items = decode_batch(batch)
+            batches += 1
+            msgs += len(items)
+            t.received_batches += 1
+            t.received_msgs += len(items)
+            try:
+                on_messages(items)
+            except Exception:
+                log.exception("on_messages raised (batch from %s dropped)", batch.from_addr)
+        return pb.SendSummary(batches=batches, msgs=msgs)
+
+    async def InstallSnapshot(self, request_iterator, context: grpc.aio.ServicerContext):
+        t = self._t
+        first = await context.read()
+        if first is _EOF or first.WhichOneof("chunk") != "header":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "InstallSnapshot: the first chunk must be the header")
+        header = first.header
+        if header.cluster_tag != t._cluster_tag:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"cluster tag {header.cluster_tag} from {header.from_addr!r} "
+                                f"is not ours ({t._cluster_tag})")
+        if t._on_snapshot is None:
+            return pb.SnapshotAck(ok=False, error="this node does not accept snapshots")
+        group, msg = decode_message(header.msg)
+
+        async def data() -> AsyncIterator[bytes]:
+            while True:
+                chunk = await context.read()
+                if chunk is _EOF:
+                    return
+                if chunk.WhichOneof("chunk") != "data":
+                    raise ValueError("InstallSnapshot: a second header chunk")
+                yield chunk.data
+
+        try:
+            ok = t._on_snapshot(group, msg, data())
+            if inspect.isawaitable(ok):
+                ok = await ok
+        except Exception as e:  # noqa: BLE001 - reported to the sender
+            log.exception("on_snapshot for group %d from %s raised", group, header.from_addr)
+            return pb.SnapshotAck(ok=False, error=f"{type(e).__name__}: {e}")
+        return pb.SnapshotAck(ok=bool(ok))
+
+
+def _parse_stream(value: str) -> tuple[int, int] | None:
+    try:
+        nonce, seq = value.split(".")
+        return int(nonce), int(seq)
+    except ValueError:
+        return None
+
+
+def _split(chunk) -> Iterator[bytes]:
+    n = len(chunk)
+    if n <= SNAPSHOT_CHUNK_BYTES:
+        yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
+        return
+    mv = memoryview(chunk)
+    for i in range(0, n, SNAPSHOT_CHUNK_BYTES):
+        yield bytes(mv[i:i + SNAPSHOT_CHUNK_BYTES])
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, grpc.aio.AioRpcError):
+        return f"{e.code().name}: {e.details()}"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

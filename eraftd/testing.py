@@ -1,0 +1,273 @@
+"""Real `eraftd run` processes for tests and benchmarks: Node and Cluster.
+
+Each node gets free loopback ports, its own TOML file and data_dir under a base directory,
+and runs in its own process group, so kill() takes every process it started.  Readiness is
+found by polling NodeAdmin.Status, never by sleeping a fixed time.  Every Node ever started
+is killed at interpreter exit too, as a last resort if a test forgets.
+
+    with Cluster(tmp_path, n=3) as c:        # controller peers running the register machine
+        c.start(); leader = c.wait_leader()
+        c.propose(0, [b"k=v"]); c.nodes[1].kill(); c.nodes[1].start()
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import grpc
+
+from ._pb import admin_pb2 as apb
+from ._pb import admin_pb2_grpc as apb_grpc
+from .config import dump_toml
+
+_LIVE: set["Node"] = set()
+
+
+def _kill_all_at_exit() -> None:
+    for n in list(_LIVE):
+        n.kill()
+
+
+atexit.register(_kill_all_at_exit)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll cond() until it returns something truthy; raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # a node may be down while we poll
+            last_exc = e
+        if time.monotonic() > deadline:
+            extra = f" (last error: {last_exc!r})" if last_exc else ""
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+def eraftd_command() -> list[str]:
+    """How to start eraftd: $ERAFTD_BIN (e.g. the single-file binary) or this interpreter."""
+    binary = os.environ.get("ERAFTD_BIN")
+    return [binary] if binary else [sys.executable, "-m", "eraftd"]
+
+
+class Node:
+    def __init__(self, name: str, base: Path, config: dict, extra_args: Iterable[str] = ()) -> None:
+        self.name = name
+        self.dir = base / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.address: str = config["node"].get("advertise") or config["node"]["listen"]
+        self.toml = self.dir / "eraft.toml"
+        self.toml.write_text(dump_toml(config))
+        self.log_path = self.dir / "node.log"
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen | None = None
+        self._channel: grpc.Channel | None = None
+        self.starts = 0
+
+    # -- process life --
+    def start(self) -> "Node":
+        if self.running():
+            raise RuntimeError(f"{self.name} is already running")
+        logf = open(self.log_path, "ab")
+        logf.write(f"--- start {self.starts} ---\n".encode())
+        logf.flush()
+        cmd = eraftd_command() + ["run", "--config", str(self.toml)] + self.extra_args
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                     start_new_session=True, cwd=self.dir)
+        logf.close()
+        self.starts += 1
+        _LIVE.add(self)
+        return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _signal_group(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """kill -9 the node's whole process group and reap it."""
+        if self.proc is None:
+            return
+        self._signal_group(signal.SIGCONT)
+        self._signal_group(signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        _LIVE.discard(self)
+        self.close_channel()
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, wait for a clean exit; returns the exit code (kill -9 after the timeout)."""
+        if self.proc is None:
+            return None
+        self._signal_group(signal.SIGCONT)
+        self._signal_group(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            rc = None
+        _LIVE.discard(self)
+        self.close_channel()
+        return rc
+
+    def pause(self) -> None:
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- talking to it --
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.address)
+        return self._channel
+
+    def close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def admin(self) -> apb_grpc.NodeAdminStub:
+        return apb_grpc.NodeAdminStub(self.channel())
+
+    def status(self, timeout: float = 1.0) -> apb.NodeStatus:
+        return self.admin().Status(apb.StatusRequest(), timeout=timeout)
+
+    def group_status(self, group: int, timeout: float = 1.0) -> apb.GroupStatus | None:
+        for g in self.status(timeout).groups:
+            if g.group == group:
+                return g
+        return None
+
+    def wait_serving(self, timeout: float = 30) -> "Node":
+        def up():
+            if not self.running():
+                raise RuntimeError(f"{self.name} exited with {self.exit_code()}:\n{self.log_text()[-2000:]}")
+            return self.status(timeout=0.5)
+        wait_for(up, timeout, f"{self.name} to serve")
+        return self
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} {self.address} {'up' if self.running() else 'down'}>"
+
+
+class Cluster:
+    """n nodes that are controller peers (group 0), optionally running a test state machine."""
+
+    def __init__(self, base: Path, n: int = 3, host: str = "127.0.0.1",
+                 test_machine: str | None = "register", raft: dict | None = None,
+                 log_level: str = "info") -> None:
+        self.base = Path(base)
+        addrs = [f"{host}:{free_port(host)}" for _ in range(n)]
+        raft_cfg = {"heartbeat_ms": 50, "election_ms": 500}
+        raft_cfg.update(raft or {})
+        extra = ["--test-state-machine", test_machine] if test_machine else []
+        self.nodes: list[Node] = []
+        for i, addr in enumerate(addrs):
+            cfg = {
+                "node": {"listen": addr, "data_dir": "data"},
+                "controller": {"peers": addrs},
+                "raft": raft_cfg,
+                "log": {"level": log_level},
+            }
+            self.nodes.append(Node(f"n{i}", self.base, cfg, extra))
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self, timeout: float = 60) -> "Cluster":
+        for n in self.nodes:
+            n.start()
+        for n in self.nodes:
+            n.wait_serving(timeout)
+        return self
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.kill()
+
+    def live(self) -> list[Node]:
+        return [n for n in self.nodes if n.running()]
+
+    def leader(self, group: int = 0) -> Node | None:
+        """The live node that says it leads `group` at the highest term, if any."""
+        best, best_term = None, -1
+        for n in self.live():
+            try:
+                g = n.group_status(group, timeout=0.5)
+            except grpc.RpcError:
+                continue
+            if g is not None and g.role == "Leader" and g.term > best_term:
+                best, best_term = n, g.term
+        return best
+
+    def wait_leader(self, group: int = 0, timeout: float = 60,
+                    exclude: Iterable[Node] = ()) -> Node:
+        ex = set(exclude)
+        return wait_for(lambda: (lambda l: l if l is not None and l not in ex else None)(
+            self.leader(group)), timeout, f"a leader of group {group}")
+
+    def propose(self, group: int, commands: list[bytes], timeout: float = 60) -> apb.ProposeResponse:
+        """Propose through whoever leads, retrying on ErrWrongLeader / ErrTimeout / a down node."""
+        def attempt():
+            leader = self.leader(group)
+            if leader is None:
+                return None
+            r = leader.admin().Propose(apb.ProposeRequest(group=group, commands=commands), timeout=10)
+            return r if r.err == "OK" else None
+        return wait_for(attempt, timeout, f"a proposal to group {group} to commit")
+
+    def read(self, group: int, key: bytes, timeout: float = 60) -> apb.ReadResponse:
+        def attempt():
+            leader = self.leader(group)
+            if leader is None:
+                return None
+            r = leader.admin().Read(apb.ReadRequest(group=group, key=key), timeout=10)
+            return r if r.err == "OK" else None
+        return wait_for(attempt, timeout, f"a read of {key!r} in group {group}")
+
+    def wait_applied(self, group: int, index: int, nodes: Iterable[Node] | None = None,
+                     timeout: float = 60) -> None:
+        targets = list(nodes) if nodes is not None else self.live()
+
+        def caught_up():
+            return all(n.group_status(group).last_applied >= index for n in targets)
+        wait_for(caught_up, timeout, f"{[n.name for n in targets]} to apply index {index}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from typing import Callable, NamedTuple, Sequence
 
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # gRPC's C core logs its own errors to stderr; ours say the same in one line.
+    # (Must be set before grpc is first imported; GRPC_VERBOSITY=ERROR brings them back.)
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:   # --help, --version (0) and usage errors (2)

@@ -16,6 +16,8 @@ import grpc
 
 from .. import __version__
 from ..config import Config
+from ..controller.machine import ControllerMachine
+from ..controller.service import ShardCtrlerService
 from ..raft.options import RaftOptions
 from .admin import AdminService
 from .driver import Driver, GroupSpec
@@ -53,7 +55,7 @@ def _state_machines(cfg: Config, test_machine: str | None) -> dict[int, Callable
         return groups
     groups = {}
     if cfg.controller:
-        groups[CONTROLLER_GROUP] = NoopStateMachine  # the controller state machine plugs in here
+        groups[CONTROLLER_GROUP] = ControllerMachine
     if cfg.shardkv:
         groups[cfg.shardkv.gid] = NoopStateMachine   # the shardkv state machine plugs in here
     return groups
@@ -121,6 +123,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
             driver.add_group(spec, raft_options(cfg, spec, applied), random.Random(seed + spec.gid),
                              cfg.raft.snapshot_entries)
         AdminService(cfg, driver, store, test_machine is not None).add_to_server(server)
+        if cfg.controller and test_machine is None:
+            ShardCtrlerService(driver, CONTROLLER_GROUP).add_to_server(server)
 
         await server.start()
         run = asyncio.create_task(driver.run())

@@ -1,0 +1,152 @@
+"""The controller's replicated state machine, and its byte formats.
+
+Log entry: b"\\x01" + a shardctrlerpb.CommandRequest (the wire message itself, JOIN, LEAVE or
+MOVE; the version byte keeps a future format apart, and no command encodes to empty data,
+which is the leader's no-op).
+
+Group data (the group's GroupStore, so snapshots ship it as is):
+    b"c" u64(num)          configuration num >= 1, a shardctrlerpb.Config
+    b"s" i64(client_id)    session: >qq command_id, num, then err (UTF-8)
+Configuration 0 is implicit.  The machine keeps everything in memory too (the store shows
+committed data only, and queries must not touch the disk); it reloads on start and after a
+snapshot is installed.
+
+The pb <-> state conversions and the wire's answer strings live here as well: they are the
+log's format, and the service and the client share them.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from .._pb import shardctrler_pb2 as pb
+from ..raft.messages import Entry
+from .state import Applied, Command, Config, ControllerState, Join, Leave, Move, Op, Session
+
+# the wire's answers besides OK and bad-input messages, and the leader hint's metadata key
+ERR_WRONG_LEADER = "ErrWrongLeader"
+ERR_TIMEOUT = "ErrTimeout"
+LEADER_METADATA_KEY = "leader"
+
+ENTRY_V1 = b"\x01"
+_CONFIG = b"c"
+_SESSION = b"s"
+_U64 = struct.Struct(">Q")
+_I64 = struct.Struct(">q")
+_SESSION_HDR = struct.Struct(">qq")
+
+
+class BadRequest(ValueError):
+    """A request that cannot be a controller command (its message is the client's answer)."""
+
+
+# ---------------------------------------------------------------- pb <-> state
+
+def config_to_pb(cfg: Config) -> pb.Config:
+    return pb.Config(num=cfg.num, shards=cfg.shards,
+                     groups={g: pb.Servers(servers=s) for g, s in cfg.groups.items()})
+
+
+def config_from_pb(m: pb.Config) -> Config:
+    shards = list(m.shards) or [0] * len(Config().shards)   # an empty message: config 0
+    return Config(m.num, shards, {g: tuple(s.servers) for g, s in m.groups.items()})
+
+
+def command_from_pb(req: pb.CommandRequest) -> Command:
+    """The command a JOIN / LEAVE / MOVE request asks for; BadRequest for anything else."""
+    if req.op == pb.JOIN:
+        op: Op = Join({g: tuple(s.servers) for g, s in req.servers.items()})
+    elif req.op == pb.LEAVE:
+        op = Leave(tuple(req.gids))
+    elif req.op == pb.MOVE:
+        op = Move(req.shard, req.gid)
+    elif req.op == pb.QUERY:
+        raise BadRequest("query is not a log command")
+    else:
+        raise BadRequest(f"unknown op {req.op}: expected JOIN (0), LEAVE (1), MOVE (2) or QUERY (3)")
+    return Command(op, req.client_id, req.command_id)
+
+
+def command_to_pb(cmd: Command) -> pb.CommandRequest:
+    op = cmd.op
+    m = pb.CommandRequest(client_id=cmd.client_id, command_id=cmd.command_id)
+    if isinstance(op, Join):
+        m.op = pb.JOIN
+        for g, servers in op.groups.items():
+            m.servers[g].servers.extend(servers)
+    elif isinstance(op, Leave):
+        m.op = pb.LEAVE
+        m.gids.extend(op.gids)
+    else:
+        m.op = pb.MOVE
+        m.shard, m.gid = op.shard, op.gid
+    return m
+
+
+def encode_command(cmd: Command) -> bytes:
+    return ENTRY_V1 + command_to_pb(cmd).SerializeToString(deterministic=True)
+
+
+def decode_command(data: bytes) -> Command:
+    if not data.startswith(ENTRY_V1):
+        raise BadRequest(f"not a controller log entry (format byte {data[:1]!r})")
+    try:
+        req = pb.CommandRequest.FromString(data[1:])
+    except Exception as e:  # protobuf's DecodeError
+        raise BadRequest(f"undecodable controller log entry: {e}") from None
+    return command_from_pb(req)
+
+
+# ---------------------------------------------------------------- storage
+
+def load_state(store: Any) -> ControllerState:
+    configs = [Config()]
+    for k, v in store.scan(_CONFIG):
+        cfg = config_from_pb(pb.Config.FromString(v))
+        if cfg.num != len(configs) or _U64.unpack(k[1:])[0] != cfg.num:
+            raise RuntimeError(f"the controller data is damaged: configuration {len(configs)} is "
+                               f"missing or misnumbered (found {cfg.num}); use a fresh data_dir "
+                               f"(the group will catch up from its peers)")
+        configs.append(cfg)
+    sessions = {}
+    for k, v in store.scan(_SESSION):
+        command_id, num = _SESSION_HDR.unpack_from(v)
+        sessions[_I64.unpack(k[1:])[0]] = Session(command_id, v[_SESSION_HDR.size:].decode(), num)
+    return ControllerState(configs, sessions)
+
+
+class ControllerMachine:
+    """The StateMachine of group 0: results are state.Applied (None for no-op entries)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.state = load_state(store)
+
+    def apply(self, entries: list[Entry], batch: Any) -> list[Any]:
+        out: list[Any] = []
+        st, store = self.state, self.store
+        for e in entries:
+            if not e.data:
+                out.append(None)
+                continue
+            try:
+                cmd = decode_command(e.data)
+            except BadRequest as err:      # never proposed by us; the same on every replica
+                out.append(Applied(str(err), st.latest.num))
+                continue
+            res = st.apply(cmd)
+            if res.config is not None:
+                store.stage_put(batch, _CONFIG + _U64.pack(res.config.num),
+                                config_to_pb(res.config).SerializeToString(deterministic=True))
+            if res.session is not None:
+                s = res.session
+                store.stage_put(batch, _SESSION + _I64.pack(cmd.client_id),
+                                _SESSION_HDR.pack(s.command_id, s.num) + s.err.encode())
+            out.append(res)
+        return out
+
+    def restored(self) -> None:
+        self.state = load_state(self.store)
+
+    def query(self, num: int) -> Config:
+        return self.state.query(num)

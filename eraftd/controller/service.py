@@ -1,0 +1,65 @@
+"""shardctrlerpb.ShardCtrlerService: eRaft's controller API on top of the driver.
+
+JOIN / LEAVE / MOVE: checked on their own first (a bad one is answered at once, nothing is
+proposed), then proposed to group 0's log and answered with the outcome of their apply and
+the latest configuration at that point.  QUERY: a ReadIndex barrier, then the local state;
+it never touches the log.  A follower answers ErrWrongLeader at once, with the leader's
+address (when known) in the trailing metadata key "leader"; a command or query that does not
+complete within `timeout` answers ErrTimeout (its outcome is then unknown: a client retries
+with the same ids, and the dedup table makes that safe).
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+
+from .._pb import shardctrler_pb2 as pb
+from .._pb import shardctrler_pb2_grpc as pb_grpc
+from ..node.driver import NotLeader
+from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, LEADER_METADATA_KEY, BadRequest,
+                      command_from_pb, config_to_pb, encode_command)
+from .state import OK, validate
+
+COMMAND_TIMEOUT_S = 2.0
+
+
+class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
+    def __init__(self, driver: Any, gid: int, timeout: float = COMMAND_TIMEOUT_S) -> None:
+        self.driver = driver
+        self.gid = gid
+        self.timeout = timeout
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_ShardCtrlerServiceServicer_to_server(self, server)
+
+    async def Command(self, request: pb.CommandRequest, context) -> pb.CommandResponse:
+        g = self.driver.groups[self.gid]
+        try:
+            if request.op == pb.QUERY:
+                await asyncio.wait_for(self.driver.read_barrier(self.gid), self.timeout)
+                return pb.CommandResponse(err=OK, config=config_to_pb(g.sm.query(request.num)))
+            try:
+                cmd = command_from_pb(request)
+            except BadRequest as e:
+                return pb.CommandResponse(err=str(e))
+            err = validate(cmd.op)
+            if err:
+                return pb.CommandResponse(err=err)
+            res = await asyncio.wait_for(self.driver.propose(self.gid, encode_command(cmd)),
+                                         self.timeout)
+            return pb.CommandResponse(err=res.err, config=config_to_pb(g.sm.query(res.num)))
+        except NotLeader as e:      # also ProposalLost: outcome unknown, the client retries
+            if e.hint:
+                context.set_trailing_metadata(((LEADER_METADATA_KEY, e.hint),))
+            return pb.CommandResponse(err=ERR_WRONG_LEADER)
+        except asyncio.TimeoutError:
+            return pb.CommandResponse(err=ERR_TIMEOUT)
+
+    async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.GetStatusResponse:
+        g = self.driver.groups[self.gid]
+        st = g.node.status()
+        return pb.GetStatusResponse(id=g.me, state=st.role.wire_name, term=st.term,
+                                    last_applied=st.applied, commit_index=st.commit,
+                                    storage_size=self.driver.store.size_bytes())

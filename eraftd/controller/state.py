@@ -1,0 +1,236 @@
+"""The shard controller's state, pure: configurations, rebalancing, commands, deduplication.
+
+No I/O, no clock, no randomness, and no dependence on dict or set iteration order: every
+replica that applies the same commands in the same order reaches the same configurations.
+
+A configuration is (num, shards, groups): shard s is served by group shards[s] (0 = nobody),
+groups maps gid -> server addresses.  Configuration 0 has no groups and every shard on gid 0.
+Join and Leave rebalance so that the groups' shard counts differ by at most one while moving
+as few shards as possible; Move hands one shard to one group and does not rebalance.
+
+Commands carry (client_id, command_id); per client the highest applied command id is kept
+with its outcome.  A command whose id is not above it is a duplicate: not applied again,
+answered with the recorded outcome (the same command) or OK (an older one).  client_id 0 means
+"no session": such a command is never deduplicated (nor recorded).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence, Union
+
+NSHARDS = 10
+OK = "OK"
+
+
+@dataclass(frozen=True)
+class Config:
+    num: int = 0
+    shards: tuple[int, ...] = (0,) * NSHARDS
+    groups: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # normalise: shards a tuple of ints, groups ordered by gid with tuple values
+        object.__setattr__(self, "shards", tuple(int(g) for g in self.shards))
+        object.__setattr__(self, "groups",
+                           {int(g): tuple(self.groups[g]) for g in sorted(self.groups)})
+        if len(self.shards) != NSHARDS:
+            raise ValueError(f"a configuration has {NSHARDS} shards, got {len(self.shards)}")
+
+    def shards_of(self, gid: int) -> list[int]:
+        return [s for s, g in enumerate(self.shards) if g == gid]
+
+
+# ---------------------------------------------------------------- commands
+
+@dataclass(frozen=True)
+class Join:
+    groups: Mapping[int, tuple[str, ...]]    # gid -> servers
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups",
+                           {int(g): tuple(self.groups[g]) for g in sorted(self.groups)})
+
+
+@dataclass(frozen=True)
+class Leave:
+    gids: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gids", tuple(int(g) for g in self.gids))
+
+
+@dataclass(frozen=True)
+class Move:
+    shard: int
+    gid: int
+
+
+Op = Union[Join, Leave, Move]
+
+
+@dataclass(frozen=True)
+class Command:
+    op: Op
+    client_id: int = 0
+    command_id: int = 0
+
+
+@dataclass(frozen=True)
+class Session:
+    """The last command applied for one client: its id and its outcome."""
+    command_id: int
+    err: str
+    num: int          # the latest configuration once it applied
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying one command did: its outcome (err, num) and the changes to persist."""
+    err: str
+    num: int                         # the latest configuration once the command applied
+    config: Config | None = None     # the configuration it created, if any
+    session: Session | None = None   # the client's new session record, if any
+
+
+# ---------------------------------------------------------------- validation
+
+def validate(op: Op) -> str | None:
+    """What is wrong with `op` on its own (before it reaches the log), or None."""
+    if isinstance(op, Join):
+        if not op.groups:
+            return "join: no groups given"
+        for gid, servers in op.groups.items():
+            if gid <= 0:
+                return f"join: gid {gid} is not valid: group ids must be > 0"
+            if not servers:
+                return f"join: gid {gid} has an empty server list"
+            if any(not s for s in servers):
+                return f"join: gid {gid} has an empty server address"
+        return None
+    if isinstance(op, Leave):
+        if not op.gids:
+            return "leave: no gids given"
+        seen: set[int] = set()
+        for gid in op.gids:
+            if gid <= 0:
+                return f"leave: gid {gid} is not valid: group ids must be > 0"
+            if gid in seen:
+                return f"leave: gid {gid} is listed twice"
+            seen.add(gid)
+        return None
+    if isinstance(op, Move):
+        if not 0 <= op.shard < NSHARDS:
+            return f"move: shard {op.shard} is outside 0..{NSHARDS - 1}"
+        if op.gid <= 0:
+            return f"move: gid {op.gid} is not valid: group ids must be > 0"
+        return None
+    return f"unknown operation {op!r}"
+
+
+def check(cfg: Config, op: Op) -> str | None:
+    """What is wrong with applying `op` to `cfg`, or None."""
+    err = validate(op)
+    if err:
+        return err
+    if isinstance(op, Join):
+        for gid, servers in op.groups.items():
+            have = cfg.groups.get(gid)
+            if have is not None and have != servers:
+                return (f"join: gid {gid} is already present with other servers "
+                        f"({', '.join(have)}); make it leave first to change them")
+    elif isinstance(op, Leave):
+        for gid in op.gids:
+            if gid not in cfg.groups:
+                return f"leave: gid {gid} is not in configuration {cfg.num}"
+    elif op.gid not in cfg.groups:
+        return f"move: gid {op.gid} is not in configuration {cfg.num}"
+    return None
+
+
+# ---------------------------------------------------------------- configurations
+
+def rebalance(shards: Sequence[int], gids: Iterable[int]) -> tuple[int, ...]:
+    """Shards spread over `gids` so that counts differ by at most one, with fewest moves.
+
+    Every group keeps what it holds up to its target; the groups that hold the most get the
+    larger targets (ties: lower gid); shards of absent groups and the excess are handed out
+    in shard order to the groups below target, in gid order.  With more groups than shards,
+    some groups get none; with no groups, every shard goes to gid 0.
+    """
+    live = sorted(set(gids))
+    if not live:
+        return (0,) * len(shards)
+    owned: dict[int, list[int]] = {g: [] for g in live}
+    free: list[int] = []
+    for s, g in enumerate(shards):
+        (owned[g] if g in owned else free).append(s)
+    base, extra = divmod(len(shards), len(live))
+    by_load = sorted(live, key=lambda g: (-len(owned[g]), g))
+    target = {g: base + (1 if i < extra else 0) for i, g in enumerate(by_load)}
+    for g in live:
+        while len(owned[g]) > target[g]:
+            free.append(owned[g].pop())            # a group over target gives up its highest
+    free.sort()
+    out = list(shards)
+    for g in live:
+        while len(owned[g]) < target[g]:
+            s = free.pop(0)
+            owned[g].append(s)
+            out[s] = g
+    assert not free, f"shards {free} left unassigned"   # targets sum to len(shards)
+    return tuple(out)
+
+
+def next_config(cfg: Config, op: Op) -> Config | None:
+    """The configuration after a checked `op`, or None when it changes nothing."""
+    if isinstance(op, Join):
+        new = {g: s for g, s in op.groups.items() if g not in cfg.groups}
+        if not new:
+            return None                              # every group already there, same servers
+        groups = {**cfg.groups, **new}
+        return Config(cfg.num + 1, rebalance(cfg.shards, groups), groups)
+    if isinstance(op, Leave):
+        gone = set(op.gids)
+        groups = {g: s for g, s in cfg.groups.items() if g not in gone}
+        return Config(cfg.num + 1, rebalance(cfg.shards, groups), groups)
+    if cfg.shards[op.shard] == op.gid:
+        return None
+    shards = list(cfg.shards)
+    shards[op.shard] = op.gid
+    return Config(cfg.num + 1, shards, cfg.groups)
+
+
+class ControllerState:
+    """Every configuration so far, and the session (dedup) table."""
+
+    def __init__(self, configs: Sequence[Config] = (), sessions: Mapping[int, Session] | None = None):
+        self.configs: list[Config] = list(configs) or [Config()]
+        for i, c in enumerate(self.configs):
+            if c.num != i:
+                raise ValueError(f"configuration {i} is numbered {c.num}")
+        self.sessions: dict[int, Session] = dict(sessions or {})
+
+    @property
+    def latest(self) -> Config:
+        return self.configs[-1]
+
+    def query(self, num: int) -> Config:
+        """Configuration `num`; the latest for -1 (any negative) or a number past it."""
+        return self.configs[num] if 0 <= num < len(self.configs) else self.configs[-1]
+
+    def apply(self, cmd: Command) -> Applied:
+        cid = cmd.client_id
+        if cid:
+            s = self.sessions.get(cid)
+            if s is not None and cmd.command_id <= s.command_id:
+                if cmd.command_id == s.command_id:
+                    return Applied(s.err, s.num)
+                return Applied(OK, self.latest.num)
+        err = check(self.latest, cmd.op)
+        new = None if err else next_config(self.latest, cmd.op)
+        if new is not None:
+            self.configs.append(new)
+        session = None
+        if cid:
+            session = self.sessions[cid] = Session(cmd.command_id, err or OK, self.latest.num)
+        return Applied(err or OK, self.latest.num, new, session)

@@ -320,8 +320,13 @@ class Driver:
         results: list[list[Any]] = []
         for g, rd in readies:
             gs = g.store
-            if rd.snapshot is not None:
-                gs.stage_install_snapshot(batch, rd.snapshot_data, rd.snapshot)
+            if rd.snapshot is not None and not gs.stage_install_snapshot(batch, rd.snapshot_data,
+                                                                         rd.snapshot):
+                # the core only hands over snapshots newer than its commit index, which is never
+                # behind the stored snapshot: this would be a bug, and must not pass silently
+                rd.snapshot_data.abort()
+                raise AssertionError(f"{g.name}: storage refused snapshot {rd.snapshot} "
+                                     f"(stored {gs.snapshot()})")
             if rd.entries:
                 gs.stage_append(batch, rd.entries)
             if rd.hard_state is not None:

@@ -114,8 +114,8 @@ class Raft:
 
     # ------------------------------------------------------------------ helpers
     def _send(self, m: Message) -> None:
-        if m.type == T.TRANSFER_LEADER:
-            pass  # forwarded: frm names the transferee, term 0 like a local message
+        if m.type in (T.TRANSFER_LEADER, T.READ_INDEX):
+            pass  # forwarded: frm keeps the transferee / the node that asked for the read
         else:
             m.frm = self.id
         if m.type in (T.VOTE, T.VOTE_RESP, T.PRE_VOTE, T.PRE_VOTE_RESP):
@@ -561,8 +561,7 @@ class Raft:
             self._hup(transfer=True)
         elif t == T.READ_INDEX:
             if self.lead != NONE:
-                fwd = Message(T.READ_INDEX, to=self.lead, context=m.context)
-                self._send(fwd)
+                self._send(Message(T.READ_INDEX, to=self.lead, frm=m.frm, context=m.context))
         elif t == T.READ_INDEX_RESP:
             self.read_states.append(ReadState(m.index, m.context))
 

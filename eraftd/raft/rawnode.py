@@ -57,7 +57,7 @@ class RawNode:
         if m.type in (MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.PROP,
                       MsgType.SNAP_STATUS, MsgType.UNREACHABLE):
             raise ValueError(f"local message {MsgType(m.type).name} cannot arrive from the network")
-        if m.frm not in self.raft.prs and m.type != MsgType.READ_INDEX:
+        if m.frm not in self.raft.prs:
             return  # not one of our peers
         self.raft.step(m)
 

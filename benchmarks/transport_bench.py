@@ -23,6 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no GOAWAY chatter at shutdown
 
 import grpc.aio  # noqa: E402
 
@@ -99,6 +100,7 @@ def _child(port: int, n: int, conn):
         conn.send("ready")
         await asyncio.wait_for(done.wait(), 300)
         conn.send(time.perf_counter())
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # the sender closed
         await t.close()
         await server.stop(None)
     asyncio.run(main())
@@ -120,6 +122,7 @@ async def run_2proc(n: int, kind: str, chunk: int, window: int) -> float:
     end = await loop.run_in_executor(None, parent.recv)  # perf_counter is system-wide on Linux
     dt = end - t0
     await st.close()
+    parent.send("bye")
     p.join(30)
     return n / dt
 

@@ -81,6 +81,10 @@ def channel_options() -> list[tuple[str, int]]:
         ("grpc.use_local_subchannel_pool", 1),
         # the transport never resends; no transparent retries either
         ("grpc.enable_retries", 0),
+        # for long-lived channels built with these options elsewhere (shardkv migration): come
+        # back within a second of a peer's restart, not after gRPC's default of up to 2 minutes
+        ("grpc.initial_reconnect_backoff_ms", 20),
+        ("grpc.max_reconnect_backoff_ms", 1000),
     ]
 
 
@@ -111,7 +115,8 @@ class PeerStats:
 
 class _Peer:
     __slots__ = ("addr", "queue", "wake", "task", "connected", "sent_msgs", "sent_batches",
-                 "dropped", "failures", "connects", "last_unreachable", "channel", "call")
+                 "dropped", "failures", "connects", "last_unreachable", "channel", "call",
+                 "down_logged")
 
     def __init__(self, addr: str, max_queue: int):
         self.addr = addr
@@ -127,6 +132,7 @@ class _Peer:
         self.last_unreachable = float("-inf")
         self.channel: grpc.aio.Channel | None = None
         self.call = None
+        self.down_logged = False
 
 
 class _PeerError(Exception):
@@ -161,9 +167,10 @@ class Transport:
         on_messages: called in the loop with the (group, Message) pairs of every received batch.
         on_snapshot: awaited for an incoming snapshot with (group, SNAP message, data chunks);
             returns success.  None: incoming snapshots are refused.
-        on_unreachable: called with a peer's advertised address when sending to it failed
-            (a failed connect, a broken stream, messages dropped); at most once per
-            unreachable_interval seconds per peer.
+        on_unreachable: called in the loop with a peer's advertised address when sending to it
+            failed (a failed connect, a broken stream, messages dropped from a full queue, a
+            failed snapshot); at most once per unreachable_interval seconds per peer; never
+            from inside send() itself, and not after close().
         max_batch_msgs / max_batch_bytes: bounds of one MessageBatch (the byte bound uses an
             estimate; a single message is always sent whatever its size).
         max_queue: messages queued per peer; beyond that the oldest are dropped.
@@ -226,7 +233,7 @@ class Transport:
         over = len(q) + len(msgs) - self._max_queue
         if over > 0:  # the deque drops the oldest by itself
             peer.dropped += over
-            self._unreachable(peer)
+            self._unreachable(peer, defer=True)
         if len(msgs) == 1:
             q.append((group, msgs[0]))
         else:
@@ -246,18 +253,28 @@ class Transport:
             return grpc.aio.secure_channel(target, self._credentials, options=channel_options())
         return grpc.aio.insecure_channel(target, options=channel_options())
 
-    def _unreachable(self, peer: _Peer) -> None:
-        cb = self._on_unreachable
-        if cb is None:
+    def _unreachable(self, peer: _Peer, defer: bool = False) -> None:
+        """Report peer (rate-limited).  defer: from inside send(), so call it on the next loop
+        iteration instead of re-entering the caller (the driver, mid-Ready)."""
+        if self._on_unreachable is None:
             return
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         if now - peer.last_unreachable < self._unreachable_interval:
             return
         peer.last_unreachable = now
+        if defer:
+            loop.call_soon(self._call_unreachable, peer.addr)
+        else:
+            self._call_unreachable(peer.addr)
+
+    def _call_unreachable(self, addr: str) -> None:
+        if self._closed or self._on_unreachable is None:
+            return
         try:
-            cb(peer.addr)
+            self._on_unreachable(addr)
         except Exception:
-            log.exception("on_unreachable(%s) raised", peer.addr)
+            log.exception("on_unreachable(%s) raised", addr)
 
     async def _connect(self, peer: _Peer):
         channel = peer.channel = self._new_channel(peer.addr)
@@ -299,8 +316,9 @@ class Transport:
                 connected_at = loop.time()
                 peer.connected = True
                 peer.connects += 1
-                if peer.connects > 1:
-                    log.info("reconnected to %s", peer.addr)
+                if peer.down_logged:
+                    peer.down_logged = False
+                    log.info("peer %s: connected again", peer.addr)
                 write = call.write
                 call.add_done_callback(lambda _c: wake.set())  # notice a stream ending while idle
                 while True:
@@ -338,8 +356,12 @@ class Transport:
                 raise
             except Exception as e:  # noqa: BLE001 - any failure: back off and reconnect
                 peer.failures += 1
-                level = logging.WARNING if peer.connected else logging.DEBUG
-                log.log(level, "peer %s: %s", peer.addr, _describe(e))
+                if peer.down_logged:  # once per outage; the rest at debug level
+                    log.debug("peer %s: %s", peer.addr, _describe(e))
+                else:
+                    peer.down_logged = True
+                    log.warning("peer %s unreachable (retrying with back-off): %s", peer.addr,
+                                _describe(e))
                 await self._disconnect(peer)
                 self._unreachable(peer)
             # a stream that lived a while resets the back-off; one that the peer accepts and then
@@ -397,11 +419,8 @@ class Transport:
             peer = self._peers.get(addr)
             if peer is not None:
                 self._unreachable(peer)
-            elif self._on_unreachable is not None:
-                try:
-                    self._on_unreachable(addr)
-                except Exception:
-                    log.exception("on_unreachable(%s) raised", addr)
+            else:
+                self._call_unreachable(addr)
             return False
         finally:
             if call is not None and not call.done():
@@ -481,6 +500,8 @@ class _Servicer(pb_grpc.RaftTransportServicer):
 
     async def InstallSnapshot(self, request_iterator, context: grpc.aio.ServicerContext):
         t = self._t
+        if t._closed:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "transport closed")
         first = await context.read()
         if first is _EOF or first.WhichOneof("chunk") != "header":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,

@@ -67,6 +67,21 @@ def eraftd_command() -> list[str]:
     return [binary] if binary else [sys.executable, "-m", "eraftd"]
 
 
+def leader_of(nodes: Iterable[Node], group: int) -> Node | None:
+    """The running node of `nodes` that says it leads `group` at the highest term, if any."""
+    best, best_term = None, -1
+    for n in nodes:
+        if not n.running():
+            continue
+        try:
+            g = n.group_status(group, timeout=0.5)
+        except grpc.RpcError:
+            continue
+        if g is not None and g.role == "Leader" and g.term > best_term:
+            best, best_term = n, g.term
+    return best
+
+
 class Node:
     def __init__(self, name: str, base: Path, config: dict, extra_args: Iterable[str] = ()) -> None:
         self.name = name
@@ -229,15 +244,7 @@ class Cluster:
 
     def leader(self, group: int = 0) -> Node | None:
         """The live node that says it leads `group` at the highest term, if any."""
-        best, best_term = None, -1
-        for n in self.live():
-            try:
-                g = n.group_status(group, timeout=0.5)
-            except grpc.RpcError:
-                continue
-            if g is not None and g.role == "Leader" and g.term > best_term:
-                best, best_term = n, g.term
-        return best
+        return leader_of(self.live(), group)
 
     def wait_leader(self, group: int = 0, timeout: float = 60,
                     exclude: Iterable[Node] = ()) -> Node:
@@ -271,3 +278,77 @@ class Cluster:
         def caught_up():
             return all(n.group_status(group).last_applied >= index for n in targets)
         wait_for(caught_up, timeout, f"{[n.name for n in targets]} to apply index {index}")
+
+
+class ShardedCluster:
+    """A sharded deployment on loopback: `controllers` controller peers (group 0) and, for each
+    gid, `replicas` shardkv replicas; every node its own process, free ports, short timeouts.
+
+        with ShardedCluster(tmp_path, gids=(100, 101)) as c:
+            c.start(); ... c.group(100)[0].kill() ...
+    """
+
+    def __init__(self, base: Path, gids: Iterable[int] = (100, 101), replicas: int = 3,
+                 controllers: int = 3, host: str = "127.0.0.1", raft: dict | None = None,
+                 shardkv: dict | None = None, log_level: str = "info") -> None:
+        self.base = Path(base)
+        raft_cfg = {"heartbeat_ms": 50, "election_ms": 500}
+        raft_cfg.update(raft or {})
+        ctrl = [f"{host}:{free_port(host)}" for _ in range(controllers)]
+        self.controllers: list[Node] = [
+            Node(f"c{i}", self.base, {"node": {"listen": a, "data_dir": "data"},
+                                      "controller": {"peers": ctrl}, "raft": raft_cfg,
+                                      "log": {"level": log_level}})
+            for i, a in enumerate(ctrl)]
+        self.groups: dict[int, list[Node]] = {}
+        for gid in gids:
+            peers = [f"{host}:{free_port(host)}" for _ in range(replicas)]
+            self.groups[gid] = [
+                Node(f"g{gid}-{i}", self.base,
+                     {"node": {"listen": a, "data_dir": "data"},
+                      "shardkv": {"gid": gid, "peers": peers, "controllers": ctrl, **(shardkv or {})},
+                      "raft": raft_cfg, "log": {"level": log_level}})
+                for i, a in enumerate(peers)]
+
+    def __enter__(self) -> "ShardedCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def nodes(self) -> list[Node]:
+        return self.controllers + [n for ns in self.groups.values() for n in ns]
+
+    def controller_addresses(self) -> list[str]:
+        return [n.address for n in self.controllers]
+
+    def group(self, gid: int) -> list[Node]:
+        return self.groups[gid]
+
+    def addresses(self, gid: int) -> list[str]:
+        return [n.address for n in self.groups[gid]]
+
+    def start(self, gids: Iterable[int] | None = None, controllers: bool = True,
+              timeout: float = 60) -> "ShardedCluster":
+        """Start the controllers (unless told not to) and the given groups (default: all)."""
+        nodes = list(self.controllers) if controllers else []
+        for gid in (self.groups if gids is None else gids):
+            nodes += self.groups[gid]
+        for n in nodes:
+            if not n.running():
+                n.start()
+        for n in nodes:
+            n.wait_serving(timeout)
+        return self
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.kill()
+
+    def leader(self, gid: int) -> Node | None:
+        """The leader of shardkv group gid (0: of the controllers), if any."""
+        return leader_of(self.controllers if gid == 0 else self.groups[gid], gid)
+
+    def wait_leader(self, gid: int, timeout: float = 60) -> Node:
+        return wait_for(lambda: self.leader(gid), timeout, f"a leader of group {gid}")

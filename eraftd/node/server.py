@@ -19,9 +19,10 @@ from ..config import Config
 from ..controller.machine import ControllerMachine
 from ..controller.service import ShardCtrlerService
 from ..raft.options import RaftOptions
+from ..shardkv.node import ShardKVNode
 from .admin import AdminService
 from .driver import Driver, GroupSpec
-from .statemachine import TEST_MACHINES, NoopStateMachine
+from .statemachine import TEST_MACHINES
 from .storage import NodeStore, StorageError
 from .transport import Transport, server_options
 
@@ -43,7 +44,8 @@ def serve(cfg: Config, test_machine: str | None = None) -> int:
         return EXIT_FAIL
 
 
-def _state_machines(cfg: Config, test_machine: str | None) -> dict[int, Callable[[Any], Any]]:
+def _state_machines(cfg: Config, test_machine: str | None,
+                    shardkv: ShardKVNode | None) -> dict[int, Callable[[Any], Any]]:
     """Which state machine each hosted group runs."""
     if test_machine is not None:
         make = TEST_MACHINES[test_machine]
@@ -57,7 +59,7 @@ def _state_machines(cfg: Config, test_machine: str | None) -> dict[int, Callable
     if cfg.controller:
         groups[CONTROLLER_GROUP] = ControllerMachine
     if cfg.shardkv:
-        groups[cfg.shardkv.gid] = NoopStateMachine   # the shardkv state machine plugs in here
+        groups[cfg.shardkv.gid] = shardkv.make_machine
     return groups
 
 
@@ -117,17 +119,22 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
                               on_snapshot, on_unreachable)
         transport.add_to_server(server)
         driver = Driver(store, transport, cfg.raft.heartbeat_ms)
+        shardkv = ShardKVNode(cfg) if cfg.shardkv and test_machine is None else None
         seed = random.SystemRandom().randrange(1 << 62)
-        for spec in group_specs(cfg, _state_machines(cfg, test_machine)):
+        for spec in group_specs(cfg, _state_machines(cfg, test_machine, shardkv)):
             applied = store.group(spec.gid).applied_index()
             driver.add_group(spec, raft_options(cfg, spec, applied), random.Random(seed + spec.gid),
                              cfg.raft.snapshot_entries)
         AdminService(cfg, driver, store, test_machine is not None).add_to_server(server)
         if cfg.controller and test_machine is None:
             ShardCtrlerService(driver, CONTROLLER_GROUP).add_to_server(server)
+        if shardkv:
+            shardkv.add_to_server(server, driver)
 
         await server.start()
         run = asyncio.create_task(driver.run())
+        if shardkv:
+            shardkv.start()
         roles = " + ".join(
             (["controller"] if cfg.controller else [])
             + ([f"shardkv gid {cfg.shardkv.gid}"] if cfg.shardkv else []))
@@ -146,6 +153,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
             raise StartupError(f"the raft driver failed: {exc!r}")
         log.info("shutting down")
         await server.stop(grace=0.5)     # stop accepting; in-flight calls get half a second
+        if shardkv:
+            await shardkv.stop()         # no more configuration polls or migration
         driver.stop()                    # the round in progress finishes, its batch is written
         await run
         for g in driver.groups.values():

@@ -663,6 +663,25 @@ class GroupStore:
         p = batch._pending.get(self) or self._p(batch)
         batch.raw.delete((p.dp if p.gen_used else p.use_gen(self)) + key)
 
+    def stage_delete_range(self, batch: Batch, lo: bytes, hi: bytes) -> None:
+        """Delete every state-machine key in [lo, hi) (one range tombstone); writes staged
+        after it in the same batch survive.  Disk space comes back on compaction: compact_data."""
+        if hi <= lo:
+            return
+        p = batch._pending.get(self) or self._p(batch)
+        dp = p.dp if p.gen_used else p.use_gen(self)
+        batch.raw.delete_range(dp + lo, dp + hi)
+
+    def compact_data(self, lo: bytes, hi: bytes) -> None:
+        """Compact the committed state-machine keys in [lo, hi) and the deleted (compacted)
+        part of this group's log now, so that deleted data leaves the disk (the memtable is
+        flushed and obsolete WAL files go).  Storage housekeeping only: nothing visible
+        changes.  Call it after the batch that deleted the range was written."""
+        self._store._check_open()
+        db = self._db
+        db.compact_range(self._dp + lo, self._dp + hi)
+        db.compact_range(self._lp, self._lp + _U64(self._snap.index + 1))
+
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(self._dp + key)
 

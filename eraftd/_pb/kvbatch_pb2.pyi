@@ -1,0 +1,65 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PUT: _ClassVar[Op]
+    APPEND: _ClassVar[Op]
+    GET: _ClassVar[Op]
+
+class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OK: _ClassVar[Code]
+    NO_KEY: _ClassVar[Code]
+    WRONG_GROUP: _ClassVar[Code]
+    REFUSED: _ClassVar[Code]
+PUT: Op
+APPEND: Op
+GET: Op
+OK: Code
+NO_KEY: Code
+WRONG_GROUP: Code
+REFUSED: Code
+
+class BatchRequest(_message.Message):
+    __slots__ = ("session", "floor", "ops", "keys", "values", "seqs")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_FIELD_NUMBER: _ClassVar[int]
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    SEQS_FIELD_NUMBER: _ClassVar[int]
+    session: int
+    floor: int
+    ops: _containers.RepeatedScalarFieldContainer[Op]
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    seqs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session: _Optional[int] = ..., floor: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, str]]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., seqs: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class BatchResponse(_message.Message):
+    __slots__ = ("err", "leader", "codes", "values", "messages")
+    class MessagesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
+    ERR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    err: str
+    leader: str
+    codes: _containers.RepeatedScalarFieldContainer[Code]
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    messages: _containers.ScalarMap[int, str]
+    def __init__(self, err: _Optional[str] = ..., leader: _Optional[str] = ..., codes: _Optional[_Iterable[_Union[Code, str]]] = ..., values: _Optional[_Iterable[bytes]] = ..., messages: _Optional[_Mapping[int, str]] = ...) -> None: ...

@@ -1,0 +1,283 @@
+"""The shardkv replicated state machine over the group's GroupStore, and its byte formats.
+
+Log entries (empty data is the leader's no-op), a kind byte then a protobuf message:
+    b"C"  shardkvpb.CommandRequest      one eRaft client PUT / APPEND
+    b"B"  eraftkvpb.BatchRequest        many native-path writes of one client session
+    b"N"  shardctrlerpb.Config          take the next configuration
+    b"I"  eraftmigrationpb.InsertChunk  one pulled chunk of an arriving shard
+    b"D"  shardkvpb.ShardOperationRequest  delete shards the new owner has (old owner)
+    b"G"  shardkvpb.ShardOperationRequest  the old owner deleted them (new owner: GCING -> SERVING)
+
+Group data (the GroupStore, so snapshots ship it as is):
+    b"c" / b"p"                      current / previous configuration (shardctrlerpb.Config)
+    b"h" u32(shard)                  >Bqq status, keys, bytes, then the pull cursor
+    b"s" u32(shard) b"d" i64(client) session: >Q floor, then >Q per applied seq
+    b"s" u32(shard) b"k" key         value
+Everything of one shard but its state record is under b"s" u32(shard): one range delete
+drops it (and compact_data gives the space back).  The machine keeps the state in memory
+(state.ShardKVState) and reloads it at start and after a snapshot is installed; values are
+read from RocksDB (the round's own writes from an overlay, the store shows committed data).
+"""
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Any, Callable, Iterable
+
+from google.protobuf.message import DecodeError
+
+from .._pb import kvbatch_pb2 as kvpb
+from .._pb import shardctrler_pb2 as ctlpb
+from .._pb import shardkv_pb2 as pb
+from .._pb import shardmigration_pb2 as migpb
+from ..controller.machine import config_from_pb, config_to_pb
+from ..controller.state import NSHARDS, Config
+from ..node.storage import decode_chunk
+from ..raft.messages import Entry
+from .state import OK, Session, Shard, ShardKVState
+
+log = logging.getLogger("eraftd.shardkv")
+
+ENTRY_COMMAND, ENTRY_BATCH, ENTRY_CONFIG = b"C", b"B", b"N"
+ENTRY_INSERT, ENTRY_DELETE, ENTRY_GC_DONE = b"I", b"D", b"G"
+
+_CUR, _PREV = b"c", b"p"
+_U32 = struct.Struct(">I").pack
+_I64 = struct.Struct(">q")
+_U64 = struct.Struct(">Q")
+_META = struct.Struct(">Bqq")
+
+
+class BadEntry(ValueError):
+    """A log entry this machine cannot decode (never proposed by eraftd)."""
+
+
+# ---------------------------------------------------------------- keys
+
+def shard_prefix(shard: int) -> bytes:
+    return b"s" + _U32(shard)
+
+
+def shard_range(shard: int) -> tuple[bytes, bytes]:
+    return shard_prefix(shard), shard_prefix(shard + 1)
+
+
+def data_key(shard: int, key: bytes) -> bytes:
+    return b"s" + _U32(shard) + b"k" + key
+
+
+def _session_key(shard: int, client: int) -> bytes:
+    return b"s" + _U32(shard) + b"d" + _I64.pack(client)
+
+
+def _meta_key(shard: int) -> bytes:
+    return b"h" + _U32(shard)
+
+
+def encode_session(s: Session) -> bytes:
+    return _U64.pack(s.floor) + b"".join(_U64.pack(x) for x in sorted(s.applied))
+
+
+def decode_session(raw: bytes) -> Session:
+    n = len(raw) // 8
+    vals = struct.unpack(f">{n}Q", raw)
+    return Session(vals[0], set(vals[1:]))
+
+
+def sessions_to_pb(sessions: dict[int, Session]) -> list[migpb.Session]:
+    return [migpb.Session(client=c, floor=s.floor, applied=sorted(s.applied))
+            for c, s in sorted(sessions.items())]
+
+
+def sessions_from_pb(msgs: Iterable[migpb.Session]) -> dict[int, Session]:
+    return {m.client: Session(m.floor, set(m.applied)) for m in msgs}
+
+
+# ---------------------------------------------------------------- entries
+
+def encode_config(cfg: Config) -> bytes:
+    return ENTRY_CONFIG + config_to_pb(cfg).SerializeToString(deterministic=True)
+
+
+def encode_shard_op(kind: bytes, num: int, shards: Iterable[int]) -> bytes:
+    return kind + pb.ShardOperationRequest(config_num=num, shard_ids=sorted(shards)).SerializeToString()
+
+
+def encode_insert(num: int, shard: int, cursor: bytes, resp: migpb.PullShardResponse) -> bytes:
+    m = migpb.InsertChunk(config_num=num, shard=shard, cursor=cursor, next=resp.next,
+                          kvs=resp.kvs, sessions=resp.sessions, done=resp.done)
+    return ENTRY_INSERT + m.SerializeToString(deterministic=True)
+
+
+def _ops_of_batch(req: kvpb.BatchRequest) -> Iterable[tuple[int, bytes, bytes, int]]:
+    n = len(req.ops)
+    values = req.values if len(req.values) == n else [b""] * n
+    seqs = req.seqs if len(req.seqs) == n else [0] * n
+    return zip(req.ops, req.keys, values, seqs)
+
+
+# ---------------------------------------------------------------- the round's view of the data
+
+class _Round:
+    """state.Store for one apply() call: writes are staged in the batch and kept in an
+    overlay so that later commands of the same round read them."""
+
+    __slots__ = ("store", "batch", "pending", "cleared")
+
+    def __init__(self, store: Any, batch: Any) -> None:
+        self.store = store
+        self.batch = batch
+        self.pending: dict[bytes, bytes | None] = {}
+        self.cleared: set[int] = set()
+
+    def get(self, shard: int, key: bytes) -> bytes | None:
+        k = b"s" + _U32(shard) + b"k" + key
+        pending = self.pending
+        if k in pending:
+            return pending[k]
+        if shard in self.cleared:
+            return None
+        return self.store.get(k)
+
+    def put(self, shard: int, key: bytes, value: bytes) -> None:
+        k = b"s" + _U32(shard) + b"k" + key
+        self.pending[k] = value
+        self.store.stage_put(self.batch, k, value)
+
+    def clear(self, shard: int) -> None:
+        lo, hi = shard_range(shard)
+        self.store.stage_delete_range(self.batch, lo, hi)
+        self.pending = {k: v for k, v in self.pending.items() if not lo <= k < hi}
+        self.cleared.add(shard)
+
+
+# ---------------------------------------------------------------- loading
+
+def load_state(store: Any, gid: int) -> ShardKVState:
+    def config(key: bytes) -> Config:
+        raw = store.get(key)
+        return config_from_pb(ctlpb.Config.FromString(raw)) if raw is not None else Config()
+
+    shards = []
+    for i in range(NSHARDS):
+        raw = store.get(_meta_key(i))
+        sh = Shard()
+        if raw is not None:
+            sh.status, sh.keys, sh.bytes = _META.unpack_from(raw)
+            sh.cursor = raw[_META.size:]
+        p = shard_prefix(i) + b"d"
+        for k, v in store.scan(p):
+            sh.sessions[_I64.unpack(k[len(p):])[0]] = decode_session(v)
+        shards.append(sh)
+    return ShardKVState(gid, config(_CUR), config(_PREV), shards)
+
+
+# ---------------------------------------------------------------- the machine
+
+class ShardKVMachine:
+    """The StateMachine of a shardkv group.  Results per entry: a list of (err, value) for
+    client operations, an err string for the others, None for no-ops."""
+
+    def __init__(self, store: Any, gid: int,
+                 on_cleared: Callable[[Callable[[], None]], None] | None = None) -> None:
+        self.store = store
+        self.gid = gid
+        self.state = load_state(store, gid)
+        # how to run the space-reclaiming compaction of cleared shards (default: inline)
+        self._on_cleared = on_cleared or (lambda fn: fn())
+
+    def apply(self, entries: list[Entry], batch: Any) -> list[Any]:
+        st = self.state
+        rnd = _Round(self.store, batch)
+        out: list[Any] = []
+        for e in entries:
+            data = e.data
+            if not data:
+                out.append(None)
+                continue
+            try:
+                out.append(self._apply_one(st, rnd, data))
+            except BadEntry as err:     # never proposed by eraftd; the same on every replica
+                log.error("group %d: entry %d: %s", self.gid, e.index, err)
+                out.append(str(err))
+        self._persist(batch)
+        if rnd.cleared:
+            cleared = sorted(rnd.cleared)
+            batch.on_commit(lambda: self._on_cleared(lambda: self._compact(cleared)))
+        return out
+
+    def _apply_one(self, st: ShardKVState, rnd: _Round, data: bytes) -> Any:
+        kind, body = data[:1], data[1:]
+        try:
+            if kind == ENTRY_BATCH:
+                req = kvpb.BatchRequest.FromString(body)
+                return st.apply_ops(rnd, req.session, req.floor, _ops_of_batch(req))
+            if kind == ENTRY_COMMAND:
+                c = pb.CommandRequest.FromString(body)
+                return st.apply_ops(rnd, c.client_id, c.command_id,
+                                    ((c.op, c.key.encode(), c.value.encode(), c.command_id),))
+            if kind == ENTRY_CONFIG:
+                cfg = config_from_pb(ctlpb.Config.FromString(body))
+                before = st.config
+                err = st.apply_config(rnd, cfg)
+                if err == OK:
+                    log.info("group %d: configuration %d -> %d", self.gid, before.num, cfg.num)
+                return err
+            if kind == ENTRY_INSERT:
+                m = migpb.InsertChunk.FromString(body)
+                kvs = list(decode_chunk(m.kvs))      # all of it checked before anything applies
+                return st.apply_insert(rnd, m.config_num, m.shard, m.cursor, m.next, kvs,
+                                       sessions_from_pb(m.sessions), m.done)
+            if kind in (ENTRY_DELETE, ENTRY_GC_DONE):
+                m = pb.ShardOperationRequest.FromString(body)
+                if kind == ENTRY_DELETE:
+                    return st.apply_delete(rnd, m.config_num, m.shard_ids)
+                return st.apply_gc_done(m.config_num, m.shard_ids)
+        except (DecodeError, ValueError) as e:      # a corrupt message, a bad chunk
+            raise BadEntry(f"undecodable shardkv log entry of kind {kind!r}: {e}") from None
+        raise BadEntry(f"not a shardkv log entry (kind {kind!r})")
+
+    def _persist(self, batch: Any) -> None:
+        st, store, d = self.state, self.store, self.state.dirty
+        if d.configs:
+            store.stage_put(batch, _CUR, config_to_pb(st.config).SerializeToString(deterministic=True))
+            store.stage_put(batch, _PREV, config_to_pb(st.prev).SerializeToString(deterministic=True))
+            d.configs = False
+        if d.shards:
+            for i in d.shards:
+                sh = st.shards[i]
+                store.stage_put(batch, _meta_key(i), _META.pack(sh.status, sh.keys, sh.bytes) + sh.cursor)
+            d.shards = set()
+        if d.sessions:
+            for shard, client in d.sessions:
+                store.stage_put(batch, _session_key(shard, client),
+                                encode_session(st.shards[shard].sessions[client]))
+            d.sessions = set()
+
+    def _compact(self, shards: list[int]) -> None:
+        for s in shards:
+            self.store.compact_data(*shard_range(s))
+
+    def restored(self) -> None:
+        self.state = load_state(self.store, self.gid)
+
+    # ---------------------------------------------------------------- reads (committed data)
+    def get(self, key: bytes) -> bytes | None:
+        shard = key[0] % NSHARDS if key else 0
+        return self.store.get(data_key(shard, key))
+
+    def scan_shard(self, shard: int, cursor: bytes, max_bytes: int) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
+        """Up to about max_bytes of the shard's pairs after `cursor` (b"" = from the start):
+        (pairs, next cursor, whether that was the last of them)."""
+        prefix = shard_prefix(shard) + b"k"
+        start = prefix + cursor[1:] + b"\x00" if cursor else prefix
+        pairs: list[tuple[bytes, bytes]] = []
+        size = 0
+        n = len(prefix)
+        for k, v in self.store.scan(prefix, start):
+            if pairs and size + len(k) + len(v) > max_bytes:
+                return pairs, b"k" + pairs[-1][0], False
+            pairs.append((k[n:], v))
+            size += len(k) + len(v)
+        return pairs, (b"k" + pairs[-1][0]) if pairs else cursor, True
+

@@ -1,0 +1,219 @@
+"""The leader's background work: follow configurations, pull arriving shards, collect garbage.
+
+Every `poll_s` the group's leader looks at its applied state:
+
+* every shard SERVING: ask the controllers for configuration num + 1 (a read, nothing is
+  written anywhere when there is none) and propose it;
+* a PULLING shard: pull it from its previous owner in bounded chunks (PullShard, any of its
+  replicas that reached the configuration) and propose each chunk (InsertChunk, applied only
+  if it follows the last chunk inserted, so a retried or doubled chunk changes nothing);
+* GCING shards: tell the previous owner to delete them (DeleteShardsData, which deletes
+  through its log), then propose GC_DONE (GCING -> SERVING).
+
+Each step depends only on the replicated state and is idempotent, so a new leader, a restart
+or a lost message just repeats a step.  One task per (configuration, shard) pull and per
+(configuration, previous owner) collection; they end when the group's state has moved on or
+this node stops leading.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Sequence
+
+import grpc
+
+from .._pb import shardkv_pb2 as pb
+from .._pb import shardkv_pb2_grpc as pb_grpc
+from .._pb import shardmigration_pb2 as migpb
+from .._pb import shardmigration_pb2_grpc as migpb_grpc
+from ..controller.client import ControllerUnavailable
+from ..controller.machine import LEADER_METADATA_KEY
+from ..node.driver import NotLeader
+from ..node.transport import channel_options
+from .machine import ENTRY_GC_DONE, encode_config, encode_insert, encode_shard_op
+from .state import ERR_WRONG_LEADER, GCING, OK, PULLING
+
+log = logging.getLogger("eraftd.shardkv")
+
+POLL_S = 0.1
+CHUNK_BYTES = 512 << 10
+CALL_TIMEOUT_S = 2.0
+
+
+class Peers:
+    """Channels to other groups' replicas (shared, one per address), and one call that tries a
+    group's servers in turn, the one that answered last time first, following leader hints."""
+
+    def __init__(self, dial: Callable[[str], str] = lambda a: a) -> None:
+        self._dial = dial
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._last_good: dict[tuple[str, ...], str] = {}
+
+    def channel(self, addr: str) -> grpc.aio.Channel:
+        ch = self._channels.get(addr)
+        if ch is None:
+            ch = self._channels[addr] = grpc.aio.insecure_channel(self._dial(addr),
+                                                                  options=channel_options())
+        return ch
+
+    async def close(self) -> None:
+        chans, self._channels = self._channels, {}
+        for ch in chans.values():
+            await ch.close()
+
+    async def call(self, servers: Sequence[str], method: Callable[[grpc.aio.Channel], Any],
+                   request: Any, timeout: float = CALL_TIMEOUT_S) -> tuple[Any | None, str]:
+        """The first answer with err OK from one of `servers` (None if none), and what the
+        last attempt said."""
+        servers = tuple(servers)
+        good = self._last_good.get(servers)
+        order = ([good] if good in servers else []) + [s for s in servers if s != good]
+        last = "no servers"
+        tried: set[str] = set()
+        while order:
+            addr = order.pop(0)
+            if addr in tried:
+                continue
+            tried.add(addr)
+            try:
+                call = method(self.channel(addr))(request, timeout=timeout)
+                resp = await call
+            except grpc.aio.AioRpcError as e:
+                last = f"{addr}: {e.code().name}"
+                continue
+            if resp.err == OK:
+                self._last_good[servers] = addr
+                return resp, f"{addr}: OK"
+            last = f"{addr}: {resp.err}"
+            if resp.err == ERR_WRONG_LEADER:
+                hint = dict(await call.trailing_metadata() or ()).get(LEADER_METADATA_KEY, "")
+                if hint in servers and hint not in tried:
+                    order.insert(0, hint)
+        return None, last
+
+
+class Migrator:
+    def __init__(self, driver: Any, gid: int, controller: Any, peers: Peers,
+                 poll_s: float = POLL_S, chunk_bytes: int = CHUNK_BYTES,
+                 timeout: float = CALL_TIMEOUT_S) -> None:
+        self.driver = driver
+        self.gid = gid
+        self.controller = controller        # ControllerClient (query)
+        self.peers = peers
+        self.poll_s = poll_s
+        self.chunk_bytes = chunk_bytes
+        self.timeout = timeout
+        self._tasks: dict[tuple, asyncio.Task] = {}
+
+    @property
+    def group(self) -> Any:
+        return self.driver.groups[self.gid]
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.step()
+                except (NotLeader, asyncio.TimeoutError, ControllerUnavailable):
+                    pass
+                except Exception:       # keep following; the next poll retries
+                    log.exception("group %d: configuration / migration step failed", self.gid)
+                await asyncio.sleep(self.poll_s)
+        finally:
+            for t in list(self._tasks.values()):
+                t.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def step(self) -> None:
+        g = self.group
+        if not g.is_leader():
+            return
+        st = g.sm.state
+        if st.settled():
+            await self._next_config(st.config.num)
+            return
+        num = st.config.num
+        for shard in st.shards_in(PULLING):
+            self._ensure(("pull", num, shard), lambda s=shard: self._pull(num, s))
+        by_owner: dict[int, list[int]] = {}
+        for shard in st.shards_in(GCING):
+            by_owner.setdefault(st.previous_owner(shard), []).append(shard)
+        for owner, shards in sorted(by_owner.items()):
+            self._ensure(("gc", num, owner, tuple(shards)), lambda o=owner, s=shards: self._gc(num, o, s))
+
+    def _ensure(self, key: tuple, make: Callable[[], Awaitable[None]]) -> None:
+        t = self._tasks.get(key)
+        if t is None or t.done():
+            t = self._tasks[key] = asyncio.get_running_loop().create_task(make())
+            t.add_done_callback(lambda t, k=key: self._done(k, t))
+
+    def _done(self, key: tuple, t: asyncio.Task) -> None:
+        if self._tasks.get(key) is t:
+            del self._tasks[key]
+        if not t.cancelled() and t.exception() is not None and not isinstance(
+                t.exception(), (NotLeader, asyncio.TimeoutError)):
+            log.warning("group %d: %s task failed: %r", self.gid, key[0], t.exception())
+
+    async def _propose(self, data: bytes) -> Any:
+        return await asyncio.wait_for(self.driver.propose(self.gid, data), self.timeout)
+
+    async def _next_config(self, num: int) -> None:
+        cfg = await self.controller.query(num + 1)
+        if cfg.num != num + 1:
+            return
+        st = self.group.sm.state
+        if st.config.num != num or not st.settled():
+            return
+        err = await self._propose(encode_config(cfg))
+        if err != OK:
+            log.debug("group %d: configuration %d not taken: %s", self.gid, cfg.num, err)
+
+    def _current(self, num: int, shard: int, status: int) -> bool:
+        g = self.group
+        st = g.sm.state
+        return g.is_leader() and st.config.num == num and st.shards[shard].status == status
+
+    async def _pull(self, num: int, shard: int) -> None:
+        """Pull one arriving shard, chunk after chunk, until it is in (or things moved on)."""
+        delay = self.poll_s
+        while self._current(num, shard, PULLING):
+            st = self.group.sm.state
+            owner = st.previous_owner(shard)
+            servers = st.prev.groups.get(owner, ())
+            cursor = st.shards[shard].cursor
+            req = migpb.PullShardRequest(config_num=num, shard=shard, cursor=cursor,
+                                         max_bytes=self.chunk_bytes, gid=self.gid)
+            resp, last = await self.peers.call(
+                servers, lambda ch: migpb_grpc.ShardMigrationStub(ch).PullShard, req, self.timeout)
+            if resp is None:
+                log.debug("group %d: pull of shard %d (config %d) from group %d: %s",
+                          self.gid, shard, num, owner, last)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = self.poll_s
+            if not self._current(num, shard, PULLING):
+                return
+            await self._propose(encode_insert(num, shard, cursor, resp))
+            if resp.done:
+                log.info("group %d: shard %d (config %d) arrived from group %d",
+                         self.gid, shard, num, owner)
+
+    async def _gc(self, num: int, owner: int, shards: list[int]) -> None:
+        """Tell the previous owner to delete the shards we have, then stop tracking them."""
+        delay = self.poll_s
+        while all(self._current(num, s, GCING) for s in shards):
+            servers = self.group.sm.state.prev.groups.get(owner, ())
+            req = pb.ShardOperationRequest(config_num=num, shard_ids=shards)
+            resp, last = await self.peers.call(
+                servers, lambda ch: pb_grpc.ShardKVServiceStub(ch).DeleteShardsData, req, self.timeout)
+            if resp is None:
+                log.debug("group %d: delete of shards %s (config %d) at group %d: %s",
+                          self.gid, shards, num, owner, last)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            await self._propose(encode_shard_op(ENTRY_GC_DONE, num, shards))
+            log.info("group %d: group %d deleted shards %s (config %d)", self.gid, owner, shards, num)
+            return

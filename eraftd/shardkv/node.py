@@ -1,0 +1,83 @@
+"""ShardKVNode: everything a shardkv replica adds to `eraftd run`, in one object.
+
+    skv = ShardKVNode(cfg)
+    machines[cfg.shardkv.gid] = skv.make_machine      # the group's state machine
+    ... driver built ...
+    skv.add_to_server(server, driver)                 # ShardKVService, KVBatch, ShardMigration
+    skv.start()                                       # configuration poller / migration
+    ...
+    await skv.stop()                                  # before the driver stops
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+import grpc
+
+from ..config import Config
+from ..controller.client import ControllerClient
+from .machine import ShardKVMachine
+from .migration import CALL_TIMEOUT_S, Migrator, Peers
+from .service import add_services
+from .state import Limits
+
+log = logging.getLogger("eraftd.shardkv")
+
+
+class ShardKVNode:
+    def __init__(self, cfg: Config) -> None:
+        assert cfg.shardkv is not None
+        self.cfg = cfg
+        self.gid = cfg.shardkv.gid
+        self.limits = Limits(cfg.shardkv.max_key_bytes, cfg.shardkv.max_value_bytes)
+        self.driver: Any = None
+        self._compactions: set[asyncio.Future] = set()
+        self._task: asyncio.Task | None = None
+        self._peers: Peers | None = None
+        self._controller: ControllerClient | None = None
+        self._stopping = False
+
+    def make_machine(self, store: Any) -> ShardKVMachine:
+        return ShardKVMachine(store, self.gid, on_cleared=self._compact_later)
+
+    def _compact_later(self, fn: Callable[[], None]) -> None:
+        """Reclaim the disk space of deleted shards in a thread (RocksDB releases the GIL);
+        inline once stopping, so that none runs when the store closes."""
+        if self._stopping:
+            fn()
+            return
+        fut = asyncio.get_running_loop().run_in_executor(None, fn)
+        self._compactions.add(fut)
+
+        def done(f: asyncio.Future) -> None:
+            self._compactions.discard(f)
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("group %d: compaction after a shard deletion failed: %s",
+                            self.gid, f.exception())
+        fut.add_done_callback(done)
+
+    def add_to_server(self, server: grpc.aio.Server, driver: Any) -> None:
+        self.driver = driver
+        add_services(server, driver, self.gid, self.limits, self.cfg.node.advertise)
+
+    def start(self) -> None:
+        dial = self.cfg.node.dial_address
+        self._peers = Peers(dial)
+        self._controller = ControllerClient([dial(a) for a in self.cfg.shardkv.controllers],
+                                            total_timeout=CALL_TIMEOUT_S, call_timeout=1.0)
+        self._task = asyncio.get_running_loop().create_task(
+            Migrator(self.driver, self.gid, self._controller, self._peers).run())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._controller is not None:
+            await self._controller.close()
+        if self._peers is not None:
+            await self._peers.close()
+        if self._compactions:
+            await asyncio.gather(*self._compactions, return_exceptions=True)

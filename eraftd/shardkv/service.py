@@ -1,0 +1,277 @@
+"""The shardkv gRPC services of one group, on top of the driver.
+
+* ShardKVService (shardkvpb, eRaft's contract): Command, GetShardsData, DeleteShardsData,
+  GetStatus.  A follower answers ErrWrongLeader at once, with the leader's address (when
+  known) in the trailing metadata key "leader".
+* KVBatch (eraftkvpb): eraftd's native path, many operations per call.  Its writes go to the
+  log as one entry (or a few, for big batches); its reads share one ReadIndex round.
+* ShardMigration (eraftmigrationpb): PullShard, a shard's data in bounded chunks for its new
+  owner; any replica that has reached the configuration can answer (the shard is frozen).
+
+Writes are checked (limits, shard served here) before they are proposed and again when they
+apply; reads wait for a ReadIndex barrier, then check that the shard is served here and read
+the committed data: linearizable, and never through the log.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+
+from .._pb import kvbatch_pb2 as kvpb
+from .._pb import kvbatch_pb2_grpc as kvpb_grpc
+from .._pb import shardkv_pb2 as pb
+from .._pb import shardkv_pb2_grpc as pb_grpc
+from .._pb import shardmigration_pb2 as migpb
+from .._pb import shardmigration_pb2_grpc as migpb_grpc
+from ..controller.machine import LEADER_METADATA_KEY
+from ..controller.state import NSHARDS
+from ..node.driver import NotLeader
+from ..node.storage import encode_chunk
+from .machine import (ENTRY_BATCH, ENTRY_COMMAND, ENTRY_DELETE, encode_shard_op,
+                      sessions_to_pb)
+from .state import (BEPULLING, ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED, ERR_TIMEOUT,
+                     ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, OK, STATUS_NAMES, Limits, key2shard)
+
+COMMAND_TIMEOUT_S = 2.0
+ENTRY_MAX_BYTES = 1 << 20          # a native batch's writes go to the log in entries about this big
+PULL_MAX_BYTES = 4 << 20           # the most a PullShard answer carries, whatever is asked
+
+_CODE = {OK: kvpb.OK, ERR_NO_KEY: kvpb.NO_KEY, ERR_WRONG_GROUP: kvpb.WRONG_GROUP}
+
+
+class _Base:
+    def __init__(self, driver: Any, gid: int, timeout: float) -> None:
+        self.driver = driver
+        self.gid = gid
+        self.timeout = timeout
+
+    @property
+    def group(self) -> Any:
+        return self.driver.groups[self.gid]
+
+    def state(self) -> Any:
+        return self.group.sm.state
+
+
+class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
+    def __init__(self, driver: Any, gid: int, limits: Limits, address: str,
+                 timeout: float = COMMAND_TIMEOUT_S) -> None:
+        super().__init__(driver, gid, timeout)
+        self.limits = limits
+        self.address = address
+
+    async def Command(self, request: pb.CommandRequest, context) -> pb.CommandResponse:
+        key, value = request.key.encode(), request.value.encode()
+        problem = self.limits.refuse(request.op, key, value)
+        if problem:
+            return pb.CommandResponse(err=problem)
+        shard = key2shard(key)
+        g = self.group
+        try:
+            if not g.is_leader():
+                raise NotLeader(g.leader_address)
+            if request.op == GET:
+                await asyncio.wait_for(self.driver.read_barrier(self.gid), self.timeout)
+                if not g.sm.state.can_serve(shard):
+                    return pb.CommandResponse(err=ERR_WRONG_GROUP)
+                v = g.sm.get(key)
+                if v is None:
+                    return pb.CommandResponse(err=ERR_NO_KEY)
+                try:
+                    return pb.CommandResponse(err=OK, value=v.decode())
+                except UnicodeDecodeError:
+                    return pb.CommandResponse(err=f"the value of {request.key!r} is not UTF-8 text "
+                                                  f"(written through the native path); read it "
+                                                  f"with eraftd's client")
+            st = g.sm.state
+            if not st.can_serve(shard):
+                return pb.CommandResponse(err=ERR_WRONG_GROUP)
+            sess = st.shards[shard].sessions.get(request.client_id) if request.client_id else None
+            if sess is not None and sess.seen(request.command_id):
+                return pb.CommandResponse(err=OK)     # a retry of an applied command
+            res = await asyncio.wait_for(
+                self.driver.propose(self.gid, ENTRY_COMMAND + request.SerializeToString()),
+                self.timeout)
+            return pb.CommandResponse(err=res[0][0])
+        except NotLeader as e:      # also ProposalLost: outcome unknown, the client retries
+            if e.hint:
+                context.set_trailing_metadata(((LEADER_METADATA_KEY, e.hint),))
+            return pb.CommandResponse(err=ERR_WRONG_LEADER)
+        except asyncio.TimeoutError:
+            return pb.CommandResponse(err=ERR_TIMEOUT)
+
+    async def GetShardsData(self, request: pb.ShardOperationRequest, context) -> pb.ShardOperationResponse:
+        """eRaft's pull: whole shards in one answer (eraftd groups use PullShard instead)."""
+        g = self.group
+        if not g.is_leader():
+            return pb.ShardOperationResponse(err=ERR_WRONG_LEADER)
+        st = g.sm.state
+        if st.config.num < request.config_num:
+            return pb.ShardOperationResponse(err=ERR_NOT_READY)
+        out = pb.ShardOperationResponse(err=OK, config_num=request.config_num)
+        for shard in sorted(set(request.shard_ids)):
+            if not 0 <= shard < NSHARDS:
+                return pb.ShardOperationResponse(err=f"shard {shard} is outside 0..{NSHARDS - 1}")
+            kv = out.shards[shard].kv
+            cursor = b""
+            while True:
+                pairs, cursor, done = g.sm.scan_shard(shard, cursor, PULL_MAX_BYTES)
+                for k, v in pairs:
+                    kv[k.decode(errors="replace")] = v.decode(errors="replace")
+                if done:
+                    break
+            for client, sess in st.shards[shard].sessions.items():
+                ctx = out.last_operations[client]
+                ctx.max_applied_command_id = max(ctx.max_applied_command_id, sess.max_applied())
+                ctx.last_response.err = OK
+        return out
+
+    async def DeleteShardsData(self, request: pb.ShardOperationRequest, context) -> pb.ShardOperationResponse:
+        """The new owner has these shards of configuration config_num: delete our copies."""
+        g = self.group
+        try:
+            if not g.is_leader():
+                raise NotLeader(g.leader_address)
+            num = g.sm.state.config.num
+            if num > request.config_num:
+                return pb.ShardOperationResponse(err=OK, config_num=request.config_num)
+            if num < request.config_num:
+                return pb.ShardOperationResponse(err=ERR_NOT_READY)
+            err = await asyncio.wait_for(self.driver.propose(
+                self.gid, encode_shard_op(ENTRY_DELETE, request.config_num, request.shard_ids)),
+                self.timeout)
+            return pb.ShardOperationResponse(err=err, config_num=request.config_num)
+        except NotLeader as e:
+            if e.hint:
+                context.set_trailing_metadata(((LEADER_METADATA_KEY, e.hint),))
+            return pb.ShardOperationResponse(err=ERR_WRONG_LEADER)
+        except asyncio.TimeoutError:
+            return pb.ShardOperationResponse(err=ERR_TIMEOUT)
+
+    async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.GetStatusResponse:
+        g = self.group
+        st = g.node.status()
+        kv = g.sm.state
+        return pb.GetStatusResponse(
+            id=g.me, state=st.role.wire_name, term=st.term, last_applied=st.applied,
+            commit_index=st.commit, storage_size=self.driver.store.size_bytes(),
+            address=self.address, gid=self.gid,
+            shards=[pb.ShardInfo(shard_id=i, status=STATUS_NAMES[kv.shards[i].status],
+                                 keys=kv.shards[i].keys, bytes=kv.shards[i].bytes)
+                    for i in kv.held()])
+
+
+class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
+    def __init__(self, driver: Any, gid: int, limits: Limits,
+                 timeout: float = COMMAND_TIMEOUT_S) -> None:
+        super().__init__(driver, gid, timeout)
+        self.limits = limits
+
+    async def Batch(self, req: kvpb.BatchRequest, context) -> kvpb.BatchResponse:
+        g = self.group
+        if not g.is_leader():
+            return kvpb.BatchResponse(err=ERR_WRONG_LEADER, leader=g.leader_address)
+        ops, keys, values, seqs = req.ops, req.keys, req.values, req.seqs
+        n = len(ops)
+        if len(keys) != n or len(values) not in (0, n) or len(seqs) not in (0, n):
+            return kvpb.BatchResponse(err=f"malformed batch: {n} ops, {len(keys)} keys, "
+                                          f"{len(values)} values, {len(seqs)} seqs")
+        codes = [kvpb.OK] * n
+        out_values = [b""] * n
+        messages: dict[int, str] = {}
+        st = g.sm.state
+        reads: list[int] = []
+        writes: list[int] = []
+        refuse, limits = self.limits.refuse, self.limits
+        max_key, max_value = limits.max_key_bytes, limits.max_value_bytes
+        for i in range(n):
+            op, key = ops[i], keys[i]
+            if op not in (0, 1, 2) or len(key) > max_key or (
+                    op != GET and values and len(values[i]) > max_value):
+                codes[i] = kvpb.REFUSED
+                messages[i] = refuse(op, key, values[i] if values else b"")
+            elif not st.can_serve(key2shard(key)):
+                codes[i] = kvpb.WRONG_GROUP
+            elif op == GET:
+                reads.append(i)
+            else:
+                writes.append(i)
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(self._write(req, writes), self._barrier(reads)), self.timeout)
+        except NotLeader as e:
+            return kvpb.BatchResponse(err=ERR_WRONG_LEADER, leader=e.hint)
+        except asyncio.TimeoutError:
+            return kvpb.BatchResponse(err=ERR_TIMEOUT, leader=g.leader_address)
+        for i, (err, _) in zip(writes, results[0]):
+            codes[i] = _CODE.get(err, kvpb.REFUSED)
+        if reads:
+            st = g.sm.state
+            get = g.sm.get
+            for i in reads:
+                key = keys[i]
+                if not st.can_serve(key2shard(key)):
+                    codes[i] = kvpb.WRONG_GROUP
+                    continue
+                v = get(key)
+                if v is None:
+                    codes[i] = kvpb.NO_KEY
+                else:
+                    out_values[i] = v
+        return kvpb.BatchResponse(codes=codes, values=out_values, messages=messages)
+
+    async def _write(self, req: kvpb.BatchRequest, writes: list[int]) -> list[Any]:
+        if not writes:
+            return []
+        n = len(req.ops)
+        if len(writes) == n and req.ByteSize() <= ENTRY_MAX_BYTES:
+            entries = [ENTRY_BATCH + req.SerializeToString()]
+        else:
+            entries = []
+            values = req.values or [b""] * n
+            seqs = req.seqs or [0] * n
+            part = kvpb.BatchRequest(session=req.session, floor=req.floor)
+            size = 0
+            for i in writes:
+                part.ops.append(req.ops[i])
+                part.keys.append(req.keys[i])
+                part.values.append(values[i])
+                part.seqs.append(seqs[i])
+                size += len(req.keys[i]) + len(values[i]) + 16
+                if size >= ENTRY_MAX_BYTES:
+                    entries.append(ENTRY_BATCH + part.SerializeToString())
+                    part = kvpb.BatchRequest(session=req.session, floor=req.floor)
+                    size = 0
+            if part.ops:
+                entries.append(ENTRY_BATCH + part.SerializeToString())
+        results = await self.driver.propose_many(self.gid, entries)
+        return [r for res in results for r in res]
+
+    async def _barrier(self, reads: list[int]) -> None:
+        if reads:
+            await self.driver.read_barrier(self.gid)
+
+
+class ShardMigrationService(_Base, migpb_grpc.ShardMigrationServicer):
+    async def PullShard(self, req: migpb.PullShardRequest, context) -> migpb.PullShardResponse:
+        st = self.state()
+        if st.config.num < req.config_num:
+            return migpb.PullShardResponse(err=ERR_NOT_READY)
+        if (st.config.num > req.config_num or not 0 <= req.shard < NSHARDS
+                or st.shards[req.shard].status != BEPULLING):
+            return migpb.PullShardResponse(err=ERR_OUTDATED)
+        limit = min(max(req.max_bytes, 1), PULL_MAX_BYTES)
+        pairs, nxt, done = self.group.sm.scan_shard(req.shard, req.cursor, limit)
+        sessions = sessions_to_pb(st.shards[req.shard].sessions) if not req.cursor else []
+        return migpb.PullShardResponse(err=OK, kvs=encode_chunk(pairs), sessions=sessions,
+                                       next=nxt, done=done)
+
+
+def add_services(server: grpc.aio.Server, driver: Any, gid: int, limits: Limits,
+                 address: str) -> None:
+    pb_grpc.add_ShardKVServiceServicer_to_server(ShardKVService(driver, gid, limits, address), server)
+    kvpb_grpc.add_KVBatchServicer_to_server(KVBatchService(driver, gid, limits), server)
+    migpb_grpc.add_ShardMigrationServicer_to_server(ShardMigrationService(driver, gid, COMMAND_TIMEOUT_S),
+                                                   server)

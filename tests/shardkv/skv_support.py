@@ -1,0 +1,94 @@
+"""Shared helpers of the shardkv tests: a dict Store for the pure state, configs, fixtures."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from eraftd._pb import shardkv_pb2 as pb
+from eraftd._pb import shardkv_pb2_grpc as pb_grpc
+from eraftd.controller.state import NSHARDS, Config
+from eraftd.testing import ShardedCluster, wait_for
+
+
+class DictStore:
+    """state.Store over a dict {(shard, key): value}."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[int, bytes], bytes] = {}
+        self.cleared: list[int] = []
+
+    def get(self, shard: int, key: bytes) -> bytes | None:
+        return self.data.get((shard, key))
+
+    def put(self, shard: int, key: bytes, value: bytes) -> None:
+        self.data[(shard, key)] = value
+
+    def clear(self, shard: int) -> None:
+        self.cleared.append(shard)
+        self.data = {k: v for k, v in self.data.items() if k[0] != shard}
+
+    def shard(self, shard: int) -> dict[bytes, bytes]:
+        return {k: v for (s, k), v in sorted(self.data.items()) if s == shard}
+
+
+def config(num: int, shards: list[int] | tuple[int, ...], groups: dict[int, tuple[str, ...]] | None = None) -> Config:
+    if groups is None:
+        groups = {g: (f"g{g}",) for g in set(shards) if g}
+    return Config(num, tuple(shards), groups)
+
+
+def key_in(shard: int, suffix: str = "") -> bytes:
+    """A key of the given shard (key2shard = first byte mod NSHARDS)."""
+    return bytes([ord("0") + (shard - ord("0")) % NSHARDS]) + suffix.encode()
+
+
+@pytest.fixture
+def sharded(tmp_path):
+    """make(**kw) -> a ShardedCluster; every process it starts is killed at the end."""
+    made: list[ShardedCluster] = []
+
+    def make(**kw) -> ShardedCluster:
+        c = ShardedCluster(tmp_path / f"s{len(made)}", **kw)
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        c.close()
+    for c in made:          # no node may have hit an unexpected error
+        for n in c.nodes:
+            text = n.log_text()
+            assert "Traceback" not in text and " ERROR " not in text, f"{n.name}:\n{text[-3000:]}"
+
+
+def skv_status(node, timeout: float = 1.0):
+    """A replica's ShardKVService.GetStatus (synchronous)."""
+    return pb_grpc.ShardKVServiceStub(node.channel()).GetStatus(pb.GetStatusRequest(), timeout=timeout)
+
+
+def group_shards(c: ShardedCluster, gid: int) -> dict[int, str] | None:
+    """shard -> status at gid's leader, or None when it has no leader now."""
+    leader = c.leader(gid)
+    if leader is None:
+        return None
+    return {s.shard_id: s.status for s in skv_status(leader).shards}
+
+
+def wait_settled(c: ShardedCluster, owners: dict[int, list[int]], timeout: float = 60) -> None:
+    """Wait until each gid's leader holds exactly the shards given, all Serving."""
+    def ok():
+        return all(group_shards(c, gid) == {s: "Serving" for s in shards}
+                   for gid, shards in owners.items())
+    wait_for(ok, timeout, f"shards to settle as {owners}")
+
+
+async def check_all(kv, expect: dict[str, str]) -> None:
+    """Every key has its expected value (read concurrently through the clerk)."""
+    got = await asyncio.gather(*(kv.get(k) for k in expect))
+    wrong = {k: (v, expect[k]) for k, v in zip(expect, got) if v != expect[k].encode()}
+    assert not wrong, f"{len(wrong)} of {len(expect)} keys differ (got, wanted): {dict(list(wrong.items())[:5])}"
+
+
+async def in_thread(fn, *args):
+    """Run a blocking harness call (start, kill, wait_for, ...) off the event loop."""
+    return await asyncio.to_thread(fn, *args)

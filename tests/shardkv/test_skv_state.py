@@ -1,0 +1,215 @@
+"""eraftd.shardkv.state, pure: key2shard, operations, dedup windows, configuration steps,
+migration and garbage collection, limits."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
+from skv_support import DictStore, config, key_in
+
+from eraftd.controller.state import NSHARDS
+from eraftd.shardkv.state import (APPEND, BEPULLING, ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED,
+                                  ERR_WRONG_GROUP, GCING, GET, OK, PULLING, PUT, SERVING, Limits,
+                                  Session, ShardKVState, key2shard)
+
+G1, G2 = 100, 101
+
+
+def serving(gid=G1, shards=None) -> tuple[ShardKVState, DictStore]:
+    """A group at configuration 1 owning `shards` (default: all), everything SERVING."""
+    st, store = ShardKVState(gid), DictStore()
+    owned = set(range(NSHARDS) if shards is None else shards)
+    cfg = config(1, [gid if s in owned else G2 for s in range(NSHARDS)])
+    assert st.apply_config(store, cfg) == OK
+    return st, store
+
+
+def test_key2shard_is_erafts():
+    assert key2shard(b"") == 0
+    assert key2shard(b"a") == ord("a") % 10
+    assert key2shard("é".encode()) == 0xC3 % 10          # first byte of the UTF-8 encoding
+    assert all(key2shard(key_in(s, "x")) == s for s in range(NSHARDS))
+
+
+def test_put_append_get():
+    st, store = serving()
+    k = key_in(3, "k")
+    assert st.apply_ops(store, 0, 0, [(GET, k, b"", 0)]) == [(ERR_NO_KEY, b"")]
+    assert st.apply_ops(store, 0, 0, [(APPEND, k, b"a", 0), (APPEND, k, b"b", 0),
+                                      (GET, k, b"", 0), (PUT, k, b"x", 0), (GET, k, b"", 0)]) == \
+        [(OK, b""), (OK, b""), (OK, b"ab"), (OK, b""), (OK, b"x")]
+    assert store.shard(3) == {k: b"x"}
+    sh = st.shards[3]
+    assert (sh.keys, sh.bytes) == (1, len(k) + 1)
+    assert 3 in st.dirty.shards
+
+
+def test_wrong_group_for_shards_not_served():
+    st, store = serving(shards=[1])
+    assert st.apply_ops(store, 7, 1, [(PUT, key_in(2), b"v", 1), (PUT, key_in(1), b"v", 2)]) == \
+        [(ERR_WRONG_GROUP, b""), (OK, b"")]
+    assert store.data == {(1, key_in(1)): b"v"}
+    # the refused op is not recorded: it may be retried at the right group
+    assert st.shards[2].sessions == {}
+
+
+def test_erafts_one_in_flight_dedup():
+    """eRaft's clients send floor = seq = command id: the highest applied id rule."""
+    st, store = serving()
+    k = key_in(4)
+    for cid in (1, 1, 2, 1, 2):       # retries and a late duplicate of 1
+        assert st.apply_ops(store, 9, cid, [(APPEND, k, b"%d" % cid, cid)]) == [(OK, b"")]
+    assert store.get(4, k) == b"12"
+    assert st.shards[4].sessions[9] == Session(2, {2})
+
+
+def test_pipelined_window_never_mistakes_an_earlier_seq_for_a_duplicate():
+    st, store = serving()
+    k = key_in(5)
+    # seqs 1..4 in flight (floor 1); they apply out of order, some twice
+    for seq in (3, 1, 3, 4, 1):
+        st.apply_ops(store, 9, 1, [(APPEND, k, b"%d" % seq, seq)])
+    assert store.get(5, k) == b"314"
+    st.apply_ops(store, 9, 1, [(APPEND, k, b"2", 2)])           # the late earlier one applies
+    assert store.get(5, k) == b"3142"
+    # the client got answers for 1..4: floor 5 forgets them, and they stay duplicates
+    st.apply_ops(store, 9, 5, [(APPEND, k, b"5", 5)])
+    assert st.shards[5].sessions[9] == Session(5, {5})
+    st.apply_ops(store, 9, 5, [(APPEND, k, b"2", 2), (APPEND, k, b"5", 5)])
+    assert store.get(5, k) == b"31425"
+
+
+def test_no_session_means_no_dedup():
+    st, store = serving()
+    k = key_in(6)
+    st.apply_ops(store, 0, 0, [(APPEND, k, b"a", 0), (APPEND, k, b"a", 0)])
+    assert store.get(6, k) == b"aa"
+    assert st.shards[6].sessions == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(hst.data())
+def test_window_exactly_once_under_any_delivery(data):
+    """A client with a window of seqs in flight; the network delivers each attempt any number
+    of times in any order and the client retries until answered: every seq applies once."""
+    st, store = serving()
+    k = key_in(7)
+    n = data.draw(hst.integers(1, 12))
+    rng = random.Random(data.draw(hst.integers(0, 1 << 30)))
+    acked: set[int] = set()
+    deliveries = []
+    for seq in range(1, n + 1):
+        deliveries += [seq] * rng.randint(1, 3)
+    rng.shuffle(deliveries)
+    for seq in deliveries:
+        floor = min(set(range(1, n + 1)) - acked, default=n + 1)
+        if seq < floor:              # the client never resends what it has an answer for
+            floor = min(floor, seq)  # ... but an old copy may arrive with an old floor
+        res = st.apply_ops(store, 9, floor, [(APPEND, k, b"<%d>" % seq, seq)])
+        assert res == [(OK, b"")]
+        if rng.random() < 0.6:
+            acked.add(seq)
+    got = store.get(7, k)
+    for seq in range(1, n + 1):
+        assert got.count(b"<%d>" % seq) == 1, (seq, got)
+
+
+def test_config_steps_one_at_a_time_and_only_when_settled():
+    st, store = ShardKVState(G1), DictStore()
+    assert st.apply_config(store, config(2, [G1] * NSHARDS)) == ERR_OUTDATED    # skips 1
+    assert st.apply_config(store, config(1, [G1] * 5 + [G2] * 5)) == OK
+    assert st.settled() and st.config.num == 1 and st.prev.num == 0
+    assert [s.status for s in st.shards] == [SERVING] * NSHARDS   # from gid 0: nothing to pull
+    assert st.apply_config(store, config(1, [G1] * NSHARDS)) == ERR_OUTDATED    # a duplicate
+    k = key_in(0)
+    st.apply_ops(store, 0, 0, [(PUT, k, b"v", 0)])
+    # shard 0 leaves, shard 5 arrives
+    c2 = config(2, [G2] + [G1] * 5 + [G2] * 4)
+    assert st.apply_config(store, c2) == OK
+    assert st.shards[0].status == BEPULLING and st.shards[5].status == PULLING
+    assert st.previous_owner(5) == G2 and st.prev.num == 1
+    assert store.get(0, k) == b"v"                     # kept for the new owner
+    assert not st.can_serve(0) and not st.can_serve(5) and st.can_serve(1)
+    assert st.apply_ops(store, 0, 0, [(GET, k, b"", 0)]) == [(ERR_WRONG_GROUP, b"")]
+    assert st.apply_config(store, config(3, [G1] * NSHARDS)) == ERR_NOT_READY
+    assert sorted(st.held()) == [0, 1, 2, 3, 4, 5]
+    assert st.dirty.configs
+
+
+def test_pull_insert_in_chunks_then_gc():
+    st, store = serving(shards=[1])
+    c2 = config(2, [G1] * NSHARDS)
+    st.apply_config(store, c2)
+    assert st.shards_in(PULLING) == [s for s in range(NSHARDS) if s != 1]
+    a, b = key_in(2, "a"), key_in(2, "b")
+    sess = {5: Session(3, {4})}
+    # chunk 1 applies; a repeat of it, or one that does not follow, changes nothing
+    assert st.apply_insert(store, 2, 2, b"", b"ka", [(a, b"1")], sess, False) == OK
+    assert st.apply_insert(store, 2, 2, b"", b"ka", [(a, b"X")], {}, False) == ERR_OUTDATED
+    assert st.apply_insert(store, 2, 2, b"kzz", b"kzzz", [(b, b"X")], {}, False) == ERR_OUTDATED
+    assert st.apply_insert(store, 1, 2, b"ka", b"kb", [(b, b"X")], {}, True) == ERR_OUTDATED
+    assert st.shards[2].status == PULLING and not st.can_serve(2)
+    assert st.apply_insert(store, 2, 2, b"ka", b"kb", [(b, b"22")], {}, True) == OK
+    sh = st.shards[2]
+    assert sh.status == GCING and st.can_serve(2) and sh.cursor == b""
+    assert (sh.keys, sh.bytes) == (2, len(a) + 1 + len(b) + 2)
+    assert store.shard(2) == {a: b"1", b: b"22"}
+    # the session came along: a retry of seq 4 at the new owner is a duplicate
+    assert st.apply_ops(store, 5, 3, [(APPEND, a, b"!", 4)]) == [(OK, b"")]
+    assert store.get(2, a) == b"1"
+    # not settled until every GCING shard is confirmed
+    assert st.apply_gc_done(1, [2]) == OK and sh.status == GCING          # wrong config: no-op
+    assert st.apply_gc_done(2, [2]) == OK and sh.status == SERVING
+    assert st.apply_gc_done(2, [2]) == OK                                    # idempotent
+
+
+def test_delete_of_bepulling_shard_is_idempotent_and_clears_everything():
+    st, store = serving(shards=[0, 1])
+    k = key_in(0)
+    st.apply_ops(store, 3, 1, [(PUT, k, b"v", 1)])
+    st.apply_config(store, config(2, [G2] + [G1] + [G2] * 8))
+    assert st.shards[0].status == BEPULLING
+    assert st.apply_delete(store, 1, [0]) == OK and st.shards[0].status == BEPULLING   # stale
+    assert st.apply_delete(store, 2, [0, 1]) == OK                       # 1 is SERVING: kept
+    sh = st.shards[0]
+    assert sh.status == SERVING and sh.sessions == {} and (sh.keys, sh.bytes) == (0, 0)
+    assert store.shard(0) == {} and st.shards[1].status == SERVING
+    assert st.settled() and 0 not in st.held()
+    assert st.apply_delete(store, 2, [0]) == OK
+    assert store.cleared.count(0) == 2         # once on config 1 (arrival), once now
+
+
+def test_shard_that_nobody_gets_is_dropped_and_arrives_fresh():
+    st, store = serving(shards=[0])
+    st.apply_ops(store, 0, 0, [(PUT, key_in(0), b"v", 0)])
+    st.apply_config(store, config(2, [0] * NSHARDS, {}))
+    assert st.settled() and store.shard(0) == {}
+    st.apply_config(store, config(3, [G1] * NSHARDS))
+    assert st.settled() and st.can_serve(0)
+
+
+def test_shard_leaving_and_coming_back_starts_clean():
+    st, store = serving(shards=[0])
+    st.apply_ops(store, 0, 0, [(PUT, key_in(0, "old"), b"v", 0)])
+    st.apply_config(store, config(2, [G2] * NSHARDS))
+    st.apply_delete(store, 2, [0])
+    st.apply_config(store, config(3, [G1] + [G2] * 9))
+    assert st.shards[0].status == PULLING and store.shard(0) == {}
+
+
+def test_limits():
+    lim = Limits(4, 8)
+    assert lim.refuse(PUT, b"abcd", b"12345678") is None
+    assert "key of 5 bytes" in lim.refuse(PUT, b"abcde", b"")
+    assert "max_key_bytes" in lim.refuse(GET, b"abcde", b"")
+    msg = lim.refuse(APPEND, b"k", b"123456789")
+    assert "value of 9 bytes is longer than the limit of 8 bytes" in msg and "\n" not in msg
+    assert lim.refuse(GET, b"k", b"123456789") is None
+    assert "unknown op 7" in lim.refuse(7, b"k", b"")
+
+
+def test_state_must_have_every_shard():
+    with pytest.raises(ValueError):
+        ShardKVState(G1, shards=[])

@@ -102,6 +102,7 @@ class Raft:
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = 0
         self.lead_transferee = NONE
+        self.transfer_elapsed = 0
         self.prs: dict[int, Progress] = {}
         self.votes: dict[int, bool] = {}
         self.read_only = _ReadOnly()
@@ -204,12 +205,15 @@ class Raft:
     def _tick_heartbeat(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        if self.lead_transferee != NONE:
+            # its own timer: repeated transfer requests must not hold off check-quorum
+            self.transfer_elapsed += 1
+            if self.transfer_elapsed >= self.election_timeout:
+                self.lead_transferee = NONE  # the transfer took too long: give up
         if self.election_elapsed >= self.election_timeout:
             self.election_elapsed = 0
             if self.opts.check_quorum:
                 self.step(Message(T.CHECK_QUORUM, frm=self.id))
-            if self.role == Role.LEADER and self.lead_transferee != NONE:
-                self.lead_transferee = NONE  # transfer took too long: give up
         if self.role != Role.LEADER:
             return
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
@@ -397,7 +401,7 @@ class Raft:
             self.lead_transferee = NONE
         if transferee == self.id:
             return
-        self.election_elapsed = 0  # the transfer must finish within one election timeout
+        self.transfer_elapsed = 0  # the transfer must finish within one election timeout
         self.lead_transferee = transferee
         if self.prs[transferee].match == self.log.last_index():
             self._send(Message(T.TIMEOUT_NOW, to=transferee))

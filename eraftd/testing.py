@@ -11,6 +11,7 @@ is killed at interpreter exit too, as a last resort if a test forgets.
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import signal
@@ -290,25 +291,33 @@ class ShardedCluster:
 
     def __init__(self, base: Path, gids: Iterable[int] = (100, 101), replicas: int = 3,
                  controllers: int = 3, host: str = "127.0.0.1", raft: dict | None = None,
-                 shardkv: dict | None = None, log_level: str = "info") -> None:
+                 shardkv: dict | None = None, log_level: str = "info",
+                 proxied: bool = False) -> None:
+        """proxied: every node reaches every other node through a port of its own
+        ([node.dial]); `proxies` maps each node's address to that port, for a TcpProxy."""
         self.base = Path(base)
         raft_cfg = {"heartbeat_ms": 50, "election_ms": 500}
         raft_cfg.update(raft or {})
         ctrl = [f"{host}:{free_port(host)}" for _ in range(controllers)]
+        peers = {gid: [f"{host}:{free_port(host)}" for _ in range(replicas)] for gid in gids}
+        everyone = ctrl + [a for ps in peers.values() for a in ps]
+        self.proxies: dict[str, str] = (
+            {a: f"{host}:{free_port(host)}" for a in everyone} if proxied else {})
+
+        def node(a: str) -> dict:
+            return {"listen": a, "data_dir": "data",
+                    **({"dial": dict(self.proxies)} if proxied else {})}
         self.controllers: list[Node] = [
-            Node(f"c{i}", self.base, {"node": {"listen": a, "data_dir": "data"},
-                                      "controller": {"peers": ctrl}, "raft": raft_cfg,
-                                      "log": {"level": log_level}})
+            Node(f"c{i}", self.base, {"node": node(a), "controller": {"peers": ctrl},
+                                      "raft": raft_cfg, "log": {"level": log_level}})
             for i, a in enumerate(ctrl)]
-        self.groups: dict[int, list[Node]] = {}
-        for gid in gids:
-            peers = [f"{host}:{free_port(host)}" for _ in range(replicas)]
-            self.groups[gid] = [
-                Node(f"g{gid}-{i}", self.base,
-                     {"node": {"listen": a, "data_dir": "data"},
-                      "shardkv": {"gid": gid, "peers": peers, "controllers": ctrl, **(shardkv or {})},
-                      "raft": raft_cfg, "log": {"level": log_level}})
-                for i, a in enumerate(peers)]
+        self.groups: dict[int, list[Node]] = {
+            gid: [Node(f"g{gid}-{i}", self.base,
+                       {"node": node(a),
+                        "shardkv": {"gid": gid, "peers": ps, "controllers": ctrl, **(shardkv or {})},
+                        "raft": raft_cfg, "log": {"level": log_level}})
+                  for i, a in enumerate(ps)]
+            for gid, ps in peers.items()}
 
     def __enter__(self) -> "ShardedCluster":
         return self
@@ -352,3 +361,60 @@ class ShardedCluster:
 
     def wait_leader(self, gid: int, timeout: float = 60) -> Node:
         return wait_for(lambda: self.leader(gid), timeout, f"a leader of group {gid}")
+
+
+class TcpProxy:
+    """A TCP forwarder (asyncio, in the test's loop) from `listen` to `target` that can fail:
+    cut() resets every connection through it; while `down`, it refuses (closes at once) new
+    ones.  For unreliable-network tests with ShardedCluster(proxied=True)."""
+
+    def __init__(self, listen: str, target: str) -> None:
+        self.listen, self.target = listen, target
+        self.down = False
+        self._server: Any = None
+        self._conns: set[Any] = set()
+
+    async def start(self) -> "TcpProxy":
+        host, port = self.listen.rsplit(":", 1)
+        self._server = await asyncio.start_server(self._serve, host, int(port))
+        return self
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
+        host, port = self.target.rsplit(":", 1)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            writer.transport.abort()
+            return
+        pair = (writer, up_writer)
+        self._conns.add(pair)
+
+        async def pipe(r: Any, w: Any) -> None:
+            try:
+                while data := await r.read(1 << 16):
+                    w.write(data)
+                    await w.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                w.transport.abort()
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self._conns.discard(pair)
+            writer.transport.abort()
+            up_writer.transport.abort()
+
+    def cut(self) -> None:
+        for a, b in list(self._conns):
+            a.transport.abort()
+            b.transport.abort()
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

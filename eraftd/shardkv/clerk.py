@@ -77,16 +77,27 @@ class _Lane:
         self.inflight = 0
         self.delay = clerk.backoff[0]
         self.notes: dict[str, str] = {}          # server -> what it last said
-        self.retry_at = 0.0
+        self.scheduled = False
 
     def submit(self, op: _Op) -> None:
+        """Queue op; the lane sends once the callers woken in this loop iteration have queued
+        theirs too (so that they share a batch)."""
         self.queue.append(op)
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self.scheduled = False
         self.pump()
 
     def pump(self) -> None:
+        """Send what has queued: one batch at a time, more only while full batches wait (the
+        group does one Raft round per call, so fewer, bigger batches go faster)."""
         c = self.clerk
         loop = asyncio.get_running_loop()
-        while self.queue and self.inflight < c.max_inflight:
+        while self.queue and (self.inflight == 0 or (
+                self.inflight < c.max_inflight and len(self.queue) >= c.max_batch_ops)):
             ops: list[_Op] = []
             size = 0
             now = loop.time()
@@ -107,7 +118,9 @@ class _Lane:
             if not ops:
                 return
             self.inflight += 1
-            loop.create_task(self._send(ops))
+            t = loop.create_task(self._send(ops))
+            self.clerk._tasks.add(t)              # the loop only keeps weak references
+            t.add_done_callback(self.clerk._tasks.discard)
 
     async def _send(self, ops: list[_Op]) -> None:
         c = self.clerk
@@ -122,8 +135,6 @@ class _Lane:
             hint = resp.leader
         except grpc.aio.AioRpcError as e:
             err = e.code().name
-        except asyncio.CancelledError:
-            raise
         finally:
             self.inflight -= 1
         self.notes[addr] = err or "OK"
@@ -171,6 +182,7 @@ class Clerk:
         self._config: Config | None = None
         self._refreshing: asyncio.Task | None = None
         self._lanes: dict[int, _Lane] = {}
+        self._tasks: set[asyncio.Task] = set()
         self._channels: dict[str, tuple[grpc.aio.Channel, kvpb_grpc.KVBatchStub]] = {}
 
     async def __aenter__(self) -> "Clerk":
@@ -180,6 +192,10 @@ class Clerk:
         await self.close()
 
     async def close(self) -> None:
+        tasks = list(self._tasks) + ([self._refreshing] if self._refreshing else [])
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         chans, self._channels = self._channels, {}
         for ch, _ in chans.values():
             await ch.close()
@@ -273,10 +289,15 @@ class Clerk:
         """A configuration newer than `seen` if the controllers have one (one query at a time)."""
         if self._config is not None and self._config.num > seen:
             return self._config
+        loop = asyncio.get_running_loop()
         if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.get_running_loop().create_task(self._ctl.query())
+            self._refreshing = loop.create_task(self._ctl.query())
         try:
-            cfg = await asyncio.shield(self._refreshing)
+            cfg = await asyncio.wait_for(asyncio.shield(self._refreshing),
+                                         max(0.001, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise ShardKVUnavailable(f"no configuration from the controllers "
+                                     f"({', '.join(self._ctl.addresses)}) in time") from None
         except Exception as e:
             raise ShardKVUnavailable(f"cannot get the configuration: {e}") from None
         if self._config is None or cfg.num > self._config.num:

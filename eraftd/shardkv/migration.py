@@ -177,6 +177,7 @@ class Migrator:
     async def _pull(self, num: int, shard: int) -> None:
         """Pull one arriving shard, chunk after chunk, until it is in (or things moved on)."""
         delay = self.poll_s
+        chunks = 0
         while self._current(num, shard, PULLING):
             st = self.group.sm.state
             owner = st.previous_owner(shard)
@@ -195,10 +196,12 @@ class Migrator:
             delay = self.poll_s
             if not self._current(num, shard, PULLING):
                 return
-            await self._propose(encode_insert(num, shard, cursor, resp))
+            if await self._propose(encode_insert(num, shard, cursor, resp)) != OK:
+                continue                    # someone else's chunk got there first: re-read
+            chunks += 1
             if resp.done:
-                log.info("group %d: shard %d (config %d) arrived from group %d",
-                         self.gid, shard, num, owner)
+                log.info("group %d: shard %d (config %d) arrived from group %d (%d chunks)",
+                         self.gid, shard, num, owner, chunks)
 
     async def _gc(self, num: int, owner: int, shards: list[int]) -> None:
         """Tell the previous owner to delete the shards we have, then stop tracking them."""

@@ -73,7 +73,8 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
             if not g.is_leader():
                 raise NotLeader(g.leader_address)
             if request.op == GET:
-                await asyncio.wait_for(self.driver.read_barrier(self.gid), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    await self.driver.read_barrier(self.gid)
                 if not g.sm.state.can_serve(shard):
                     return pb.CommandResponse(err=ERR_WRONG_GROUP)
                 v = g.sm.get(key)
@@ -91,9 +92,8 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
             sess = st.shards[shard].sessions.get(request.client_id) if request.client_id else None
             if sess is not None and sess.seen(request.command_id):
                 return pb.CommandResponse(err=OK)     # a retry of an applied command
-            res = await asyncio.wait_for(
-                self.driver.propose(self.gid, ENTRY_COMMAND + request.SerializeToString()),
-                self.timeout)
+            async with asyncio.timeout(self.timeout):
+                res = await self.driver.propose(self.gid, ENTRY_COMMAND + request.SerializeToString())
             return pb.CommandResponse(err=res[0][0])
         except NotLeader as e:      # also ProposalLost: outcome unknown, the client retries
             if e.hint:
@@ -139,9 +139,9 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
                 return pb.ShardOperationResponse(err=OK, config_num=request.config_num)
             if num < request.config_num:
                 return pb.ShardOperationResponse(err=ERR_NOT_READY)
-            err = await asyncio.wait_for(self.driver.propose(
-                self.gid, encode_shard_op(ENTRY_DELETE, request.config_num, request.shard_ids)),
-                self.timeout)
+            async with asyncio.timeout(self.timeout):
+                err = await self.driver.propose(
+                    self.gid, encode_shard_op(ENTRY_DELETE, request.config_num, request.shard_ids))
             return pb.ShardOperationResponse(err=err, config_num=request.config_num)
         except NotLeader as e:
             if e.hint:
@@ -186,12 +186,16 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
         writes: list[int] = []
         refuse, limits = self.limits.refuse, self.limits
         max_key, max_value = limits.max_key_bytes, limits.max_value_bytes
+        session = req.session
         for i in range(n):
             op, key = ops[i], keys[i]
             if op not in (0, 1, 2) or len(key) > max_key or (
                     op != GET and values and len(values[i]) > max_value):
                 codes[i] = kvpb.REFUSED
                 messages[i] = refuse(op, key, values[i] if values else b"")
+            elif session and op != GET and (not seqs or seqs[i] == 0):
+                codes[i] = kvpb.REFUSED
+                messages[i] = "a write in a session needs a seq above 0; nothing stored"
             elif not st.can_serve(key2shard(key)):
                 codes[i] = kvpb.WRONG_GROUP
             elif op == GET:
@@ -199,13 +203,17 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
             else:
                 writes.append(i)
         try:
-            results = await asyncio.wait_for(
-                asyncio.gather(self._write(req, writes), self._barrier(reads)), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                if writes and reads:
+                    written, _ = await asyncio.gather(self._write(req, writes), self._barrier(reads))
+                else:
+                    written = await self._write(req, writes) if writes else []
+                    await self._barrier(reads)
         except NotLeader as e:
             return kvpb.BatchResponse(err=ERR_WRONG_LEADER, leader=e.hint)
         except asyncio.TimeoutError:
             return kvpb.BatchResponse(err=ERR_TIMEOUT, leader=g.leader_address)
-        for i, (err, _) in zip(writes, results[0]):
+        for i, (err, _) in zip(writes, written):
             codes[i] = _CODE.get(err, kvpb.REFUSED)
         if reads:
             st = g.sm.state

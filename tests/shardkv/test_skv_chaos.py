@@ -1,5 +1,7 @@
 """Concurrent clients while shards move (join / leave / move), then the same on an unreliable
-cluster (replicas paused with SIGSTOP, leaders killed with kill -9 and restarted).
+cluster (replicas paused with SIGSTOP, leaders killed with kill -9 and restarted), and on a
+lossy network (every node-to-node connection through a proxy that cuts connections and
+refuses new ones for a while: lost Raft messages, lost migration calls and answers).
 
 Every client owns its keys and appends to them (its keys concurrently, each key one append
 at a time, through one pipelining Clerk), reading a key back now and then: the value must
@@ -16,6 +18,7 @@ from skv_support import check_all, in_thread, key_in, sharded, wait_settled  # n
 from eraftd.controller.client import ControllerClient
 from eraftd.controller.state import NSHARDS
 from eraftd.shardkv.clerk import Clerk
+from eraftd.testing import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -131,3 +134,44 @@ async def test_unreliable_cluster(sharded):  # noqa: F811
             for step in steps:
                 await asyncio.gather(step(), chaos(2))
         await run_with(work, 3, scenario)
+
+
+async def test_lossy_network(sharded):  # noqa: F811
+    c = sharded(gids=(G1, G2, G3), controllers=1, proxied=True)
+    proxies = [await TcpProxy(via, addr).start() for addr, via in c.proxies.items()]
+    rng = random.Random(14)
+    try:
+        await in_thread(c.start)
+        ctrl = c.controller_addresses()
+        work = Workload(ctrl, clients=3, keys_each=4, seed=15)
+        async with ControllerClient(ctrl, total_timeout=60) as ctl:
+            await ctl.join({G1: c.addresses(G1)})
+
+            async def chaos(rounds: int) -> None:
+                """Cut every connection to a few nodes, or refuse them any for a moment."""
+                for _ in range(rounds):
+                    hit = rng.sample(proxies, 3)
+                    if rng.random() < 0.5:
+                        for p in hit:
+                            p.cut()
+                    else:
+                        for p in hit:
+                            p.down = True
+                            p.cut()
+                        await asyncio.sleep(rng.uniform(0.2, 0.8))    # the length of the fault
+                        for p in hit:
+                            p.down = False
+                    await work.wait_progress(5)
+
+            async def scenario() -> None:
+                steps = [lambda: ctl.join({G2: c.addresses(G2), G3: c.addresses(G3)}),
+                         lambda: ctl.leave([G1]), lambda: ctl.move(2, G3),
+                         lambda: ctl.join({G1: c.addresses(G1)}), lambda: ctl.leave([G3])]
+                for step in steps:
+                    await asyncio.gather(step(), chaos(3))
+            await run_with(work, 3, scenario)
+            cfg = await ctl.query()
+            await in_thread(wait_settled, c, {g: cfg.shards_of(g) for g in (G1, G2, G3)})
+    finally:
+        for p in proxies:
+            await p.close()

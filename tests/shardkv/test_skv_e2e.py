@@ -21,6 +21,7 @@ from eraftd.testing import wait_for
 pytestmark = pytest.mark.e2e
 
 G1, G2, G3 = 100, 101, 102
+BIG = 7          # a shard that moves from G1 to G2 on the first join
 
 
 def keys_per_shard(n: int) -> list[str]:
@@ -89,19 +90,26 @@ async def test_join_leave_keeps_every_value_and_the_old_owner_gives_its_space_ba
     rng = random.Random(1)
     async with ControllerClient(ctrl) as ctl, Clerk(ctrl) as kv:
         await ctl.join({G1: c.addresses(G1)})
-        expect = {k: rng.randbytes(20_000).hex()[:20_000] for k in keys_per_shard(100)}   # ~2 MB
+        expect = {k: rng.randbytes(10_000).hex() for k in keys_per_shard(100)}   # ~2 MB
+        big = {key_in(BIG, f"big{i}").decode(): rng.randbytes(20_000).hex() for i in range(50)}
+        expect.update(big)                         # 2 MB more in one shard: pulled in chunks
         await asyncio.gather(*(kv.put(k, v) for k, v in expect.items()))
         for _ in range(25):                        # enough entries for the log to compact
             await kv.put("x", "y")
         expect["x"] = "y"
         await check_all(kv, expect)
+        loaded = {n.name: skv_status(n).storage_size for n in c.group(G1)}
+        assert min(loaded.values()) > 4_000_000
 
         await ctl.join({G2: c.addresses(G2)})
         await append_all(kv, expect, rng)
         await check_all(kv, expect)
         cfg = await ctl.query()
         await in_thread(wait_settled, c, {G1: cfg.shards_of(G1), G2: cfg.shards_of(G2)})
-        before = {n.name: skv_status(n).storage_size for n in c.group(G1)}
+        assert cfg.shards[BIG] == G2
+        pulled = [int(m) for n in c.group(G2) for m in re.findall(
+            rf"shard {BIG} \(config 2\) arrived from group {G1} \((\d+) chunks\)", n.log_text())]
+        assert pulled and pulled[0] >= 4, pulled   # no message of more than about 512 KB
 
         await ctl.leave([G1])
         await append_all(kv, expect, rng)
@@ -111,7 +119,7 @@ async def test_join_leave_keeps_every_value_and_the_old_owner_gives_its_space_ba
         # every replica of the group that left deleted the shards and got the space back
         def shrunk():
             sizes = {n.name: skv_status(n) for n in c.group(G1)}
-            return all(not s.shards and s.storage_size < before[name] - 500_000
+            return all(not s.shards and s.storage_size < loaded[name] // 10
                        for name, s in sizes.items())
         await in_thread(wait_for, shrunk, 30, "the old owner's storage to shrink")
 

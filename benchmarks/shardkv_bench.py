@@ -1,0 +1,160 @@
+"""Put and get throughput and latency of one 3-replica shardkv group (fsync on), on loopback.
+
+    python benchmarks/shardkv_bench.py [--seconds 5] [--concurrency 1,64,256] [--size 64]
+                                       [--keys 10000] [--paths native,unary] [--client-procs 1]
+                                       [--no-fsync]
+
+Starts a controller and one group of three `eraftd run` processes, joins the group, then for
+each path and concurrency runs that many operations at a time for --seconds (each worker
+issues one operation, waits for it, issues the next), puts first, then gets of the keys put:
+
+* native: the Clerk (eraftd/shardkv/clerk.py) -> KVBatch: concurrent operations are batched
+  into one call per group, a batch of writes is one log entry, reads share one ReadIndex;
+* unary: eRaft's ShardKVService.Command, one call per operation (each worker is its own
+  eRaft client id, one command in flight, as eRaft's clerks are).
+
+Gets are linearizable (ReadIndex) on both paths.  With --client-procs N the load comes from N
+client processes (the concurrency is split between them), to tell the server's limit from
+this process's.  Figures: operations/s and per-operation latency p50 / p99.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from eraftd._pb import shardkv_pb2 as pb  # noqa: E402
+from eraftd._pb import shardkv_pb2_grpc as pb_grpc  # noqa: E402
+from eraftd.controller.client import ControllerClient  # noqa: E402
+from eraftd.shardkv.clerk import Clerk  # noqa: E402
+from eraftd.testing import ShardedCluster  # noqa: E402
+
+GID = 100
+
+
+async def _native(ctrl: list[str], op: str, conc: int, seconds: float, keys: list[str],
+                  value: str) -> tuple[int, list[float]]:
+    lat: list[float] = []
+    async with Clerk(ctrl, total_timeout=60) as kv:
+        await kv.get(keys[0])                       # config and leader found
+        stop_at = time.monotonic() + seconds
+
+        async def worker(w: int) -> None:
+            rng = random.Random(w)
+            clock = time.monotonic
+            while clock() < stop_at:
+                k = keys[rng.randrange(len(keys))]
+                t0 = clock()
+                if op == "put":
+                    await kv.put(k, value)
+                else:
+                    await kv.get(k)
+                lat.append(clock() - t0)
+        await asyncio.gather(*(worker(w) for w in range(conc)))
+    return len(lat), lat
+
+
+async def _unary(leader: str, op: str, conc: int, seconds: float, keys: list[str],
+                 value: str) -> tuple[int, list[float]]:
+    lat: list[float] = []
+    async with grpc.aio.insecure_channel(leader) as ch:
+        stub = pb_grpc.ShardKVServiceStub(ch)
+        stop_at = time.monotonic() + seconds
+
+        async def worker(w: int) -> None:
+            rng = random.Random(w)
+            client_id = random.SystemRandom().randrange(1, 1 << 62)
+            clock = time.monotonic
+            cid = 0
+            while clock() < stop_at:
+                k = keys[rng.randrange(len(keys))]
+                req = (pb.CommandRequest(key=k, value=value, op=pb.PUT, client_id=client_id,
+                                         command_id=cid) if op == "put"
+                       else pb.CommandRequest(key=k, op=pb.GET, client_id=client_id, command_id=cid))
+                t0 = clock()
+                r = await stub.Command(req, timeout=30)
+                if r.err not in ("OK", "ErrNoKey"):
+                    raise RuntimeError(f"unary {op}: {r.err}")
+                lat.append(clock() - t0)
+                cid += 1
+        await asyncio.gather(*(worker(w) for w in range(conc)))
+    return len(lat), lat
+
+
+def _client(args: tuple) -> tuple[int, list[float]]:
+    path, ctrl, leader, op, conc, seconds, keys, value = args
+    if path == "native":
+        return asyncio.run(_native(ctrl, op, conc, seconds, keys, value))
+    return asyncio.run(_unary(leader, op, conc, seconds, keys, value))
+
+
+def measure(pool, procs: int, path: str, ctrl: list[str], leader: str, op: str, conc: int,
+            seconds: float, keys: list[str], value: str) -> tuple[float, float, float]:
+    split = [conc // procs + (1 if i < conc % procs else 0) for i in range(procs)]
+    jobs = [(path, ctrl, leader, op, n, seconds, keys, value) for n in split if n]
+    t0 = time.monotonic()
+    results = pool.map(_client, jobs) if pool else [_client(j) for j in jobs]
+    elapsed = time.monotonic() - t0
+    n = sum(r[0] for r in results)
+    lat = sorted(x for r in results for x in r[1])
+    p = (lambda q: lat[min(len(lat) - 1, int(len(lat) * q))] * 1000) if lat else (lambda q: 0.0)
+    return n / min(elapsed, seconds + 0.5), p(0.5), p(0.99)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--concurrency", default="1,64,256")
+    ap.add_argument("--size", type=int, default=64, help="value bytes")
+    ap.add_argument("--keys", type=int, default=10_000)
+    ap.add_argument("--paths", default="native,unary")
+    ap.add_argument("--client-procs", type=int, default=1)
+    ap.add_argument("--no-fsync", action="store_true")
+    ap.add_argument("--keep", metavar="DIR", help="run in DIR and keep the nodes' logs")
+    ns = ap.parse_args()
+    concs = [int(x) for x in ns.concurrency.split(",")]
+    keys = [f"key{i:08d}" for i in range(ns.keys)]
+    value = os.urandom(ns.size).hex()[:ns.size]
+    base = ns.keep or tempfile.mkdtemp(prefix="shardkv-bench-")
+    raft = {"fsync": not ns.no_fsync, "heartbeat_ms": 100, "election_ms": 1000}
+    pool = multiprocessing.get_context("spawn").Pool(ns.client_procs) if ns.client_procs > 1 else None
+    print(f"# {' '.join([Path(sys.executable).name] + sys.argv)}")
+    print(f"# one group of 3 replicas + 1 controller on loopback, fsync {'off' if ns.no_fsync else 'on'}, "
+          f"{ns.size} B values, {ns.keys} keys, {ns.seconds:g} s per point, "
+          f"{ns.client_procs} client process(es), {os.cpu_count()} cores")
+    with ShardedCluster(Path(base), gids=(GID,), controllers=1, raft=raft, log_level="warning") as c:
+        c.start()
+        ctrl = c.controller_addresses()
+
+        async def setup() -> None:
+            async with ControllerClient(ctrl) as ctl:
+                await ctl.join({GID: c.addresses(GID)})
+            async with Clerk(ctrl) as kv:                # every key exists for the gets
+                for i in range(0, len(keys), 1000):
+                    await asyncio.gather(*(kv.put(k, value) for k in keys[i:i + 1000]))
+        asyncio.run(setup())
+        leader = c.wait_leader(GID).address
+        print(f"{'path':<7} {'op':<4} {'conc':>5} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+        for path in ns.paths.split(","):
+            for op in ("put", "get"):
+                for conc in concs:
+                    rate, p50, p99 = measure(pool, ns.client_procs, path, ctrl, leader, op, conc,
+                                             ns.seconds, keys, value)
+                    print(f"{path:<7} {op:<4} {conc:>5} {rate:>10,.0f} {p50:>8.1f} {p99:>8.1f}",
+                          flush=True)
+    if pool:
+        pool.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 class Command(NamedTuple):
     help: str
-    arguments: Callable[[argparse.ArgumentParser], None]   # adds the subcommand's flags
+    arguments: Callable[[argparse.ArgumentParser], None] | None   # adds the subcommand's flags
+    #   (None: a shell command, whose words are parsed by the shell's registry)
     handler: Callable[[argparse.Namespace], int]
 
 
@@ -86,23 +87,59 @@ def summary(cfg: config.Config) -> str:
     return ", ".join(parts)
 
 
+# ---------------------------------------------------------------- shell and one-shot commands
+# Their arguments and handlers live in the shell (repl/): `eraftd put k v` runs through the same
+# command registry and parser as the REPL's `put k v`.
+
+def _shell_arguments(p: argparse.ArgumentParser) -> None:
+    from repl.app import add_shell_arguments
+    add_shell_arguments(p)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from repl.app import main_shell
+    return main_shell(args)
+
+
+def cmd_oneshot(args: argparse.Namespace) -> int:
+    from repl.app import main_oneshot
+    return main_oneshot(args)
+
+
+def oneshot_commands() -> dict[str, Command]:
+    """Every shell command that makes sense once; after its name nothing is an option.
+    (Imported when the parser is built, after main() has quietened gRPC.)"""
+    from repl.commands import COMMANDS as SHELL
+    return {c.name: Command(c.help, None, cmd_oneshot)
+            for c in SHELL.values() if c.oneshot}
+
+
 # ---------------------------------------------------------------- the registry
-# Later: shell, put, get, status, bench, demo, dashboard.
+# Later: demo, dashboard.
 
 COMMANDS: dict[str, Command] = {
     "run": Command("run a node (controller peer, shardkv replica, or both)", _run_arguments, cmd_run),
     "check-config": Command("validate a node's TOML file and print a summary", _config_argument,
                             cmd_check_config),
+    "shell": Command("the interactive shell (a batch script from a pipe or -f)", _shell_arguments,
+                     cmd_shell),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from repl.app import add_connection_arguments
     parser = argparse.ArgumentParser(prog="eraftd", description="A Raft-replicated, sharded key-value store.")
     parser.add_argument("--version", action="version", version=f"eraftd {__version__}")
+    add_connection_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, cmd in COMMANDS.items():
-        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
-        cmd.arguments(p)
+    for name, cmd in {**COMMANDS, **oneshot_commands()}.items():
+        if cmd.arguments is None:     # a shell command: its words go to the shell's parser as they are
+            p = sub.add_parser(name, help=cmd.help, description=cmd.help, add_help=False,
+                               prefix_chars="\0")
+            p.add_argument("words", nargs="*")
+        else:
+            p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+            cmd.arguments(p)
         p.set_defaults(handler=cmd.handler)
     return parser
 

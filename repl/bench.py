@@ -1,0 +1,251 @@
+"""`bench`: put/get throughput and latency against the live cluster.
+
+    bench [N [CLIENTS]] [-n REQUESTS] [-c CLIENTS] [--value-size BYTES] [--reads PERCENT]
+          [--keys KEYSPACE] [--unary] [--json]
+
+CLIENTS workers share N requests; each issues one request, waits for its answer, issues the
+next.  A request is a get with probability --reads percent, else a put, of a key drawn from
+KEYSPACE keys spread over every shard.  By default the requests go through the clerk's native
+batched path (concurrent requests share KVBatch calls); with --unary each worker is an
+eRaft-style client making one ShardKVService.Command call per request, one in flight, as
+eRaft's own clerk and bench do.  Once a request finds its group unavailable (it waited the
+whole timeout), no new requests are issued: the summary says how many were.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import random
+import time
+from typing import Any, Protocol
+
+import grpc
+
+from eraftd._pb import shardkv_pb2 as skvpb
+from eraftd._pb import shardkv_pb2_grpc as skvpb_grpc
+from eraftd.controller.client import ControllerClient, ControllerUnavailable
+from eraftd.controller.state import NSHARDS, Config
+from eraftd.shardkv.clerk import ShardKVError, ShardKVUnavailable
+from eraftd.shardkv.state import (ERR_NO_KEY, ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET,
+                                  OK, PUT, key2shard)
+
+from .output import BenchResult, progress_bar
+
+PROGRESS_EVERY_S = 0.1
+
+
+# ---------------------------------------------------------------- arguments
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):            # a usage error, never sys.exit
+        raise ValueError(message)
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise ValueError
+    return n
+
+
+def _non_negative(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise ValueError
+    return n
+
+
+def _percent(text: str) -> int:
+    n = int(text)
+    if not 0 <= n <= 100:
+        raise ValueError
+    return n
+
+
+_positive.__name__ = "positive integer"
+_non_negative.__name__ = "non-negative integer"
+_percent.__name__ = "percentage 0..100"
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="bench", add_help=False, allow_abbrev=False)
+    p.add_argument("N", nargs="?", type=_positive)
+    p.add_argument("CLIENTS", nargs="?", type=_positive)
+    p.add_argument("-n", dest="requests", type=_positive, metavar="REQUESTS")
+    p.add_argument("-c", dest="clients", type=_positive, metavar="CLIENTS")
+    p.add_argument("--value-size", type=_non_negative, default=64, metavar="BYTES")
+    p.add_argument("--reads", type=_percent, default=0, metavar="PERCENT")
+    p.add_argument("--keys", type=_positive, metavar="KEYSPACE")
+    p.add_argument("--unary", action="store_true")
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def parse_args(words: list[str]) -> argparse.Namespace:
+    """bench's words -> options (ValueError with argparse's message); -n / -c win over N / CLIENTS."""
+    o = _parser().parse_args(words)
+    o.requests = o.requests or o.N or 1000
+    o.clients = o.clients or o.CLIENTS or 16
+    o.keys = o.keys or o.requests
+    return o
+
+
+def bench_key(i: int) -> str:
+    """Key i of the keyspace; consecutive keys fall in consecutive shards."""
+    return f"{i % NSHARDS}bench{i}"
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50 / p95 / p99 / max of `samples` (seconds) in milliseconds (nearest rank)."""
+    if not samples:
+        return {}
+    s = sorted(samples)
+
+    def rank(q: float) -> float:
+        return s[min(len(s) - 1, max(0, int(q * len(s) + 0.999999) - 1))] * 1000
+    return {"p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99), "max": s[-1] * 1000}
+
+
+# ---------------------------------------------------------------- the unary path
+
+class KV(Protocol):
+    async def get(self, key: str) -> Any: ...
+    async def put(self, key: str, value: str) -> None: ...
+
+
+class UnaryClient:
+    """eRaft's clerk protocol: one ShardKVService.Command per operation, one in flight per
+    client id; routes by key2shard with the controller's latest configuration, tries the
+    group's servers in turn (remembering who answered), refreshes the configuration on
+    ErrWrongGroup, all within `timeout`."""
+
+    def __init__(self, ctl: ControllerClient, channels: dict[str, grpc.aio.Channel],
+                 timeout: float, call_timeout: float = 3.0, config: Config | None = None) -> None:
+        self.ctl = ctl
+        self.channels = channels
+        self.timeout = timeout
+        self.call_timeout = call_timeout
+        self.client_id = random.SystemRandom().randrange(1, 1 << 62)
+        self.command_id = 0
+        self.config = config
+        self.leaders: dict[int, int] = {}
+
+    async def get(self, key: str) -> str:
+        return await self._do(GET, key, "")
+
+    async def put(self, key: str, value: str) -> None:
+        await self._do(PUT, key, value)
+
+    def _stub(self, addr: str) -> skvpb_grpc.ShardKVServiceStub:
+        if addr not in self.channels:
+            self.channels[addr] = grpc.aio.insecure_channel(addr)
+        return skvpb_grpc.ShardKVServiceStub(self.channels[addr])
+
+    async def _do(self, op: int, key: str, value: str) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        if op != GET:
+            self.command_id += 1
+        req = skvpb.CommandRequest(key=key, value=value, op=op, client_id=self.client_id,
+                                   command_id=self.command_id)
+        shard = key2shard(key.encode())
+        last = "no group asked yet"
+        while True:
+            try:
+                cfg = self.config = self.config or await self.ctl.query()
+            except ControllerUnavailable as e:
+                raise ShardKVUnavailable(f"cannot get the configuration: {e}") from None
+            gid = cfg.shards[shard]
+            servers = cfg.groups.get(gid, ())
+            first = self.leaders.get(gid, 0)
+            for i in range(len(servers)):
+                idx = (first + i) % len(servers)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    r = await self._stub(servers[idx]).Command(
+                        req, timeout=min(self.call_timeout, remaining))
+                except grpc.aio.AioRpcError as e:
+                    last = f"{servers[idx]}: {e.code().name}"
+                    continue
+                if r.err in (OK, ERR_NO_KEY):
+                    self.leaders[gid] = idx
+                    return r.value
+                last = f"{servers[idx]}: {r.err}"
+                if r.err == ERR_WRONG_GROUP:
+                    break
+                if r.err not in (ERR_WRONG_LEADER, ERR_TIMEOUT):
+                    raise ShardKVError(f"{key!r}: {r.err}")
+            if loop.time() >= deadline:
+                raise ShardKVUnavailable(f"{key!r} (shard {shard}) got no answer within "
+                                         f"{self.timeout:g}s; last: {last}")
+            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+            self.config = None                  # eRaft's clerk: ask for the latest and go again
+
+
+# ---------------------------------------------------------------- the run
+
+def _error_kind(e: Exception) -> str:
+    return "refused" if isinstance(e, ShardKVError) else "unavailable"
+
+
+async def run(session: Any, o: argparse.Namespace) -> BenchResult:
+    """Run the benchmark `o` (from parse_args) with the session's clients."""
+    from .commands import CommandFailed
+    cfg = await session.ctl.query()              # fails fast when no controller answers
+    if not cfg.groups:
+        raise CommandFailed("bench: no group has joined yet (join GID=ADDR,... first)")
+    value = "v" * o.value_size
+    channels: dict[str, grpc.aio.Channel] = {}
+    rng = random.Random()
+    latencies: list[float] = []
+    errors: collections.Counter[str] = collections.Counter()
+    counts = {"issued": 0, "reads": 0, "writes": 0}
+    stop = asyncio.Event()
+
+    def client() -> KV:
+        return UnaryClient(session.ctl, channels, session.timeout, config=cfg) if o.unary else session.clerk
+
+    async def worker() -> None:
+        kv = client()
+        clock = time.perf_counter
+        while counts["issued"] < o.requests and not stop.is_set():
+            counts["issued"] += 1
+            key = bench_key(rng.randrange(o.keys))
+            read = rng.random() * 100 < o.reads
+            counts["reads" if read else "writes"] += 1
+            t0 = clock()
+            try:
+                await (kv.get(key) if read else kv.put(key, value))
+            except (ShardKVError, ShardKVUnavailable) as e:
+                errors[_error_kind(e)] += 1
+                if isinstance(e, ShardKVUnavailable):
+                    stop.set()
+            else:
+                latencies.append(clock() - t0)
+
+    async def draw() -> None:                 # until cancelled
+        while True:
+            session.progress.write("\r" + progress_bar(counts["issued"], o.requests))
+            session.progress.flush()
+            await asyncio.sleep(PROGRESS_EVERY_S)
+
+    drawing = asyncio.create_task(draw()) if session.progress is not None else None
+    t0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker() for _ in range(o.clients)))
+    finally:
+        seconds = time.perf_counter() - t0
+        if drawing is not None:
+            drawing.cancel()
+            session.progress.write("\r\x1b[2K")
+            session.progress.flush()
+        for ch in channels.values():
+            await ch.close()
+    return BenchResult(path="unary" if o.unary else "native", requests=o.requests, clients=o.clients,
+                       value_size=o.value_size, reads_percent=o.reads, keys=o.keys,
+                       seconds=seconds, ok=len(latencies), reads=counts["reads"],
+                       writes=counts["writes"], errors=dict(errors),
+                       latency_ms=percentiles(latencies))

@@ -1,0 +1,200 @@
+"""Pure output formatting: tables, query's human form, status, bench, help; and --json objects.
+
+Every function here takes plain data and returns text (or a JSON-able object); none prints,
+none touches the cluster.  The status and bench records are defined here because they are
+what those commands show; probe.py and bench.py fill them in.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+from eraftd.controller.state import Config
+
+DOWN = "down"
+
+
+# ---------------------------------------------------------------- records
+
+@dataclass(frozen=True)
+class Member:
+    """One Raft peer: a controller peer (gid 0) or a shardkv replica, and what it reported."""
+    gid: int                  # 0: the controller group
+    id: int                   # position in its group's peer list
+    address: str
+    role: str = DOWN          # "Leader", "Follower", "Candidate" or "down"
+    term: int | None = None
+    applied: int | None = None
+    commit: int | None = None
+    storage_bytes: int | None = None
+    problem: str = ""         # why it is down
+
+    @property
+    def up(self) -> bool:
+        return self.role != DOWN
+
+
+@dataclass(frozen=True)
+class ShardRow:
+    shard: int
+    gid: int                  # the owner in the latest configuration (0: nobody)
+    status: str               # "Serving", "Pulling", "BePulling", "GCing", "unassigned", "unknown", "pending"
+    keys: int | None = None
+    bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    config: Config
+    controllers: tuple[Member, ...]
+    replicas: tuple[Member, ...]
+    shards: tuple[ShardRow, ...]
+    leader: str | None = None         # the controller leader, when known
+
+    def members(self) -> tuple[Member, ...]:
+        return self.controllers + self.replicas
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    path: str                  # "native" or "unary"
+    requests: int
+    clients: int
+    value_size: int
+    reads_percent: int
+    keys: int
+    seconds: float
+    ok: int
+    reads: int
+    writes: int
+    errors: dict[str, int] = field(default_factory=dict)   # kind -> count
+    latency_ms: dict[str, float] = field(default_factory=dict)   # p50, p95, p99, max
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def issued(self) -> int:
+        return self.reads + self.writes
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------- primitives
+
+def dumps(obj: Any) -> str:
+    """One JSON object on one line."""
+    return json.dumps(obj, separators=(", ", ": "))
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Left-aligned columns two spaces apart; None shows as '-'; no trailing spaces."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def human_bytes(n: int | None) -> str | None:
+    if n is None:
+        return None
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    """`[#########.........]  300/1000  30%` (no newline)."""
+    frac = done / total if total else 1.0
+    fill = int(frac * width)
+    return f"[{'#' * fill}{'.' * (width - fill)}] {done}/{total} {frac:4.0%}"
+
+
+# ---------------------------------------------------------------- query
+
+def query_json(cfg: Config) -> dict[str, Any]:
+    return {"num": cfg.num, "shards": list(cfg.shards),
+            "groups": {str(g): list(s) for g, s in cfg.groups.items()}}
+
+
+def format_query(cfg: Config) -> str:
+    lines = [f"config {cfg.num}", "",
+             table(("shard", "gid"), ((s, g or "-") for s, g in enumerate(cfg.shards)))]
+    lines += ["", table(("gid", "shards", "servers"),
+                        ((g, ",".join(map(str, cfg.shards_of(g))) or "-", ", ".join(s))
+                         for g, s in cfg.groups.items()))
+              if cfg.groups else "no groups"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- status
+
+def _member_dict(m: Member) -> dict[str, Any]:
+    d = asdict(m)
+    if not m.problem:
+        d.pop("problem")
+    return d
+
+
+def status_json(st: ClusterStatus) -> dict[str, Any]:
+    return {"config": st.config.num, "leader": st.leader,
+            "controllers": [_member_dict(m) for m in st.controllers],
+            "replicas": [_member_dict(m) for m in st.replicas],
+            "shards": [asdict(s) for s in st.shards]}
+
+
+def format_status(st: ClusterStatus) -> str:
+    nodes = table(("group", "id", "address", "role", "term", "applied", "commit", "storage"),
+                  (("ctrl" if m.gid == 0 else m.gid, m.id, m.address, m.role, m.term, m.applied,
+                    m.commit, human_bytes(m.storage_bytes)) for m in st.members()))
+    shards = table(("shard", "gid", "status", "keys", "bytes"),
+                   ((s.shard, s.gid or "-", s.status, s.keys, s.bytes) for s in st.shards))
+    down = [m for m in st.members() if not m.up]
+    up = len(st.members()) - len(down)
+    head = (f"config {st.config.num}, controller leader {st.leader or 'unknown'}, "
+            f"{up} of {len(st.members())} peers answering")
+    return "\n".join([head, "", nodes, "", shards])
+
+
+# ---------------------------------------------------------------- bench
+
+def bench_json(r: BenchResult) -> dict[str, Any]:
+    d = asdict(r)
+    d["failed"] = r.failed
+    d["issued"] = r.issued
+    d["throughput"] = round(r.throughput, 1)
+    d["seconds"] = round(r.seconds, 3)
+    d["latency_ms"] = {k: round(v, 3) for k, v in r.latency_ms.items()}
+    return d
+
+
+def format_bench(r: BenchResult) -> str:
+    lat = r.latency_ms
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(r.errors.items())) or "none"
+    return "\n".join([
+        f"bench: {r.requests} requests ({r.reads} reads, {r.writes} writes) from {r.clients} "
+        f"clients, {r.value_size}-byte values, {r.keys} keys, {r.path} path",
+        f"time        {r.seconds:.2f} s",
+        f"throughput  {r.throughput:,.0f} ops/s",
+        "latency     " + "  ".join(f"{k} {lat[k]:.2f} ms" for k in ("p50", "p95", "p99", "max")
+                                   if k in lat),
+        f"ok          {r.ok}",
+        f"errors      {errors}",
+    ] + ([f"stopped after {r.issued} of {r.requests} requests: a group did not answer in time"]
+         if r.issued < r.requests else []))
+
+
+# ---------------------------------------------------------------- help
+
+def format_help(commands: Sequence[tuple[str, str]]) -> str:
+    """commands: (usage, one-line help) in order."""
+    rows = table(("", ""), commands).split("\n")[1:]
+    return "\n".join(["commands:"] + ["  " + r for r in rows]
+                     + ["", "help COMMAND explains one; words are split like a shell's ('a b' is one word)"])

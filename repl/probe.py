@@ -1,0 +1,94 @@
+"""Ask every node of the cluster how it is: the data behind `status` and the completer.
+
+Controller peers answer through ControllerClient.status (ShardCtrlerService.GetStatus);
+shardkv replicas through ShardKVService.GetStatus.  Every call has a short deadline and no
+retries, and all of them run at once: a node that does not answer in time is listed as down
+with the reason, never left out and never waited for longer than `timeout`.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Sequence
+
+import grpc
+
+from eraftd._pb import shardkv_pb2 as skvpb
+from eraftd._pb import shardkv_pb2_grpc as skvpb_grpc
+from eraftd.controller.client import ControllerClient
+from eraftd.controller.state import NSHARDS, Config
+
+from .output import DOWN, ClusterStatus, Member, ShardRow
+
+UNASSIGNED, UNKNOWN, PENDING = "unassigned", "unknown", "pending"
+
+
+def rpc_problem(e: BaseException) -> str:
+    """A failed call in plain words."""
+    if isinstance(e, grpc.aio.AioRpcError):
+        return {grpc.StatusCode.UNAVAILABLE: "unreachable",
+                grpc.StatusCode.DEADLINE_EXCEEDED: "no answer in time"}.get(
+                    e.code(), e.code().name.lower().replace("_", " "))
+    if isinstance(e, asyncio.TimeoutError):
+        return "no answer in time"
+    return str(e) or type(e).__name__
+
+
+class Probe:
+    def __init__(self, ctl: ControllerClient, timeout: float = 1.0) -> None:
+        self.ctl = ctl
+        self.timeout = timeout
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def close(self) -> None:
+        chans, self._channels = self._channels, {}
+        for ch in chans.values():
+            await ch.close()
+
+    async def _replica(self, addr: str) -> skvpb.GetStatusResponse:
+        ch = self._channels.get(addr)
+        if ch is None:
+            ch = self._channels[addr] = grpc.aio.insecure_channel(addr)
+        return await skvpb_grpc.ShardKVServiceStub(ch).GetStatus(skvpb.GetStatusRequest(),
+                                                                  timeout=self.timeout)
+
+    async def status(self, cfg: Config) -> ClusterStatus:
+        """Every controller peer and every replica of `cfg`'s groups, and each shard's state."""
+        ctrl_addrs = self.ctl.addresses
+        replica_addrs = [(gid, i, a) for gid, servers in cfg.groups.items()
+                         for i, a in enumerate(servers)]
+        answers = await asyncio.gather(
+            *(self.ctl.status(a, timeout=self.timeout) for a in ctrl_addrs),
+            *(self._replica(a) for _, _, a in replica_addrs), return_exceptions=True)
+        ctrl_answers, skv_answers = answers[:len(ctrl_addrs)], answers[len(ctrl_addrs):]
+        controllers = tuple(_member(0, i, a, r) for i, (a, r) in enumerate(zip(ctrl_addrs, ctrl_answers)))
+        replicas = tuple(_member(gid, i, a, r) for (gid, i, a), r in zip(replica_addrs, skv_answers))
+        by_gid: dict[int, list] = {}
+        for (gid, _, _), r in zip(replica_addrs, skv_answers):
+            if not isinstance(r, BaseException):
+                by_gid.setdefault(gid, []).append(r)
+        leader = next((m.address for m in controllers if m.role == "Leader"), None)
+        return ClusterStatus(cfg, controllers, replicas, shard_rows(cfg, by_gid), leader)
+
+
+def _member(gid: int, i: int, addr: str, r) -> Member:
+    if isinstance(r, BaseException):
+        return Member(gid, i, addr, DOWN, problem=rpc_problem(r))
+    return Member(gid, r.id, addr, r.state, r.term, r.last_applied, r.commit_index, r.storage_size)
+
+
+def shard_rows(cfg: Config, answers: dict[int, Sequence[skvpb.GetStatusResponse]]) -> tuple[ShardRow, ...]:
+    """Each shard as its owner reports it: its leader's view first, else any replica's."""
+    rows = []
+    for shard in range(NSHARDS):
+        gid = cfg.shards[shard]
+        if gid == 0:
+            rows.append(ShardRow(shard, 0, UNASSIGNED))
+            continue
+        views = sorted(answers.get(gid, ()), key=lambda r: (r.state != "Leader", -r.term))
+        info = next((s for r in views for s in r.shards if s.shard_id == shard), None)
+        if info is None:
+            # no answer from the owner, or it has not reached this configuration yet
+            rows.append(ShardRow(shard, gid, UNKNOWN if not views else PENDING))
+        else:
+            rows.append(ShardRow(shard, gid, info.status, info.keys, info.bytes))
+    return tuple(rows)

@@ -114,22 +114,93 @@ def oneshot_commands() -> dict[str, Command]:
             for c in SHELL.values() if c.oneshot}
 
 
+# ---------------------------------------------------------------- demo
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    from eraftd.demo import add_arguments
+    add_arguments(p)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from eraftd.demo import cmd_demo as demo
+    return demo(args)
+
+
+# ---------------------------------------------------------------- --version and the protobuf backend
+
+def protobuf_backend() -> str:
+    """The protobuf implementation in use ("upb", "python", ...), after importing every generated
+    module explicitly (so that PyInstaller bundles them and the frozen binary gets upb)."""
+    from eraftd._pb import (admin_pb2, kvbatch_pb2, raft_pb2, shardctrler_pb2,  # noqa: F401
+                            shardkv_pb2, shardmigration_pb2)
+    from google.protobuf.internal import api_implementation
+    return api_implementation.Type()
+
+
+def version_line() -> str:
+    v = sys.version_info
+    frozen = ", single-file binary" if getattr(sys, "frozen", False) else ""
+    return f"eraftd {__version__} (protobuf {protobuf_backend()}, python {v.major}.{v.minor}.{v.micro}{frozen})"
+
+
+def _check_frozen_backend() -> None:
+    """The frozen binary must run protobuf's compiled backend; say so loudly when it does not."""
+    if getattr(sys, "frozen", False) and (backend := protobuf_backend()) != "upb":
+        print(f"eraftd: warning: protobuf uses its slow {backend!r} backend, not upb; "
+              f"this binary was built wrongly", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- dashboard
+
+def _dashboard_arguments(p: argparse.ArgumentParser) -> None:
+    from eraftd.durations import parse_duration
+    p.add_argument("--controllers", required=True, metavar="ADDR,...",
+                   help="controller addresses, comma-separated (the cluster is discovered from them)")
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="where to serve the page (default 127.0.0.1:8080)")
+    p.add_argument("--interval", default=parse_duration("5s"), type=parse_duration, metavar="DURATION",
+                   help="how often to poll the cluster and refresh the page (default 5s)")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import asyncio
+    logs.setup("warning", "")
+    controllers = [a.strip() for a in args.controllers.split(",") if a.strip()]
+    if not controllers or args.interval <= 0:
+        print("eraftd dashboard: --controllers needs an address and --interval must be above 0",
+              file=sys.stderr)
+        return EXIT_USAGE
+    from eraftd.dashboard.server import serve
+    try:
+        asyncio.run(serve(controllers, args.listen, args.interval / 1000))
+    except OSError as e:
+        print(f"eraftd dashboard: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- the registry
-# Later: demo, dashboard.
+# Later: dashboard.
 
 COMMANDS: dict[str, Command] = {
     "run": Command("run a node (controller peer, shardkv replica, or both)", _run_arguments, cmd_run),
     "check-config": Command("validate a node's TOML file and print a summary", _config_argument,
                             cmd_check_config),
+    "dashboard": Command("serve a live web view of the cluster (and /api/cluster JSON)",
+                         _dashboard_arguments, cmd_dashboard),
     "shell": Command("the interactive shell (a batch script from a pipe or -f)", _shell_arguments,
                      cmd_shell),
+    "demo": Command("a whole local cluster (controllers + 2 groups) and the shell, in one command",
+                    _demo_arguments, cmd_demo),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     from repl.app import add_connection_arguments
     parser = argparse.ArgumentParser(prog="eraftd", description="A Raft-replicated, sharded key-value store.")
-    parser.add_argument("--version", action="version", version=f"eraftd {__version__}")
+    parser.add_argument("--version", action="version", version=version_line())
     add_connection_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, cmd in {**COMMANDS, **oneshot_commands()}.items():
@@ -148,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # gRPC's C core logs its own errors to stderr; ours say the same in one line.
     # (Must be set before grpc is first imported; GRPC_VERBOSITY=ERROR brings them back.)
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    _check_frozen_backend()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:   # --help, --version (0) and usage errors (2)

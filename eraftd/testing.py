@@ -418,3 +418,79 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+class FaultyProxy(TcpProxy):
+    """A TcpProxy that can also be slow, lossy or a black hole, for nemesis tests:
+        delay      seconds each chunk waits before it is forwarded (a slow link);
+        loss       probability that a chunk resets its connection instead (a lossy link:
+                   TCP cannot lose bytes, so a loss is a broken connection);
+        blackhole  accept and swallow everything, forward nothing (a silent partition);
+                   heal() resets the connections that swallowed bytes.
+    `down` / cut() keep TcpProxy's meaning (refuse new connections / reset every one)."""
+
+    def __init__(self, listen: str, target: str, seed: int = 0) -> None:
+        super().__init__(listen, target)
+        import random as _random
+        self.rng = _random.Random(seed)
+        self.delay = 0.0
+        self.loss = 0.0
+        self.blackhole = False
+
+    def block(self) -> None:
+        """A partition: refuse new connections and reset the open ones."""
+        self.down = True
+        self.cut()
+
+    def heal(self) -> None:
+        was_hole = self.blackhole
+        self.down = self.blackhole = False
+        self.delay = self.loss = 0.0
+        if was_hole:
+            self.cut()
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
+        host, port = self.target.rsplit(":", 1)
+        up_writer = None
+        if not self.blackhole:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            except OSError:
+                writer.transport.abort()
+                return
+        else:
+            up_reader = None
+        pair = (writer, up_writer if up_writer is not None else writer)
+        self._conns.add(pair)
+
+        async def pipe(r: Any, w: Any) -> None:
+            try:
+                while data := await r.read(1 << 16):
+                    if self.blackhole or w is None:
+                        continue                       # swallowed
+                    if self.loss and self.rng.random() < self.loss:
+                        break
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
+                    w.write(data)
+                    await w.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                if w is not None:
+                    w.transport.abort()
+        try:
+            if up_reader is None:
+                await pipe(reader, None)
+            else:
+                await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        except asyncio.CancelledError:
+            pass                                     # the proxy is closing
+        finally:
+            self._conns.discard(pair)
+            writer.transport.abort()
+            if up_writer is not None:
+                up_writer.transport.abort()

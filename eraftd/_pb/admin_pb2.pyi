@@ -11,7 +11,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GroupStatus(_message.Message):
-    __slots__ = ("group", "id", "role", "term", "leader_id", "leader_address", "commit_index", "last_applied", "last_index", "first_index", "snapshot_index", "peers")
+    __slots__ = ("group", "id", "role", "term", "leader_id", "leader_address", "commit_index", "last_applied", "last_index", "first_index", "snapshot_index", "peers", "proposals", "entries_appended", "entries_applied", "leader_changes", "elections", "snapshots")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,12 @@ class GroupStatus(_message.Message):
     FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSALS_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_APPENDED_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    LEADER_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    ELECTIONS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
     group: int
     id: int
     role: str
@@ -36,21 +42,38 @@ class GroupStatus(_message.Message):
     first_index: int
     snapshot_index: int
     peers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, group: _Optional[int] = ..., id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., last_index: _Optional[int] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ...) -> None: ...
+    proposals: int
+    entries_appended: int
+    entries_applied: int
+    leader_changes: int
+    elections: int
+    snapshots: int
+    def __init__(self, group: _Optional[int] = ..., id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., last_index: _Optional[int] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., proposals: _Optional[int] = ..., entries_appended: _Optional[int] = ..., entries_applied: _Optional[int] = ..., leader_changes: _Optional[int] = ..., elections: _Optional[int] = ..., snapshots: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("address", "version", "roles", "storage_size", "groups")
+    __slots__ = ("address", "version", "roles", "storage_size", "groups", "requests", "operations")
+    class RequestsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROLES_FIELD_NUMBER: _ClassVar[int]
     STORAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     address: str
     version: str
     roles: _containers.RepeatedScalarFieldContainer[str]
     storage_size: int
     groups: _containers.RepeatedCompositeFieldContainer[GroupStatus]
-    def __init__(self, address: _Optional[str] = ..., version: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., storage_size: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ...) -> None: ...
+    requests: _containers.ScalarMap[str, int]
+    operations: int
+    def __init__(self, address: _Optional[str] = ..., version: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., storage_size: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., requests: _Optional[_Mapping[str, int]] = ..., operations: _Optional[int] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
     __slots__ = ("group", "commands")

@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from .. import __version__
+from .. import __version__, metrics
 from .._pb import admin_pb2 as pb
 from .._pb import admin_pb2_grpc as pb_grpc
 from .driver import Driver, NotLeader
@@ -33,7 +33,12 @@ class AdminService(pb_grpc.NodeAdminServicer):
                 group=g.gid, id=g.me, role=st.role.wire_name, term=st.term, leader_id=st.lead,
                 leader_address=g.leader_address, commit_index=st.commit, last_applied=st.applied,
                 last_index=st.last_index, first_index=g.store.first_index(),
-                snapshot_index=g.store.snapshot().index, peers=list(g.peers)))
+                snapshot_index=g.store.snapshot().index, peers=list(g.peers),
+                proposals=g.proposed, entries_appended=g.entries_appended,
+                entries_applied=g.entries_applied, leader_changes=g.leader_changes,
+                elections=g.elections, snapshots=g.snapshots))
+        out.requests.update(metrics.request_counts)
+        out.operations = metrics.operations
         return out
 
     def _group(self, gid: int, context) -> Any:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..raft.messages import Message, MsgType, Ready, Role
 from ..raft.options import RaftOptions
 from ..raft.rawnode import ProposalDropped, RawNode
+from .. import metrics
 
 log = logging.getLogger("eraftd.raft")
 
@@ -71,6 +73,12 @@ class Group:
         self.read_seq = 0
         self.restoring = False
         self.leader_changes = 0
+        # counters for eraftd/metrics.py: bumped once per round with the batch's size
+        self.proposed = 0
+        self.entries_appended = 0
+        self.entries_applied = 0
+        self.elections = 0
+        self.snapshots = 0
 
     @property
     def leader_address(self) -> str:
@@ -94,6 +102,7 @@ class Group:
                         f.set_exception(err)
                 else:
                     term = self.node.term
+                    self.proposed += len(live)
                     for i, (_, f) in enumerate(live):
                         self.waiters[first + i] = (term, f)
         if self.reads:
@@ -146,6 +155,8 @@ class Group:
     def _on_soft_state(self, rd: Ready) -> None:
         ss = rd.soft_state
         self.leader_changes += 1
+        if ss.role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            self.elections += 1
         if ss.role == Role.LEADER:
             log.info("%s: became leader at term %d", self.name, self.node.term)
         elif ss.leader >= 0:
@@ -343,17 +354,22 @@ class Driver:
                                      f"(stored {gs.snapshot()})")
             if rd.entries:
                 gs.stage_append(batch, rd.entries)
+                g.entries_appended += len(rd.entries)
             if rd.hard_state is not None:
                 gs.stage_hard_state(batch, rd.hard_state)
             res: list[Any] = []
             if rd.committed:
                 res = g.sm.apply(rd.committed, batch)
                 gs.stage_applied(batch, rd.committed[-1].index)
+                g.entries_applied += len(rd.committed)
             results.append(res)
+        t0 = time.perf_counter()
         self.store.write(batch)  # durable (fsync) before anything that depends on it leaves
+        metrics.observe_fsync(time.perf_counter() - t0)
         for (g, rd), res in zip(readies, results):
             if rd.snapshot is not None:
                 g.sm.restored()
+                g.snapshots += 1
                 log.info("%s: installed snapshot at index %d", g.name, rd.snapshot.index)
             self._send(g, rd.messages)
             self._send(g, rd.persisted_messages)
@@ -403,4 +419,5 @@ class Driver:
         except Exception as e:  # the peer went away mid-stream: report and retry later
             log.warning("%s: snapshot to %s failed: %s", g.name, addr, e)
         g.node.report_snapshot(m.to, ok)
+        g.snapshots += ok
         self.wake.set()

@@ -83,6 +83,20 @@ def raft_options(cfg: Config, spec: GroupSpec, applied: int) -> RaftOptions:
         max_size_per_msg=r.max_batch_bytes, max_inflight_msgs=r.max_inflight, applied=applied)
 
 
+async def _start_http(cfg: Config, driver: Driver, store: NodeStore) -> Any:
+    """[node] http: /metrics, /healthz, /readyz (eraftd/node/http.py)."""
+    from .. import metrics
+    from .http import HttpServer
+    metrics.install(driver, store)
+    http = HttpServer(driver, cfg.node.http)
+    try:
+        await http.start()
+    except OSError as e:
+        raise StartupError(f"cannot listen on {cfg.node.http} for HTTP: {e.strerror or e}; free "
+                           f"the port or change [node] http in {cfg.path}") from None
+    return http
+
+
 async def _serve(cfg: Config, test_machine: str | None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -131,6 +145,7 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         if shardkv:
             shardkv.add_to_server(server, driver)
 
+        http = await _start_http(cfg, driver, store) if cfg.node.http else None
         await server.start()
         run = asyncio.create_task(driver.run())
         if shardkv:
@@ -153,6 +168,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
             raise StartupError(f"the raft driver failed: {exc!r}")
         log.info("shutting down")
         await server.stop(grace=0.5)     # stop accepting; in-flight calls get half a second
+        if http:
+            await http.stop()
         if shardkv:
             await shardkv.stop()         # no more configuration polls or migration
         driver.stop()                    # the round in progress finishes, its batch is written

@@ -15,6 +15,7 @@ the committed data: linearizable, and never through the log.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from .._pb import shardkv_pb2 as pb
 from .._pb import shardkv_pb2_grpc as pb_grpc
 from .._pb import shardmigration_pb2 as migpb
 from .._pb import shardmigration_pb2_grpc as migpb_grpc
+from ..metrics import observe_batch, observe_request
 from ..controller.machine import LEADER_METADATA_KEY
 from ..controller.state import NSHARDS
 from ..node.driver import NotLeader
@@ -38,6 +40,7 @@ COMMAND_TIMEOUT_S = 2.0
 ENTRY_MAX_BYTES = 1 << 20          # a native batch's writes go to the log in entries about this big
 PULL_MAX_BYTES = 4 << 20           # the most a PullShard answer carries, whatever is asked
 
+_OP_NAMES = {pb.GET: "get", pb.PUT: "put", pb.APPEND: "append"}
 _CODE = {OK: kvpb.OK, ERR_NO_KEY: kvpb.NO_KEY, ERR_WRONG_GROUP: kvpb.WRONG_GROUP}
 
 
@@ -63,6 +66,12 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
         self.address = address
 
     async def Command(self, request: pb.CommandRequest, context) -> pb.CommandResponse:
+        t0 = time.perf_counter()
+        resp = await self._command(request, context)
+        observe_request(_OP_NAMES.get(request.op, "other"), resp.err or "OK", time.perf_counter() - t0)
+        return resp
+
+    async def _command(self, request: pb.CommandRequest, context) -> pb.CommandResponse:
         key, value = request.key.encode(), request.value.encode()
         problem = self.limits.refuse(request.op, key, value)
         if problem:
@@ -170,6 +179,12 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
         self.limits = limits
 
     async def Batch(self, req: kvpb.BatchRequest, context) -> kvpb.BatchResponse:
+        t0 = time.perf_counter()
+        resp = await self._batch(req, context)
+        observe_batch(resp.err or "OK", time.perf_counter() - t0, req.ops, resp.codes)
+        return resp
+
+    async def _batch(self, req: kvpb.BatchRequest, context) -> kvpb.BatchResponse:
         g = self.group
         if not g.is_leader():
             return kvpb.BatchResponse(err=ERR_WRONG_LEADER, leader=g.leader_address)

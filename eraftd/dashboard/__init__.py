@@ -1,0 +1,1 @@
+"""The web dashboard (`eraftd dashboard`): server.py serves static/ and /api/cluster."""

@@ -1,0 +1,188 @@
+"""A node's metrics: what /metrics shows (Prometheus text format) and what NodeAdmin.Status
+reports to the dashboard.
+
+Cheap on the hot path by design:
+* Raft state (term, role, commit / applied index, ...) is read from the driver when a scrape
+  comes (`NodeCollector`), never pushed.
+* The driver keeps plain integer counters on each Group (`proposed`, `entries_appended`,
+  `entries_applied`, `elections`, `snapshots`, `leader_changes`), bumped once per round with
+  the size of the round's batch -- no per-entry Python work; the collector reads them.
+* One fsync histogram observation per round (`observe_fsync`), one latency observation per
+  client call (`observe_request`, op "batch" for a native batch of many operations).
+
+The registry is per process (a process is one node); tests that run services in-process only
+add to it.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import collections
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ROLES = ("Leader", "Follower", "Candidate")
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+
+FSYNC_SECONDS = Histogram(
+    "eraft_storage_write_seconds",
+    "Time to write (and fsync) one driver round's WriteBatch",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    registry=REGISTRY)
+
+REQUEST_SECONDS = Histogram(
+    "eraft_client_request_seconds",
+    "Client requests served by this node, by operation and result (count = requests)",
+    ["op", "result"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY)
+
+OPERATIONS = Counter(
+    "eraft_client_operations",
+    "Client operations served by this node, by operation and result (a native batch counts each item)",
+    ["op", "result"], registry=REGISTRY)
+
+# plain mirrors for NodeAdmin.Status: "op result" -> count, and client operations in total
+request_counts: dict[str, int] = {}
+operations = 0
+
+
+def observe_fsync(seconds: float) -> None:
+    FSYNC_SECONDS.observe(seconds)
+
+
+def observe_request(op: str, result: str, seconds: float) -> None:
+    """One unary client call (eRaft's Command) served: one operation."""
+    global operations
+    REQUEST_SECONDS.labels(op, result).observe(seconds)
+    OPERATIONS.labels(op, result).inc()
+    key = f"{op} {result}"
+    request_counts[key] = request_counts.get(key, 0) + 1
+    operations += 1
+
+
+_BATCH_OPS = ("put", "append", "get")
+_BATCH_CODES = ("OK", "ErrNoKey", "ErrWrongGroup", "Refused")
+
+
+def observe_batch(result: str, seconds: float, ops: Any, codes: Any) -> None:
+    """One native batch served: the call's latency, and its items by (op, code) -- counted
+    with collections.Counter (C speed), one metric update per distinct pair."""
+    global operations
+    REQUEST_SECONDS.labels("batch", result).observe(seconds)
+    key = f"batch {result}"
+    request_counts[key] = request_counts.get(key, 0) + 1
+    operations += len(ops)
+    if codes:
+        for (op, code), n in collections.Counter(zip(ops, codes)).items():
+            name = _BATCH_OPS[op] if 0 <= op < 3 else "other"
+            res = _BATCH_CODES[code] if 0 <= code < 4 else str(code)
+            OPERATIONS.labels(name, res).inc(n)
+            k = f"{name} {res}"
+            request_counts[k] = request_counts.get(k, 0) + n
+
+
+# the Group attributes the collector reads as counters: attribute -> (metric name, help)
+GROUP_COUNTERS = {
+    "proposed": ("eraft_raft_proposals", "Entries proposed by this node as leader"),
+    "entries_appended": ("eraft_raft_entries_appended", "Entries written to this node's log"),
+    "entries_applied": ("eraft_raft_entries_applied", "Committed entries applied to the state machine"),
+    "elections": ("eraft_raft_elections", "Campaigns (pre-vote or vote) this node started"),
+    "snapshots": ("eraft_raft_snapshots", "Snapshots installed from the leader or sent to followers"),
+    "leader_changes": ("eraft_raft_leader_changes", "Role or leader changes this node observed"),
+}
+
+
+class NodeCollector(Collector):
+    """Reads the driver's groups, the storage size and the shards at scrape time."""
+
+    def __init__(self, driver: Any, store: Any) -> None:
+        self.driver = driver
+        self.store = store
+
+    def collect(self) -> Iterable[Any]:
+        groups = list(self.driver.groups.values())
+        gauges = {
+            "term": GaugeMetricFamily("eraft_raft_term", "Current Raft term", labels=["group"]),
+            "commit": GaugeMetricFamily("eraft_raft_commit_index", "Commit index", labels=["group"]),
+            "applied": GaugeMetricFamily("eraft_raft_applied_index", "Applied index", labels=["group"]),
+            "last": GaugeMetricFamily("eraft_raft_last_index", "Last log index", labels=["group"]),
+            "leader": GaugeMetricFamily("eraft_raft_leader_known",
+                                        "1 when this node knows the group's leader", labels=["group"]),
+        }
+        role = GaugeMetricFamily("eraft_raft_role", "1 for this node's current role in the group",
+                                 labels=["group", "role"])
+        counters = {attr: CounterMetricFamily(name, help_, labels=["group"])
+                    for attr, (name, help_) in GROUP_COUNTERS.items()}
+        shard_keys = GaugeMetricFamily("eraft_shard_keys", "Keys in a shard held by this node",
+                                       labels=["group", "shard"])
+        shard_bytes = GaugeMetricFamily("eraft_shard_bytes", "Bytes of keys and values in a shard",
+                                        labels=["group", "shard"])
+        shard_status = GaugeMetricFamily("eraft_shard_status",
+                                         "1 for a held shard's status (Serving, Pulling, BePulling, GCing)",
+                                         labels=["group", "shard", "status"])
+        for g in groups:
+            gid = str(g.gid)
+            st = g.node.status()
+            gauges["term"].add_metric([gid], st.term)
+            gauges["commit"].add_metric([gid], st.commit)
+            gauges["applied"].add_metric([gid], st.applied)
+            gauges["last"].add_metric([gid], st.last_index)
+            gauges["leader"].add_metric([gid], 1 if st.lead >= 0 else 0)
+            name = st.role.wire_name
+            for r in ROLES:
+                role.add_metric([gid, r], 1 if r == name else 0)
+            for attr, fam in counters.items():
+                fam.add_metric([gid], getattr(g, attr, 0))
+            for shard, status, keys, nbytes in held_shards(g):
+                shard_keys.add_metric([gid, str(shard)], keys)
+                shard_bytes.add_metric([gid, str(shard)], nbytes)
+                shard_status.add_metric([gid, str(shard), status], 1)
+        yield from gauges.values()
+        yield role
+        yield from counters.values()
+        yield shard_keys
+        yield shard_bytes
+        yield shard_status
+        size = GaugeMetricFamily("eraft_storage_bytes", "Size of this node's RocksDB on disk")
+        size.add_metric([], self.store.size_bytes())
+        yield size
+
+
+def held_shards(g: Any) -> list[tuple[int, str, int, int]]:
+    """(shard, status, keys, bytes) of every shard a shardkv group's replica holds; [] otherwise."""
+    state = getattr(getattr(g, "sm", None), "state", None)
+    if state is None or not hasattr(state, "held"):
+        return []
+    from .shardkv.state import STATUS_NAMES
+    return [(i, STATUS_NAMES[state.shards[i].status], state.shards[i].keys, state.shards[i].bytes)
+            for i in state.held()]
+
+
+def install(driver: Any, store: Any) -> None:
+    """Register the node's collector (once per process)."""
+    REGISTRY.register(NodeCollector(driver, store))
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)
+
+
+def readiness(driver: Any) -> tuple[bool, list[str]]:
+    """/readyz's rule: ready when, for every group this node hosts, (1) a leader is known in
+    the current term, and (2) this node has applied everything it knows to be committed
+    (applied >= commit).  A follower learns the commit index from the leader's appends and
+    heartbeats, so (2) means it has caught up with the leader's last known commit.  Returns
+    (ready, one reason per group that is not)."""
+    problems = []
+    for g in driver.groups.values():
+        st = g.node.status()
+        if st.lead < 0:
+            problems.append(f"{g.name}: no leader known (term {st.term}, {st.role.wire_name.lower()})")
+        elif st.applied < st.commit:
+            problems.append(f"{g.name}: applied {st.applied} < commit {st.commit} (catching up)")
+    return not problems, problems

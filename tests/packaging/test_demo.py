@@ -1,0 +1,192 @@
+"""`eraftd demo`: a whole cluster from one command, driven non-interactively (a script on stdin).
+
+Every process a test starts is found by its command line (it names the demo's directory) and
+killed at the end, even when the test fails; waits poll a condition with a deadline.
+"""
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from eraftd.testing import wait_for
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+EXE = [sys.executable, "-m", "eraftd"]
+
+
+def processes_of(d: Path) -> list[int]:
+    """Pids of the live processes whose command line names directory d (demo's nodes)."""
+    pids, me = [], os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(d) in cmd and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture
+def demo_dir(tmp_path):
+    d = tmp_path / "demo"
+    yield d
+    for pid in processes_of(d):      # last resort: nothing outlives the test
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def run_demo(d: Path, script: str, timeout: float = 120, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(EXE + ["demo", "--dir", str(d), *extra], input=script, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def controllers_line(out: str) -> str:
+    m = re.search(r"^  controllers  (\S+)$", out, re.M)
+    assert m, out
+    return m.group(1)
+
+
+def test_demo_runs_a_script_then_stops_and_a_rerun_reuses_its_files(demo_dir):
+    r = run_demo(demo_dir, "put fruit apple\nappend fruit ' pie'\nget fruit\nstatus\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "6 nodes up, every shard served" in r.stdout
+    assert re.search(r"^  group 100 ", r.stdout, re.M) and re.search(r"^  group 101 ", r.stdout, re.M)
+    assert "OK\nOK\napple pie\n" in r.stdout
+    assert r.stdout.count("Serving") == 10
+    assert sorted(p.name for p in demo_dir.glob("*.toml")) == [f"n{i}.toml" for i in range(1, 7)]
+    assert processes_of(demo_dir) == []          # demo stopped every node before it exited
+    assert "Traceback" not in r.stderr
+    first = controllers_line(r.stdout)
+
+    # again: the same files, so the same ports and the same data
+    r2 = run_demo(demo_dir, "get fruit\n")
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    assert "reusing 6 node files" in r2.stdout
+    assert controllers_line(r2.stdout) == first
+    assert r2.stdout.rstrip().endswith("apple pie")
+    assert processes_of(demo_dir) == []
+
+    # a port now taken: one clear line, exit 1, nothing started
+    port = int(re.search(r'listen = "127\.0\.0\.1:(\d+)"', (demo_dir / "n5.toml").read_text()).group(1))
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        r3 = run_demo(demo_dir, "get fruit\n", 60)
+    assert r3.returncode == 1
+    assert r3.stderr.count("\n") == 1, r3.stderr
+    assert f"port 127.0.0.1:{port}" in r3.stderr and "taken" in r3.stderr
+    assert processes_of(demo_dir) == []
+
+
+def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
+    """proc's stdout up to a line containing marker (bounded by timeout)."""
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    text, deadline = "", time.monotonic() + timeout
+    while marker not in text:
+        left = deadline - time.monotonic()
+        if left <= 0 or proc.poll() is not None and not sel.select(0):
+            raise AssertionError(f"no {marker!r} from demo; got:\n{text}")
+        if sel.select(left):
+            chunk = os.read(proc.stdout.fileno(), 65536).decode(errors="replace")
+            if not chunk:
+                raise AssertionError(f"demo closed stdout before {marker!r}:\n{text}")
+            text += chunk
+    return text
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_demo_nodes_do_not_outlive_it(demo_dir, how):
+    proc = subprocess.Popen(EXE + ["demo", "--dir", str(demo_dir), "--groups", "2", "--replicas", "1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        _read_until(proc, "the shell follows", 120)
+        nodes = processes_of(demo_dir)
+        assert len(nodes) >= 4, nodes            # 3 controller peers + 1 replica of group 101
+        proc.send_signal(getattr(signal, how))
+        proc.wait(timeout=60)
+        if how == "SIGTERM":
+            assert proc.returncode == 128 + signal.SIGTERM
+        wait_for(lambda: processes_of(demo_dir) == [], 30, f"demo's nodes to die after {how}")
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+def _readme_first_command() -> str:
+    """The first sh block of the README: install and start `eraftd demo`."""
+    text = (REPO / "README.md").read_text()
+    m = re.search(r"```sh\n(.*?)```", text, re.S)
+    assert m, "README.md has no sh block"
+    cmd = " ".join(l.rstrip("\\").strip() for l in m.group(1).strip().splitlines())
+    assert "eraftd demo" in cmd, cmd
+    return cmd
+
+
+@pytest.mark.slow
+def test_readme_first_command_in_a_fresh_virtualenv(tmp_path):
+    """Copy the checkout (as a fresh clone would be), run the README's first command there with a
+    short script on stdin, check the demo's output.  ~10 s for the install (wheels cached)."""
+    tree = tmp_path / "eraftd"
+    shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "__pycache__", "*.egg-info", ".notes", "eraft-demo",
+        ".pytest_cache", "data"))
+    cmd = _readme_first_command()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    try:
+        r = subprocess.run(["bash", "-c", cmd], cwd=tree, input="put k hello\nappend k ' world'\nget k\n",
+                           text=True, capture_output=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "every shard served" in r.stdout
+        assert r.stdout.rstrip().endswith("OK\nOK\nhello world"), r.stdout[-2000:]
+        assert (tree / "eraft-demo" / "n1.toml").exists()
+        assert processes_of(tree) == []
+    finally:
+        for pid in processes_of(tree):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def test_demo_on_a_terminal_opens_the_shell_and_ctrl_d_stops_everything(demo_dir, tmp_path):
+    import pexpect
+    env = {k: v for k, v in os.environ.items() if k not in ("ERAFT_CONTROLLERS", "ERAFT_HISTORY")}
+    env.update(PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm", ERAFT_HISTORY=str(tmp_path / "history"))
+    p = pexpect.spawn(EXE[0], EXE[1:] + ["demo", "--dir", str(demo_dir), "--replicas", "1"],
+                      env=env, dimensions=(40, 160), timeout=120, encoding="utf-8", cwd=str(tmp_path))
+    try:
+        p.expect("every shard served")
+        p.expect(r"eraftd cfg \d+>")
+        p.send("put tty-key hello\r")
+        p.expect("OK")
+        p.expect(r"eraftd cfg \d+>")
+        p.send("\x04")                                  # Ctrl-D: leave the shell, stop the cluster
+        p.expect("stopped; the files and data stay in")
+        p.expect(pexpect.EOF)
+        p.close()
+        assert p.exitstatus == 0
+        assert processes_of(demo_dir) == []
+    finally:
+        if p.isalive():
+            p.terminate(force=True)

@@ -365,7 +365,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"stop what uses it, or choose another --dir", file=sys.stderr)
             return EXIT_FAILURE
 
-    # before any thread exists (grpc): the watchdog is a plain fork
+    # before any gRPC channel or thread exists: the watchdog is a plain fork
     watchdog = Watchdog()
     state = {"stopped": False}
 

@@ -475,7 +475,12 @@ class _Servicer(pb_grpc.RaftTransportServicer):
         tag = t._cluster_tag
         batches = msgs = 0
         while True:
-            batch = await read()
+            try:
+                batch = await read()
+            except asyncio.CancelledError:
+                # the server is stopping (its grace period is over): this stream ends here and
+                # the peer reconnects with back-off; not an error worth a traceback in the log
+                return pb.SendSummary(batches=batches, msgs=msgs)
             if batch is _EOF:
                 break
             if token is not None and inbound.get(sender) is not token:

@@ -28,6 +28,12 @@ ERR_WRONG_LEADER = "ErrWrongLeader"
 ERR_TIMEOUT = "ErrTimeout"
 LEADER_METADATA_KEY = "leader"
 
+
+def send_leader_hint(context, hint: str) -> None:
+    """Tell a client answered ErrWrongLeader where the leader is (gRPC trailing metadata)."""
+    if hint:
+        context.set_trailing_metadata(((LEADER_METADATA_KEY, hint),))
+
 ENTRY_V1 = b"\x01"
 _CONFIG = b"c"
 _SESSION = b"s"

@@ -18,7 +18,7 @@ import grpc
 from .._pb import shardctrler_pb2 as pb
 from .._pb import shardctrler_pb2_grpc as pb_grpc
 from ..node.driver import NotLeader
-from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, LEADER_METADATA_KEY, BadRequest,
+from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, BadRequest, send_leader_hint,
                       command_from_pb, config_to_pb, encode_command)
 from .state import OK, validate
 
@@ -51,8 +51,7 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
                                          self.timeout)
             return pb.CommandResponse(err=res.err, config=config_to_pb(g.sm.query(res.num)))
         except NotLeader as e:      # also ProposalLost: outcome unknown, the client retries
-            if e.hint:
-                context.set_trailing_metadata(((LEADER_METADATA_KEY, e.hint),))
+            send_leader_hint(context, e.hint)
             return pb.CommandResponse(err=ERR_WRONG_LEADER)
         except asyncio.TimeoutError:
             return pb.CommandResponse(err=ERR_TIMEOUT)

@@ -27,7 +27,7 @@ from .._pb import shardkv_pb2_grpc as pb_grpc
 from .._pb import shardmigration_pb2 as migpb
 from .._pb import shardmigration_pb2_grpc as migpb_grpc
 from ..metrics import observe_batch, observe_request
-from ..controller.machine import LEADER_METADATA_KEY
+from ..controller.machine import send_leader_hint
 from ..controller.state import NSHARDS
 from ..node.driver import NotLeader
 from ..node.storage import encode_chunk
@@ -105,8 +105,7 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
                 res = await self.driver.propose(self.gid, ENTRY_COMMAND + request.SerializeToString())
             return pb.CommandResponse(err=res[0][0])
         except NotLeader as e:      # also ProposalLost: outcome unknown, the client retries
-            if e.hint:
-                context.set_trailing_metadata(((LEADER_METADATA_KEY, e.hint),))
+            send_leader_hint(context, e.hint)
             return pb.CommandResponse(err=ERR_WRONG_LEADER)
         except asyncio.TimeoutError:
             return pb.CommandResponse(err=ERR_TIMEOUT)
@@ -153,8 +152,7 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
                     self.gid, encode_shard_op(ENTRY_DELETE, request.config_num, request.shard_ids))
             return pb.ShardOperationResponse(err=err, config_num=request.config_num)
         except NotLeader as e:
-            if e.hint:
-                context.set_trailing_metadata(((LEADER_METADATA_KEY, e.hint),))
+            send_leader_hint(context, e.hint)
             return pb.ShardOperationResponse(err=ERR_WRONG_LEADER)
         except asyncio.TimeoutError:
             return pb.ShardOperationResponse(err=ERR_TIMEOUT)

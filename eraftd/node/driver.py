@@ -70,7 +70,9 @@ class Group:
         self.reads: list[asyncio.Future] = []
         self.reads_inflight: dict[bytes, list[asyncio.Future]] = {}
         self.reads_ready: list[_ReadBatch] = []
-        self.read_seq = 0
+        # read ids start at a random point, so an answer meant for an earlier run of this
+        # process (before a restart) can never match a request of this one
+        self.read_seq = random.SystemRandom().getrandbits(62)
         self.restoring = False
         self.leader_changes = 0
         # counters for eraftd/metrics.py: bumped once per round with the batch's size
@@ -219,20 +221,7 @@ class Driver:
     def group(self, gid: int) -> Group:
         return self.groups[gid]
 
-    async def propose(self, gid: int, data: bytes) -> Any:
-        """Append `data` to the group's log; the state machine's result once it applied.
-
-        Raises NotLeader at once on a follower; ProposalLost when the outcome is unknown.
-        The caller bounds the wait (asyncio.wait_for)."""
-        g = self.groups[gid]
-        if not g.is_leader():
-            raise NotLeader(g.leader_address)
-        fut = asyncio.get_running_loop().create_future()
-        g.proposals.append((data, fut))
-        self.wake.set()
-        return await fut
-
-    async def propose_many(self, gid: int, datas: list[bytes]) -> list[Any]:
+    def _enqueue(self, gid: int, datas: list[bytes]) -> list[asyncio.Future]:
         g = self.groups[gid]
         if not g.is_leader():
             raise NotLeader(g.leader_address)
@@ -240,7 +229,18 @@ class Driver:
         futs = [loop.create_future() for _ in datas]
         g.proposals.extend(zip(datas, futs))
         self.wake.set()
-        return list(await asyncio.gather(*futs))
+        return futs
+
+    async def propose(self, gid: int, data: bytes) -> Any:
+        """Append `data` to the group's log; the state machine's result once it applied.
+
+        Raises NotLeader at once on a follower; ProposalLost when the outcome is unknown.
+        The caller bounds the wait (asyncio.wait_for)."""
+        return await self._enqueue(gid, [data])[0]
+
+    async def propose_many(self, gid: int, datas: list[bytes]) -> list[Any]:
+        """Like propose, for many commands taken by one round."""
+        return list(await asyncio.gather(*self._enqueue(gid, datas)))
 
     async def read_barrier(self, gid: int) -> int:
         """Wait until a linearizable read may be served locally (ReadIndex); returns the index."""

@@ -36,6 +36,23 @@ class StartupError(Exception):
     """A problem that stops the node before it serves: one line for the user."""
 
 
+RPC_WIND_DOWN_S = 2.0
+
+
+async def _let_tasks_finish(timeout: float) -> None:
+    """Give the tasks still alive (gRPC's own per-call tasks, finishing the calls its shutdown
+    cancelled) a moment to end by themselves.  asyncio.run would cancel them, and grpc.aio logs a
+    cancelled call task as "Exception not handled" with a traceback."""
+    me = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not me]
+    if not others:
+        return
+    _, pending = await asyncio.wait(others, timeout=timeout)
+    if pending:
+        log.debug("%d task(s) still running at exit: %s", len(pending),
+                  sorted(t.get_name() for t in pending))
+
+
 def serve(cfg: Config, test_machine: str | None = None) -> int:
     try:
         return asyncio.run(_serve(cfg, test_machine))
@@ -177,6 +194,7 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         for g in driver.groups.values():
             g.fail_pending(ConnectionAbortedError("node shutting down"))
         await transport.close()
+        await _let_tasks_finish(RPC_WIND_DOWN_S)
         return EXIT_OK
     finally:
         store.close()

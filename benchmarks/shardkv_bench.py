@@ -32,10 +32,9 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from eraftd._pb import shardkv_pb2 as pb  # noqa: E402
-from eraftd._pb import shardkv_pb2_grpc as pb_grpc  # noqa: E402
 from eraftd.controller.client import ControllerClient  # noqa: E402
 from eraftd.shardkv.clerk import Clerk  # noqa: E402
+from eraftd.shardkv.unary import UnaryClerk  # noqa: E402
 from eraftd.testing import ShardedCluster  # noqa: E402
 
 GID = 100
@@ -63,44 +62,45 @@ async def _native(ctrl: list[str], op: str, conc: int, seconds: float, keys: lis
     return len(lat), lat
 
 
-async def _unary(leader: str, op: str, conc: int, seconds: float, keys: list[str],
+async def _unary(ctrl: list[str], op: str, conc: int, seconds: float, keys: list[str],
                  value: str) -> tuple[int, list[float]]:
     lat: list[float] = []
-    async with grpc.aio.insecure_channel(leader) as ch:
-        stub = pb_grpc.ShardKVServiceStub(ch)
+    channels: dict[str, grpc.aio.Channel] = {}
+    async with ControllerClient(ctrl) as ctl:
+        cfg = await ctl.query()
         stop_at = time.monotonic() + seconds
 
         async def worker(w: int) -> None:
             rng = random.Random(w)
-            client_id = random.SystemRandom().randrange(1, 1 << 62)
+            kv = UnaryClerk(ctl, channels, timeout=30, config=cfg)   # one eRaft client id each
             clock = time.monotonic
-            cid = 0
             while clock() < stop_at:
                 k = keys[rng.randrange(len(keys))]
-                req = (pb.CommandRequest(key=k, value=value, op=pb.PUT, client_id=client_id,
-                                         command_id=cid) if op == "put"
-                       else pb.CommandRequest(key=k, op=pb.GET, client_id=client_id, command_id=cid))
                 t0 = clock()
-                r = await stub.Command(req, timeout=30)
-                if r.err not in ("OK", "ErrNoKey"):
-                    raise RuntimeError(f"unary {op}: {r.err}")
+                if op == "put":
+                    await kv.put(k, value)
+                else:
+                    await kv.get(k)
                 lat.append(clock() - t0)
-                cid += 1
-        await asyncio.gather(*(worker(w) for w in range(conc)))
+        try:
+            await asyncio.gather(*(worker(w) for w in range(conc)))
+        finally:
+            for ch in channels.values():
+                await ch.close()
     return len(lat), lat
 
 
 def _client(args: tuple) -> tuple[int, list[float]]:
-    path, ctrl, leader, op, conc, seconds, keys, value = args
+    path, ctrl, op, conc, seconds, keys, value = args
     if path == "native":
         return asyncio.run(_native(ctrl, op, conc, seconds, keys, value))
-    return asyncio.run(_unary(leader, op, conc, seconds, keys, value))
+    return asyncio.run(_unary(ctrl, op, conc, seconds, keys, value))
 
 
-def measure(pool, procs: int, path: str, ctrl: list[str], leader: str, op: str, conc: int,
+def measure(pool, procs: int, path: str, ctrl: list[str], op: str, conc: int,
             seconds: float, keys: list[str], value: str) -> tuple[float, float, float]:
     split = [conc // procs + (1 if i < conc % procs else 0) for i in range(procs)]
-    jobs = [(path, ctrl, leader, op, n, seconds, keys, value) for n in split if n]
+    jobs = [(path, ctrl, op, n, seconds, keys, value) for n in split if n]
     t0 = time.monotonic()
     results = pool.map(_client, jobs) if pool else [_client(j) for j in jobs]
     elapsed = time.monotonic() - t0
@@ -142,12 +142,12 @@ def main() -> int:
                 for i in range(0, len(keys), 1000):
                     await asyncio.gather(*(kv.put(k, value) for k in keys[i:i + 1000]))
         asyncio.run(setup())
-        leader = c.wait_leader(GID).address
+        c.wait_leader(GID)
         print(f"{'path':<7} {'op':<4} {'conc':>5} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
         for path in ns.paths.split(","):
             for op in ("put", "get"):
                 for conc in concs:
-                    rate, p50, p99 = measure(pool, ns.client_procs, path, ctrl, leader, op, conc,
+                    rate, p50, p99 = measure(pool, ns.client_procs, path, ctrl, op, conc,
                                              ns.seconds, keys, value)
                     print(f"{path:<7} {op:<4} {conc:>5} {rate:>10,.0f} {p50:>8.1f} {p99:>8.1f}",
                           flush=True)

@@ -22,13 +22,9 @@ from typing import Any, Protocol
 
 import grpc
 
-from eraftd._pb import shardkv_pb2 as skvpb
-from eraftd._pb import shardkv_pb2_grpc as skvpb_grpc
-from eraftd.controller.client import ControllerClient, ControllerUnavailable
-from eraftd.controller.state import NSHARDS, Config
+from eraftd.controller.state import NSHARDS
 from eraftd.shardkv.clerk import ShardKVError, ShardKVUnavailable
-from eraftd.shardkv.state import (ERR_NO_KEY, ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET,
-                                  OK, PUT, key2shard)
+from eraftd.shardkv.unary import UnaryClerk
 
 from .output import BenchResult, progress_bar
 
@@ -114,77 +110,6 @@ class KV(Protocol):
     async def put(self, key: str, value: str) -> None: ...
 
 
-class UnaryClient:
-    """eRaft's clerk protocol: one ShardKVService.Command per operation, one in flight per
-    client id; routes by key2shard with the controller's latest configuration, tries the
-    group's servers in turn (remembering who answered), refreshes the configuration on
-    ErrWrongGroup, all within `timeout`."""
-
-    def __init__(self, ctl: ControllerClient, channels: dict[str, grpc.aio.Channel],
-                 timeout: float, call_timeout: float = 3.0, config: Config | None = None) -> None:
-        self.ctl = ctl
-        self.channels = channels
-        self.timeout = timeout
-        self.call_timeout = call_timeout
-        self.client_id = random.SystemRandom().randrange(1, 1 << 62)
-        self.command_id = 0
-        self.config = config
-        self.leaders: dict[int, int] = {}
-
-    async def get(self, key: str) -> str:
-        return await self._do(GET, key, "")
-
-    async def put(self, key: str, value: str) -> None:
-        await self._do(PUT, key, value)
-
-    def _stub(self, addr: str) -> skvpb_grpc.ShardKVServiceStub:
-        if addr not in self.channels:
-            self.channels[addr] = grpc.aio.insecure_channel(addr)
-        return skvpb_grpc.ShardKVServiceStub(self.channels[addr])
-
-    async def _do(self, op: int, key: str, value: str) -> str:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        if op != GET:
-            self.command_id += 1
-        req = skvpb.CommandRequest(key=key, value=value, op=op, client_id=self.client_id,
-                                   command_id=self.command_id)
-        shard = key2shard(key.encode())
-        last = "no group asked yet"
-        while True:
-            try:
-                cfg = self.config = self.config or await self.ctl.query()
-            except ControllerUnavailable as e:
-                raise ShardKVUnavailable(f"cannot get the configuration: {e}") from None
-            gid = cfg.shards[shard]
-            servers = cfg.groups.get(gid, ())
-            first = self.leaders.get(gid, 0)
-            for i in range(len(servers)):
-                idx = (first + i) % len(servers)
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    r = await self._stub(servers[idx]).Command(
-                        req, timeout=min(self.call_timeout, remaining))
-                except grpc.aio.AioRpcError as e:
-                    last = f"{servers[idx]}: {e.code().name}"
-                    continue
-                if r.err in (OK, ERR_NO_KEY):
-                    self.leaders[gid] = idx
-                    return r.value
-                last = f"{servers[idx]}: {r.err}"
-                if r.err == ERR_WRONG_GROUP:
-                    break
-                if r.err not in (ERR_WRONG_LEADER, ERR_TIMEOUT):
-                    raise ShardKVError(f"{key!r}: {r.err}")
-            if loop.time() >= deadline:
-                raise ShardKVUnavailable(f"{key!r} (shard {shard}) got no answer within "
-                                         f"{self.timeout:g}s; last: {last}")
-            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
-            self.config = None                  # eRaft's clerk: ask for the latest and go again
-
-
 # ---------------------------------------------------------------- the run
 
 def _error_kind(e: Exception) -> str:
@@ -206,7 +131,7 @@ async def run(session: Any, o: argparse.Namespace) -> BenchResult:
     stop = asyncio.Event()
 
     def client() -> KV:
-        return UnaryClient(session.ctl, channels, session.timeout, config=cfg) if o.unary else session.clerk
+        return UnaryClerk(session.ctl, channels, session.timeout, config=cfg) if o.unary else session.clerk
 
     async def worker() -> None:
         kv = client()

@@ -2,6 +2,7 @@
 ShardCtrlerService), using only the generated stubs and eRaft's clerk loop, works unchanged."""
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -13,6 +14,9 @@ from eraftd._pb import shardctrler_pb2 as cpb
 from eraftd._pb import shardctrler_pb2_grpc as cpb_grpc
 from eraftd._pb import shardkv_pb2 as pb
 from eraftd._pb import shardkv_pb2_grpc as pb_grpc
+from eraftd.controller.client import ControllerClient
+from eraftd.shardkv.clerk import ShardKVError
+from eraftd.shardkv.unary import UnaryClerk
 
 pytestmark = pytest.mark.e2e
 
@@ -167,5 +171,27 @@ def test_an_erafts_client_works_unchanged(sharded):  # noqa: F811
         for k in keys:
             ck.append(k, "#")
         assert [ck.get(k) for k in keys] == ["v+#", "v+!#"] + ["v+#"] * 8
+
+        # our own eRaft-protocol clerk (bench --unary) sees the same data and refuses at once
+        asyncio.run(unary_clerk_round(ctrl, keys))
     finally:
         ck.close()
+
+
+async def unary_clerk_round(ctrl, keys):
+    channels = {}
+    async with ControllerClient(ctrl) as ctl:
+        try:
+            kv = UnaryClerk(ctl, channels, timeout=30)
+            assert [await kv.get(k) for k in keys] == ["v+#", "v+!#"] + ["v+#"] * 8
+            assert await kv.get("no such key") is None
+            await kv.put(keys[0], "u")
+            await kv.append(keys[0], "1")
+            assert await kv.get(keys[0]) == "u1"
+            sent = kv.command_id
+            with pytest.raises(ShardKVError, match="key of 5000 bytes is longer than the limit"):
+                await kv.put("k" * 5000, "v")
+            assert kv.command_id == sent          # refused before a command id was spent
+        finally:
+            for ch in channels.values():
+                await ch.close()

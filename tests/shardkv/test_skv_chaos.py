@@ -35,6 +35,7 @@ class Workload:
         self.acked = 0
         self.progress = asyncio.Event()
         self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
 
     async def client(self, i: int) -> None:
         async with Clerk(self.ctrl, total_timeout=60) as kv:
@@ -53,16 +54,29 @@ class Workload:
                         assert await kv.get(key) == self.expect[key].encode(), key
             await asyncio.gather(*(one_key(k) for k in self.keys[i]))
 
-    async def wait_progress(self, n: int = 30) -> None:
-        """Until n more appends are acknowledged (the cluster is serving)."""
-        target = self.acked + n
-        while self.acked < target:
+    async def wait_progress(self, n: int = 30, timeout: float = 60) -> None:
+        """Until n more appends are acknowledged (the cluster is serving).  A client that
+        stopped (its operation raised) fails the test with its own exception."""
+        loop = asyncio.get_running_loop()
+        start, deadline = self.acked, loop.time() + timeout
+        while self.acked < start + n:
+            for t in self.tasks:
+                if t.done():
+                    t.result()                      # re-raises what stopped the client
+                    raise AssertionError("a client stopped before the workload did")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"only {self.acked - start} of {n} appends acknowledged "
+                                     f"within {timeout:g}s")
             self.progress.clear()
-            await asyncio.wait_for(self.progress.wait(), 60)
+            waiter = asyncio.ensure_future(self.progress.wait())
+            await asyncio.wait([waiter, *self.tasks], timeout=remaining,
+                               return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
 
 
 async def run_with(work: Workload, clients: int, scenario) -> None:
-    tasks = [asyncio.create_task(work.client(i)) for i in range(clients)]
+    tasks = work.tasks = [asyncio.create_task(work.client(i)) for i in range(clients)]
     try:
         await work.wait_progress()
         await scenario()

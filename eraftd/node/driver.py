@@ -6,6 +6,11 @@ state machine's writes for the committed entries, with the applied index, in ONE
 shared by all groups; write it (one fsync); send the messages; answer proposers and readers;
 advance the cores.  Many proposals and reads that arrive while a round runs are taken
 together by the next one: one propose() call and one ReadIndex per group per round.
+
+The fsync runs in a thread (rocksdict holds the GIL through a synced write, but not through
+flush_wal), so the loop keeps accepting calls and peer messages meanwhile.  Nothing is stepped
+into a core between its ready() and advance(): ticks, peer messages and reports that arrive
+while a round waits for its fsync are held and stepped when the round ends.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import asyncio
 import logging
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -210,6 +216,14 @@ class Driver:
         self.stopping = False
         self.rounds = 0
         self._tasks: set[asyncio.Task] = set()
+        # while a round waits for its fsync, core inputs wait here (see the module docstring)
+        self._syncing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._held_msgs: list[tuple[int, Message]] = []
+        self._held_ticks = 0
+        self._held_unreachable: list[str] = []
+        self._syncer: ThreadPoolExecutor | None = None
 
     def add_group(self, spec: GroupSpec, opts: RaftOptions, rng: random.Random,
                   snapshot_entries: int) -> Group:
@@ -254,6 +268,9 @@ class Driver:
 
     # ---------------------------------------------------------------- transport callbacks
     def on_messages(self, batch: list[tuple[int, Message]]) -> None:
+        if self._syncing:
+            self._held_msgs.extend(batch)
+            return
         groups = self.groups
         for gid, m in batch:
             g = groups.get(gid)
@@ -272,6 +289,8 @@ class Driver:
             async for chunk in chunks:
                 restore.add_chunk(chunk)
             msg.snapshot_data = restore
+            while self._syncing:
+                await self._idle.wait()
             g.node.step(msg)
             taken = g.node.raft.log.unstable.snapshot_data is restore
             if taken:
@@ -285,6 +304,9 @@ class Driver:
             g.restoring = False
 
     def on_unreachable(self, addr: str) -> None:
+        if self._syncing:
+            self._held_unreachable.append(addr)
+            return
         for g in self.groups.values():
             if addr in g.peers:
                 g.node.report_unreachable(g.peers.index(addr))
@@ -297,7 +319,7 @@ class Driver:
             while not self.stopping:
                 await self.wake.wait()
                 await self._coalesce()
-                while self._round():
+                while await self._round():
                     pass
                 # let the transport and the services run before the next round
                 await asyncio.sleep(0)
@@ -305,6 +327,9 @@ class Driver:
             ticker.cancel()
             for t in list(self._tasks):
                 t.cancel()
+            if self._syncer is not None:
+                self._syncer.shutdown(wait=True)
+                self._syncer = None
 
     async def _coalesce(self) -> None:
         """Inputs arrive one per event-loop turn (grpc.aio accepts one new call per turn, the
@@ -324,15 +349,18 @@ class Driver:
         while True:
             next_at += self.heartbeat_s
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-            for g in self.groups.values():
-                g.node.tick()
+            if self._syncing:
+                self._held_ticks += 1
+            else:
+                for g in self.groups.values():
+                    g.node.tick()
             self.wake.set()
 
     def stop(self) -> None:
         self.stopping = True
         self.wake.set()
 
-    def _round(self) -> bool:
+    async def _round(self) -> bool:
         readies: list[tuple[Group, Ready]] = []
         for g in self.groups.values():
             g.flush_inputs()
@@ -364,7 +392,11 @@ class Driver:
                 g.entries_applied += len(rd.committed)
             results.append(res)
         t0 = time.perf_counter()
-        self.store.write(batch)  # durable (fsync) before anything that depends on it leaves
+        # durable (fsync) before anything that depends on it leaves
+        if self.store.fsync and not any(rd.snapshot is not None for _, rd in readies):
+            await self._write_and_sync(batch)
+        else:   # a snapshot switches the state machine: no loop turn between write and restore
+            self.store.write(batch)
         metrics.observe_fsync(time.perf_counter() - t0)
         for (g, rd), res in zip(readies, results):
             if rd.snapshot is not None:
@@ -376,8 +408,38 @@ class Driver:
             g.finish(rd, res)
             g.node.advance(rd)
             g.after_advance()
+        self._step_held()
         self._compact(readies)
         return True
+
+    async def _write_and_sync(self, batch: Any) -> None:
+        """Write the batch unsynced, then fsync in the syncer thread; the loop runs meanwhile
+        and the inputs for the cores that arrive are held (see _step_held)."""
+        self.store.write(batch, sync=False)
+        if self._syncer is None:
+            self._syncer = ThreadPoolExecutor(1, thread_name_prefix="eraftd-fsync")
+        self._syncing = True
+        self._idle.clear()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._syncer, self.store.sync_wal)
+        finally:
+            self._syncing = False
+            self._idle.set()
+
+    def _step_held(self) -> None:
+        """Step into the cores what arrived while the round waited for its fsync."""
+        if self._held_ticks:
+            ticks, self._held_ticks = self._held_ticks, 0
+            for _ in range(ticks):
+                for g in self.groups.values():
+                    g.node.tick()
+        if self._held_unreachable:
+            addrs, self._held_unreachable = self._held_unreachable, []
+            for addr in addrs:
+                self.on_unreachable(addr)
+        if self._held_msgs:
+            msgs, self._held_msgs = self._held_msgs, []
+            self.on_messages(msgs)
 
     def _compact(self, readies: list[tuple[Group, Ready]]) -> None:
         batch = None
@@ -418,6 +480,8 @@ class Driver:
             ok = await self.transport.send_snapshot(addr, g.gid, m, chunks)
         except Exception as e:  # the peer went away mid-stream: report and retry later
             log.warning("%s: snapshot to %s failed: %s", g.name, addr, e)
+        while self._syncing:
+            await self._idle.wait()
         g.node.report_snapshot(m.to, ok)
         g.snapshots += ok
         self.wake.set()

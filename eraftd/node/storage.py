@@ -324,9 +324,12 @@ class NodeStore:
     def new_batch(self) -> Batch:
         return Batch(self)
 
-    def write(self, batch: Batch) -> None:
-        """Make the batch durable in ONE write (synced when fsync), then update
-        the in-memory view of every group it touched and run its on_commit hooks."""
+    def write(self, batch: Batch, sync: bool | None = None) -> None:
+        """Write the batch in ONE RocksDB write (synced when fsync, or as `sync` says), then
+        update the in-memory view of every group it touched and run its on_commit hooks.
+
+        write(batch, sync=False) followed by sync_wal() is the same durability in two steps:
+        the second releases the GIL while the disk works (the driver runs it in a thread)."""
         if batch._store is not self:
             raise ValueError("batch belongs to another NodeStore")
         self._check_open()
@@ -342,8 +345,9 @@ class NodeStore:
                 raise StaleBatchError(f"group {g.gid}: snapshot installed by another batch since "
                                       f"this batch was staged; stage a fresh batch")
         if not batch.raw.is_empty():
+            opts = self._wopts_nosync if sync is False else self._wopts
             try:
-                self._db.write(batch.raw, self._wopts)
+                self._db.write(batch.raw, opts)
             except Exception as e:
                 raise StorageError(f"data_dir {self.data_dir}: write failed ({e}); "
                                    f"check the disk (space, permissions) and restart") from e
@@ -353,6 +357,18 @@ class NodeStore:
             g._commit(p)
         for fn in hooks:
             fn()
+
+    def sync_wal(self) -> None:
+        """Make every earlier write durable (fsync of the write-ahead log; no-op without
+        fsync).  Safe to call from another thread; rocksdict releases the GIL meanwhile."""
+        if not self.fsync:
+            return
+        self._check_open()
+        try:
+            self._db.flush_wal(True)
+        except Exception as e:
+            raise StorageError(f"data_dir {self.data_dir}: fsync failed ({e}); "
+                               f"check the disk and restart") from e
 
     # -- snapshots / misc ------------------------------------------------
     def snapshot_reader(self, group: int) -> "SnapshotReader":

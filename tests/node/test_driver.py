@@ -1,0 +1,87 @@
+"""The driver's round with its fsync in a thread.
+
+While a round waits for its fsync the event loop runs on, but nothing is stepped into a Raft
+core between its ready() and advance(): peer messages and ticks that arrive meanwhile are held
+and stepped when the round ends, and nothing the round produced is sent before the fsync."""
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+
+from eraftd.node.driver import Driver, GroupSpec
+from eraftd.node.statemachine import NoopStateMachine
+from eraftd.node.storage import NodeStore
+from eraftd.raft.messages import Entry, Message, MsgType
+from eraftd.raft.options import RaftOptions
+
+GID = 1
+TIMEOUT = 30.0
+
+
+class Recorder:
+    """A transport that records what the driver sends, in one event list with the fsyncs."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.sent: list[Message] = []
+
+    def send(self, addr: str, gid: int, msgs: list[Message]) -> None:
+        self.sent.extend(msgs)
+        self.events.append("send")
+
+
+async def until(cond, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while not cond():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+async def test_inputs_during_the_fsync_wait_are_held_until_the_round_ends(tmp_path):
+    events: list[str] = []
+    gate = threading.Event()
+    store = NodeStore.open(str(tmp_path / "data"), {"test": "driver"}, fsync=True)
+    real_sync = store.sync_wal
+
+    def gated_sync() -> None:                # runs in the syncer thread
+        gate.wait(TIMEOUT)
+        real_sync()
+        events.append("fsync")
+
+    store.sync_wal = gated_sync
+    transport = Recorder(events)
+    driver = Driver(store, transport, heartbeat_ms=3_600_000)      # no tick during the test
+    g = driver.add_group(GroupSpec(GID, ("a", "b", "c"), 0, NoopStateMachine),
+                         RaftOptions(id=0, peers=(0, 1, 2), election_tick=10),
+                         random.Random(1), snapshot_entries=1 << 30)
+    run = asyncio.create_task(driver.run())
+    try:
+        # the leader (1) sends an entry: the follower's round writes it and waits for the fsync
+        driver.on_messages([(GID, Message(MsgType.APP, to=0, frm=1, term=1, log_term=0, index=0,
+                                          entries=(Entry(1, 1, b"x"),)))])
+        await until(lambda: driver._syncing, "the round to wait for its fsync")
+        assert transport.sent == []           # the answer waits for the fsync
+
+        # meanwhile the leader says the entry is committed: held, not stepped
+        commit = Message(MsgType.APP, to=0, frm=1, term=1, log_term=1, index=1, commit=1)
+        driver.on_messages([(GID, commit)])
+        await asyncio.sleep(0.05)             # the loop runs; the core must not move
+        assert driver._held_msgs == [(GID, commit)]
+        assert g.node.raft.log.committed == 0
+        assert transport.sent == []
+
+        gate.set()
+        await until(lambda: g.node.raft.log.committed == 1 and not driver._held_msgs,
+                    "the held message to be stepped after the round")
+        await until(lambda: len(transport.sent) >= 2, "the answers to both appends")
+        assert events[0] == "fsync", events   # nothing left before the entry was durable
+        acks = [m for m in transport.sent if m.type == MsgType.APP_RESP]
+        assert [(m.to, m.index, m.reject) for m in acks][:2] == [(1, 1, False), (1, 1, False)]
+        assert g.store.last_index() == 1
+    finally:
+        gate.set()
+        driver.stop()
+        await asyncio.wait_for(run, TIMEOUT)
+        store.close()

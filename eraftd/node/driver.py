@@ -427,19 +427,21 @@ class Driver:
             self._idle.set()
 
     def _step_held(self) -> None:
-        """Step into the cores what arrived while the round waited for its fsync."""
+        """Step into the cores what arrived while the round waited for its fsync: messages
+        first (a leader's heartbeats count before the ticks that would time it out)."""
+        if self._held_msgs:
+            msgs, self._held_msgs = self._held_msgs, []
+            self.on_messages(msgs)
+        if self._held_unreachable:
+            addrs, self._held_unreachable = self._held_unreachable, []
+            for addr in addrs:
+                self.on_unreachable(addr)
         if self._held_ticks:
             ticks, self._held_ticks = self._held_ticks, 0
             for _ in range(ticks):
                 for g in self.groups.values():
                     g.node.tick()
-        if self._held_unreachable:
-            addrs, self._held_unreachable = self._held_unreachable, []
-            for addr in addrs:
-                self.on_unreachable(addr)
-        if self._held_msgs:
-            msgs, self._held_msgs = self._held_msgs, []
-            self.on_messages(msgs)
+            self.wake.set()
 
     def _compact(self, readies: list[tuple[Group, Ready]]) -> None:
         batch = None

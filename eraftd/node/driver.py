@@ -392,10 +392,13 @@ class Driver:
                 g.entries_applied += len(rd.committed)
             results.append(res)
         t0 = time.perf_counter()
-        # durable (fsync) before anything that depends on it leaves
-        if self.store.fsync and not any(rd.snapshot is not None for _, rd in readies):
+        # durable (fsync) before anything that depends on it leaves.  Not in a thread: a round
+        # that writes nothing (heartbeats, read confirmations), and one that installs a
+        # snapshot (no loop turn between the write and the state machine's restore)
+        if (self.store.fsync and len(batch)
+                and not any(rd.snapshot is not None for _, rd in readies)):
             await self._write_and_sync(batch)
-        else:   # a snapshot switches the state machine: no loop turn between write and restore
+        else:
             self.store.write(batch)
         metrics.observe_fsync(time.perf_counter() - t0)
         for (g, rd), res in zip(readies, results):

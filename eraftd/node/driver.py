@@ -3,9 +3,12 @@
 A round:  inputs (ticks, peer messages, proposals, reads) have been stepped into the cores;
 then for every group with a Ready, stage its snapshot, new entries, hard state and the
 state machine's writes for the committed entries, with the applied index, in ONE WriteBatch
-shared by all groups; write it (one fsync); send the messages; answer proposers and readers;
-advance the cores.  Many proposals and reads that arrive while a round runs are taken
-together by the next one: one propose() call and one ReadIndex per group per round.
+shared by all groups; send the messages that promise nothing (a leader's appends go out while
+its own disk works) and answer the proposers of the committed entries (durable on a majority
+already); write the batch (one fsync); send the messages that wait for it (votes,
+acknowledgements); serve readers; advance the cores.  Many proposals and reads that arrive
+while a round runs are taken together by the next one: one propose() call and one ReadIndex
+per group per round.
 
 The fsync runs in a thread (rocksdict holds the GIL through a synced write, but not through
 flush_wal), so the loop keeps accepting calls and peer messages meanwhile.  Nothing is stepped
@@ -391,6 +394,12 @@ class Driver:
                 gs.stage_applied(batch, rd.committed[-1].index)
                 g.entries_applied += len(rd.committed)
             results.append(res)
+        for (g, rd), res in zip(readies, results):
+            self._send(g, rd.messages)   # they promise nothing: out while the disk works
+            # committed entries are durable on a majority already: their proposers may have
+            # their answers now (they are sent while the disk works; the batch is written,
+            # unsynced, before any other task runs)
+            g.finish(rd, res)
         t0 = time.perf_counter()
         # durable (fsync) before anything that depends on it leaves.  Not in a thread: a round
         # that writes nothing (heartbeats, read confirmations), and one that installs a
@@ -401,14 +410,12 @@ class Driver:
         else:
             self.store.write(batch)
         metrics.observe_fsync(time.perf_counter() - t0)
-        for (g, rd), res in zip(readies, results):
+        for g, rd in readies:
             if rd.snapshot is not None:
                 g.sm.restored()
                 g.snapshots += 1
                 log.info("%s: installed snapshot at index %d", g.name, rd.snapshot.index)
-            self._send(g, rd.messages)
             self._send(g, rd.persisted_messages)
-            g.finish(rd, res)
             g.node.advance(rd)
             g.after_advance()
         self._step_held()

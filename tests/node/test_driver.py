@@ -85,3 +85,55 @@ async def test_inputs_during_the_fsync_wait_are_held_until_the_round_ends(tmp_pa
         driver.stop()
         await asyncio.wait_for(run, TIMEOUT)
         store.close()
+
+
+async def test_a_leader_answers_only_after_its_entry_is_durable_and_holds_its_ticks(tmp_path):
+    """A one-node group: its entry commits only once its own write is durable, so the answer
+    cannot leave before the fsync; the ticks that come meanwhile are held, then stepped."""
+    events: list[str] = []
+    gate = threading.Event()
+    gate.set()
+    store = NodeStore.open(str(tmp_path / "data"), {"test": "driver"}, fsync=True)
+    real_sync = store.sync_wal
+
+    def gated_sync() -> None:
+        gate.wait(TIMEOUT)
+        real_sync()
+        events.append("fsync")
+
+    store.sync_wal = gated_sync
+    driver = Driver(store, Recorder(events), heartbeat_ms=5)
+    g = driver.add_group(GroupSpec(GID, ("a",), 0, NoopStateMachine),
+                         RaftOptions(id=0, peers=(0,), election_tick=2),
+                         random.Random(1), snapshot_entries=1 << 30)
+    ticks = [0]
+    real_tick = g.node.tick
+
+    def counted_tick() -> None:
+        ticks[0] += 1
+        real_tick()
+
+    g.node.tick = counted_tick
+    run = asyncio.create_task(driver.run())
+    try:
+        await until(g.is_leader, "the one node to lead")
+        await until(lambda: not driver._syncing, "the election's rounds to end")
+        gate.clear()
+        answer = asyncio.ensure_future(driver.propose(GID, b"x"))
+        await until(lambda: driver._syncing, "the round to wait for its fsync")
+        stepped = ticks[0]
+        await until(lambda: driver._held_ticks >= 3, "ticks to be held")
+        assert ticks[0] == stepped                          # not stepped while syncing
+        assert not answer.done()                            # not committed: not durable here
+        events.append("before release")
+        gate.set()
+        assert await asyncio.wait_for(answer, TIMEOUT) is None
+        events.append("answered")
+        released = events.index("before release")
+        assert "fsync" in events[released:events.index("answered")], events
+        await until(lambda: ticks[0] >= stepped + 3, "held ticks to be stepped")
+    finally:
+        gate.set()
+        driver.stop()
+        await asyncio.wait_for(run, TIMEOUT)
+        store.close()

@@ -221,11 +221,9 @@ class Driver:
         self._tasks: set[asyncio.Task] = set()
         # while a round waits for its fsync, core inputs wait here (see the module docstring)
         self._syncing = False
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._held_msgs: list[tuple[int, Message]] = []
         self._held_ticks = 0
-        self._held_unreachable: list[str] = []
+        self._held_calls: list[Callable[[], None]] = []     # rare inputs: reports, snapshots
         self._syncer: ThreadPoolExecutor | None = None
 
     def add_group(self, spec: GroupSpec, opts: RaftOptions, rng: random.Random,
@@ -292,10 +290,11 @@ class Driver:
             async for chunk in chunks:
                 restore.add_chunk(chunk)
             msg.snapshot_data = restore
-            while self._syncing:
-                await self._idle.wait()
-            g.node.step(msg)
-            taken = g.node.raft.log.unstable.snapshot_data is restore
+
+            def step() -> bool:
+                g.node.step(msg)
+                return g.node.raft.log.unstable.snapshot_data is restore
+            taken = await self._when_stepping(step)
             if taken:
                 log.info("%s: received snapshot at index %d from %s", g.name, msg.snapshot.index,
                          g.peers[msg.frm] if 0 <= msg.frm < len(g.peers) else msg.frm)
@@ -308,7 +307,7 @@ class Driver:
 
     def on_unreachable(self, addr: str) -> None:
         if self._syncing:
-            self._held_unreachable.append(addr)
+            self._held_calls.append(lambda: self.on_unreachable(addr))
             return
         for g in self.groups.values():
             if addr in g.peers:
@@ -429,12 +428,27 @@ class Driver:
         if self._syncer is None:
             self._syncer = ThreadPoolExecutor(1, thread_name_prefix="eraftd-fsync")
         self._syncing = True
-        self._idle.clear()
         try:
             await asyncio.get_running_loop().run_in_executor(self._syncer, self.store.sync_wal)
         finally:
             self._syncing = False
-            self._idle.set()
+
+    async def _when_stepping(self, fn: Callable[[], Any]) -> Any:
+        """fn() (which steps a core) now, or when the round waiting for its fsync ends: never
+        later than that, however busy the rounds that follow are."""
+        if not self._syncing:
+            return fn()
+        fut = asyncio.get_running_loop().create_future()
+
+        def call() -> None:
+            if fut.cancelled():        # the caller is gone (and has undone its part)
+                return
+            try:
+                fut.set_result(fn())
+            except Exception as e:     # noqa: BLE001 - the waiting caller gets it
+                fut.set_exception(e)
+        self._held_calls.append(call)
+        return await fut
 
     def _step_held(self) -> None:
         """Step into the cores what arrived while the round waited for its fsync: messages
@@ -442,10 +456,10 @@ class Driver:
         if self._held_msgs:
             msgs, self._held_msgs = self._held_msgs, []
             self.on_messages(msgs)
-        if self._held_unreachable:
-            addrs, self._held_unreachable = self._held_unreachable, []
-            for addr in addrs:
-                self.on_unreachable(addr)
+        if self._held_calls:
+            calls, self._held_calls = self._held_calls, []
+            for call in calls:
+                call()
         if self._held_ticks:
             ticks, self._held_ticks = self._held_ticks, 0
             for _ in range(ticks):
@@ -492,8 +506,6 @@ class Driver:
             ok = await self.transport.send_snapshot(addr, g.gid, m, chunks)
         except Exception as e:  # the peer went away mid-stream: report and retry later
             log.warning("%s: snapshot to %s failed: %s", g.name, addr, e)
-        while self._syncing:
-            await self._idle.wait()
-        g.node.report_snapshot(m.to, ok)
+        await self._when_stepping(lambda: g.node.report_snapshot(m.to, ok))
         g.snapshots += ok
         self.wake.set()

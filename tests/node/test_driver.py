@@ -67,14 +67,18 @@ async def test_inputs_during_the_fsync_wait_are_held_until_the_round_ends(tmp_pa
         # meanwhile the leader says the entry is committed: held, not stepped
         commit = Message(MsgType.APP, to=0, frm=1, term=1, log_term=1, index=1, commit=1)
         driver.on_messages([(GID, commit)])
+        driver.on_unreachable("b")
+        stepped = asyncio.ensure_future(driver._when_stepping(lambda: g.node.raft.log.committed))
         await asyncio.sleep(0.05)             # the loop runs; the core must not move
-        assert driver._held_msgs == [(GID, commit)]
-        assert g.node.raft.log.committed == 0
+        assert driver._held_msgs == [(GID, commit)] and len(driver._held_calls) == 2
+        assert g.node.raft.log.committed == 0 and not stepped.done()
         assert transport.sent == []
 
         gate.set()
         await until(lambda: g.node.raft.log.committed == 1 and not driver._held_msgs,
                     "the held message to be stepped after the round")
+        assert await stepped == 1             # after the held message, in arrival order
+        assert driver._held_calls == []
         await until(lambda: len(transport.sent) >= 2, "the answers to both appends")
         assert events[0] == "fsync", events   # nothing left before the entry was durable
         acks = [m for m in transport.sent if m.type == MsgType.APP_RESP]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from .history import APPEND, GET, PUT, Op
 from .linearizability import check_key
 
@@ -121,3 +123,23 @@ def test_wide_concurrent_appends_decided_by_the_prefix_rule():
     r = check_key("k", hist(*rows(lambda v: v.replace("<1.0>", "<X>").replace("<4.0>", "<1.0>")
                                   .replace("<X>", "<4.0>"))), max_states=200_000)
     assert not r.ok and r.decided, r.detail
+
+
+def test_a_read_missing_an_append_is_explained_by_a_put_that_may_land_late():
+    """Why the short run's self-check skips appends a put may follow: with a put of unknown
+    outcome (it may land at any time after its call), a read without the append is fine."""
+    assert ok((PUT, "<p>", 0.0, None), (APPEND, "<a>", 1.0, 2.0), (GET, "<p>", 3.0, 4.0))
+    assert not ok((PUT, "<p>", 0.0, 0.5), (APPEND, "<a>", 1.0, 2.0), (GET, "<p>", 3.0, 4.0))
+
+
+def test_the_short_runs_self_check_picks_a_tamper_no_put_can_explain():
+    from .history import History
+    from .test_nemesis_short import tampered_copy_is_rejected
+    h = History()
+    # a put of unknown outcome may land after any later append: no tamper is safe to demand
+    h.ops = hist((PUT, "<p>", 0.0, None), (APPEND, "<a>", 1.0, 2.0), (GET, "<p><a>", 3.0, 4.0))
+    with pytest.raises(AssertionError, match="no acknowledged append was ever read back"):
+        tampered_copy_is_rejected(h)
+    # a put acknowledged before the append: the read without the append must be rejected
+    h.ops = hist((PUT, "<p>", 0.0, 0.5), (APPEND, "<a>", 1.0, 2.0), (GET, "<p><a>", 3.0, 4.0))
+    tampered_copy_is_rejected(h)

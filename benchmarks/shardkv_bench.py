@@ -40,50 +40,42 @@ from eraftd.testing import ShardedCluster  # noqa: E402
 GID = 100
 
 
+async def _workers(kv_for_worker, op: str, conc: int, seconds: float, keys: list[str],
+                   value: str) -> list[float]:
+    """conc workers, each with kv_for_worker(), one operation at a time until `seconds` pass;
+    the latency of every operation."""
+    lat: list[float] = []
+    stop_at = time.monotonic() + seconds
+
+    async def worker(w: int) -> None:
+        rng = random.Random(w)
+        kv = kv_for_worker()
+        clock = time.monotonic
+        while clock() < stop_at:
+            k = keys[rng.randrange(len(keys))]
+            t0 = clock()
+            await (kv.put(k, value) if op == "put" else kv.get(k))
+            lat.append(clock() - t0)
+    await asyncio.gather(*(worker(w) for w in range(conc)))
+    return lat
+
+
 async def _native(ctrl: list[str], op: str, conc: int, seconds: float, keys: list[str],
                   value: str) -> tuple[int, list[float]]:
-    lat: list[float] = []
     async with Clerk(ctrl, total_timeout=60) as kv:
         await kv.get(keys[0])                       # config and leader found
-        stop_at = time.monotonic() + seconds
-
-        async def worker(w: int) -> None:
-            rng = random.Random(w)
-            clock = time.monotonic
-            while clock() < stop_at:
-                k = keys[rng.randrange(len(keys))]
-                t0 = clock()
-                if op == "put":
-                    await kv.put(k, value)
-                else:
-                    await kv.get(k)
-                lat.append(clock() - t0)
-        await asyncio.gather(*(worker(w) for w in range(conc)))
+        lat = await _workers(lambda: kv, op, conc, seconds, keys, value)
     return len(lat), lat
 
 
 async def _unary(ctrl: list[str], op: str, conc: int, seconds: float, keys: list[str],
                  value: str) -> tuple[int, list[float]]:
-    lat: list[float] = []
     channels: dict[str, grpc.aio.Channel] = {}
     async with ControllerClient(ctrl) as ctl:
         cfg = await ctl.query()
-        stop_at = time.monotonic() + seconds
-
-        async def worker(w: int) -> None:
-            rng = random.Random(w)
-            kv = UnaryClerk(ctl, channels, timeout=30, config=cfg)   # one eRaft client id each
-            clock = time.monotonic
-            while clock() < stop_at:
-                k = keys[rng.randrange(len(keys))]
-                t0 = clock()
-                if op == "put":
-                    await kv.put(k, value)
-                else:
-                    await kv.get(k)
-                lat.append(clock() - t0)
-        try:
-            await asyncio.gather(*(worker(w) for w in range(conc)))
+        try:                                        # one eRaft client id per worker
+            lat = await _workers(lambda: UnaryClerk(ctl, channels, timeout=30, config=cfg),
+                                 op, conc, seconds, keys, value)
         finally:
             for ch in channels.values():
                 await ch.close()

@@ -324,8 +324,8 @@ class NodeStore:
     def new_batch(self) -> Batch:
         return Batch(self)
 
-    def write(self, batch: Batch, sync: bool | None = None) -> None:
-        """Write the batch in ONE RocksDB write (synced when fsync, or as `sync` says), then
+    def write(self, batch: Batch, sync: bool = True) -> None:
+        """Write the batch in ONE RocksDB write (synced when fsync, unless sync=False), then
         update the in-memory view of every group it touched and run its on_commit hooks.
 
         write(batch, sync=False) followed by sync_wal() is the same durability in two steps:
@@ -345,7 +345,7 @@ class NodeStore:
                 raise StaleBatchError(f"group {g.gid}: snapshot installed by another batch since "
                                       f"this batch was staged; stage a fresh batch")
         if not batch.raw.is_empty():
-            opts = self._wopts_nosync if sync is False else self._wopts
+            opts = self._wopts if sync else self._wopts_nosync
             try:
                 self._db.write(batch.raw, opts)
             except Exception as e:

@@ -31,6 +31,21 @@ class Recorder:
         self.events.append("send")
 
 
+def gated_store(tmp_path, gate: threading.Event, events: list[str]) -> NodeStore:
+    """A NodeStore whose fsync (in the driver's syncer thread) waits for `gate`, then notes
+    "fsync" in `events`."""
+    store = NodeStore.open(str(tmp_path / "data"), {"test": "driver"}, fsync=True)
+    real_sync = store.sync_wal
+
+    def gated_sync() -> None:
+        gate.wait(TIMEOUT)
+        real_sync()
+        events.append("fsync")
+
+    store.sync_wal = gated_sync
+    return store
+
+
 async def until(cond, what: str) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + TIMEOUT
@@ -42,15 +57,7 @@ async def until(cond, what: str) -> None:
 async def test_inputs_during_the_fsync_wait_are_held_until_the_round_ends(tmp_path):
     events: list[str] = []
     gate = threading.Event()
-    store = NodeStore.open(str(tmp_path / "data"), {"test": "driver"}, fsync=True)
-    real_sync = store.sync_wal
-
-    def gated_sync() -> None:                # runs in the syncer thread
-        gate.wait(TIMEOUT)
-        real_sync()
-        events.append("fsync")
-
-    store.sync_wal = gated_sync
+    store = gated_store(tmp_path, gate, events)
     transport = Recorder(events)
     driver = Driver(store, transport, heartbeat_ms=3_600_000)      # no tick during the test
     g = driver.add_group(GroupSpec(GID, ("a", "b", "c"), 0, NoopStateMachine),
@@ -97,15 +104,7 @@ async def test_a_leader_answers_only_after_its_entry_is_durable_and_holds_its_ti
     events: list[str] = []
     gate = threading.Event()
     gate.set()
-    store = NodeStore.open(str(tmp_path / "data"), {"test": "driver"}, fsync=True)
-    real_sync = store.sync_wal
-
-    def gated_sync() -> None:
-        gate.wait(TIMEOUT)
-        real_sync()
-        events.append("fsync")
-
-    store.sync_wal = gated_sync
+    store = gated_store(tmp_path, gate, events)
     driver = Driver(store, Recorder(events), heartbeat_ms=5)
     g = driver.add_group(GroupSpec(GID, ("a",), 0, NoopStateMachine),
                          RaftOptions(id=0, peers=(0,), election_tick=2),

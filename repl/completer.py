@@ -94,7 +94,8 @@ class ClusterMetadata:
             except Exception as e:                  # a bug must not stop the refreshing
                 self._swap(replace(self.view, problem=f"refresh failed: {type(e).__name__}: {e}"))
             try:
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):   # not wait_for: see transport._connect
+                    await self._wake.wait()
             except asyncio.TimeoutError:
                 pass
 

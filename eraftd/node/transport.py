@@ -282,7 +282,10 @@ class Transport:
         call = peer.call = pb_grpc.RaftTransportStub(channel).Send(
             metadata=((_MD_FROM, self.self_addr), (_MD_STREAM, f"{self._nonce}.{self._stream_seq}")))
         try:
-            await asyncio.wait_for(call.initial_metadata(), self._connect_timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that comes
+            # as the awaited call finishes, and this task would then never end (close() hung)
+            async with asyncio.timeout(self._connect_timeout):
+                await call.initial_metadata()
         except asyncio.TimeoutError:
             raise _PeerError(f"no answer within {self._connect_timeout}s") from None
         if call.done():
@@ -306,7 +309,7 @@ class Transport:
         from_addr, tag = self.self_addr, self._cluster_tag
         backoff = self._backoff_min
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closed:
             if not q:
                 wake.clear()
                 await wake.wait()

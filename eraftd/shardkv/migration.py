@@ -156,7 +156,8 @@ class Migrator:
             log.warning("group %d: %s task failed: %r", self.gid, key[0], t.exception())
 
     async def _propose(self, data: bytes) -> Any:
-        return await asyncio.wait_for(self.driver.propose(self.gid, data), self.timeout)
+        async with asyncio.timeout(self.timeout):   # not wait_for: it can swallow a cancel (3.11)
+            return await self.driver.propose(self.gid, data)
 
     async def _next_config(self, num: int) -> None:
         cfg = await self.controller.query(num + 1)

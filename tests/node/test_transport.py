@@ -412,3 +412,16 @@ async def test_full_queue_drops_oldest_and_reports_later(net):
     assert peer.dropped == 7
     assert [m.commit for _, m in peer.queue] == [7, 8, 9, 10, 11]  # the newest are kept
     await a.unreachable.wait_for(dead.addr)
+
+
+async def test_close_ends_a_sender_that_is_reconnecting_fast():
+    """close() returns even when the cancel meets a connect attempt just as it fails (on 3.11
+    asyncio.wait_for swallowed such a cancel and the sender retried forever: ~2.5% of closes
+    hung, so 150 tries catch it almost surely)."""
+    rng = random.Random(7)
+    for i in range(150):
+        t = Transport(f"127.0.0.1:{free_port()}", None, lambda batch: None, None, lambda a: None,
+                      backoff_min=0.001, backoff_max=0.002, rng=random.Random(i))
+        t.send(f"127.0.0.1:{free_port()}", 1, [hb(i)])
+        await asyncio.sleep(rng.uniform(0.005, 0.03))      # let it fail and retry a few times
+        await asyncio.wait_for(t.close(), 10)

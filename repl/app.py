@@ -179,10 +179,15 @@ def _run(coro: Any) -> int:
 async def _repl_main(controllers: Sequence[str], timeout: float, json: bool,
                      history: str | None) -> int:
     from prompt_toolkit.patch_stdout import patch_stdout
+    # A command's own result is written straight to the terminal, synchronously, between two
+    # prompts (no prompt is drawn while a command runs).  Through patch_stdout's proxy it would
+    # be queued to a flush thread that prints it whenever it gets to it: after the next prompt
+    # when lines were typed ahead, and sometimes not until the next key press.
+    out, err = sys.stdout, sys.stderr
     with patch_stdout(raw=True):
-        logs.setup("warning")         # after the patch: log lines go above the prompt
+        logs.setup("warning")         # after the patch: background log lines go above the prompt
         repl = Repl(Session(controllers, timeout, json=json, progress=_terminal(sys.__stderr__)),
-                    history_path=history_file(history))
+                    history_path=history_file(history), out=out, err=err)
         return await repl.run()
 
 

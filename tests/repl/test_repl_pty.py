@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 
 import pexpect
 import pytest
@@ -187,3 +188,40 @@ def test_batch_mode_when_stdin_is_not_a_terminal_even_from_a_pty_parent(cluster)
         if p.isalive():
             p.terminate(force=True)
     assert p.before.replace("\r", "").split("\n")[-4:] == ["OK", "1", "rc=0", ""]
+
+
+def test_type_ahead_output_shows_before_the_next_prompt(cluster, tmp_path):  # noqa: F811
+    """A fast typist (or a paste) sends `put` and `get` in one go, and then types nothing more:
+    the value must be on the screen before the next prompt is drawn, every time (prompt-toolkit's
+    patch_stdout queued it to a thread that could leave it unprinted until the next key press)."""
+    cmd = eraftd_command() + ["shell", "--controllers", cluster.controllers, "--history",
+                              str(tmp_path / "history")]
+    p = pexpect.spawn(cmd[0], cmd[1:], env=shell_env(), dimensions=(40, 160), timeout=30,
+                      encoding="utf-8", cwd=str(tmp_path))
+    log = io.StringIO()
+    p.logfile_read = log
+    prompt = r"eraftd cfg \d+>"
+    try:
+        p.expect(r"cfg \d+>")                   # the first prompt is redrawn in place
+        for i in range(50):
+            put, get, value = f"put ta{i} value-{i}-x", f"get ta{i}", f"value-{i}-x"
+            p.send(f"{put}\r{get}\r")                    # type-ahead: both lines at once
+            # nothing more is typed: the value must come on its own ...
+            got = p.expect([f"{value}\r\n", pexpect.TIMEOUT], timeout=20)
+            assert got == 0, f"round {i}: the value was not shown:\n{log.getvalue()[-1500:]}"
+            p.expect(prompt)
+            # ... and each result right after its own line, before any prompt is drawn again
+            # (the line itself is drawn after a prompt, so look from its last drawing on)
+            text = log.getvalue()
+            for line, result in ((put, "OK\r\n"), (get, f"{value}\r\n")):
+                at = text.rindex(line, 0, text.rindex(result))
+                between = text[at + len(line):text.index(result, at)]
+                assert not re.search(r"cfg \d+>", between), f"round {i}: a prompt before the result of {line!r}"
+        p.sendcontrol("d")
+        p.expect(pexpect.EOF)
+        p.close()
+        assert p.exitstatus == 0, log.getvalue()[-2000:]
+    finally:
+        if p.isalive():
+            p.terminate(force=True)
+    assert "Traceback" not in log.getvalue()

@@ -22,6 +22,7 @@ import grpc
 
 from .._pb import shardctrler_pb2 as pb
 from .._pb import shardctrler_pb2_grpc as pb_grpc
+from ..errors import Refused, Unavailable
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, LEADER_METADATA_KEY, command_to_pb,
                       config_from_pb)
 from .state import OK, Command, Config, Join, Leave, Move, Op
@@ -29,11 +30,11 @@ from .state import OK, Command, Config, Join, Leave, Move, Op
 _RETRYABLE = (ERR_WRONG_LEADER, ERR_TIMEOUT)
 
 
-class ControllerError(Exception):
+class ControllerError(Refused):
     """The controller refused the command; the message is its answer."""
 
 
-class ControllerUnavailable(Exception):
+class ControllerUnavailable(Unavailable):
     """No controller leader answered within the time allowed."""
 
 

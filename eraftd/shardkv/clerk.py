@@ -31,17 +31,18 @@ from .._pb import kvbatch_pb2 as kvpb
 from .._pb import kvbatch_pb2_grpc as kvpb_grpc
 from ..controller.client import ControllerClient
 from ..controller.state import Config
+from ..errors import Refused, Unavailable
 from ..node.transport import MAX_MESSAGE_BYTES
 from .state import APPEND, ERR_WRONG_LEADER, GET, PUT, Limits, key2shard
 
 _OP_NAMES = {PUT: "put", APPEND: "append", GET: "get"}
 
 
-class ShardKVError(Exception):
+class ShardKVError(Refused):
     """The operation was refused (bad input); the message says why.  Nothing was stored."""
 
 
-class ShardKVUnavailable(Exception):
+class ShardKVUnavailable(Unavailable):
     """No group answered the operation within the time allowed; the message says what was
     tried.  A write's outcome is then unknown."""
 

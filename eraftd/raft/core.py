@@ -321,9 +321,10 @@ class Raft:
                     pr.recent_active = False
             return
         if t == T.READ_INDEX:
-            if len(self.peers) == 1:
-                self._respond_read(m, self.log.committed)
-            elif not self._committed_in_current_term():
+            # every leader, a lone one included, first commits an entry of its own term: the
+            # commit index it restarted with may lag entries it had acknowledged (the hard state
+            # of the round that committed them need not have reached the disk)
+            if not self._committed_in_current_term():
                 self.pending_read_msgs.append(m)  # wait for the no-op of this term to commit
             else:
                 self._send_read_index(m)
@@ -416,6 +417,9 @@ class Raft:
         return self.log.term_or_none(self.log.committed) == self.term
 
     def _send_read_index(self, m: Message) -> None:
+        if len(self.peers) == 1:
+            self._respond_read(m, self.log.committed)  # our own acknowledgement is the quorum
+            return
         self.read_only.add(self.log.committed, m)
         self.read_only.recv_ack(self.id, m.context)
         self._bcast_heartbeat(m.context)

@@ -935,3 +935,37 @@ def test_repeated_transfer_requests_do_not_hold_off_check_quorum() -> None:
             stepped_down = True
             break
     assert stepped_down, "isolated leader kept office while transfer requests kept coming"
+
+
+def test_read_index_lone_leader_waits_for_its_term_after_power_loss() -> None:
+    """A one-node group acknowledged writes 1..5, but the hard state that recorded their commit
+    did not reach the disk before the power went (the round answers proposers before its fsync;
+    the entries themselves were durable).  Restarted with commit 2, its first read index must
+    not be below 5: the lone leader, like every leader, first commits an entry of its term."""
+    from eraftd.raft.messages import Entry, HardState
+    from eraftd.raft.options import RaftOptions
+    from eraftd.raft.rawnode import RawNode
+    from eraftd.raft.storage import MemoryStorage
+
+    st = MemoryStorage()
+    st.append([Entry(1, i, b"w%d" % i) for i in range(1, 6)])
+    st.set_hard_state(HardState(term=1, vote=0, commit=2))          # the commit cut back
+    rn = RawNode(RaftOptions(id=0, peers=(0,), applied=2), st, random.Random(7))
+    rn.campaign()
+    assert rn.role == Role.LEADER
+    rn.read_index(b"r1")
+    rd = rn.ready()
+    assert rd.read_states == [], "answered before an entry of its term committed"
+    st.append(rd.entries)                                           # the no-op becomes durable
+    if rd.hard_state is not None:
+        st.set_hard_state(rd.hard_state)
+    rn.advance(rd)
+    states = []
+    while rn.has_ready():
+        rd = rn.ready()
+        states += rd.read_states
+        st.append(rd.entries)
+        rn.advance(rd)
+    assert [(s.index, s.context) for s in states] == [(6, b"r1")]
+    rn.read_index(b"r2")                                            # later reads: at once
+    assert [s.index for s in rn.ready().read_states] == [6]

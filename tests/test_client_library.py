@@ -83,3 +83,20 @@ def test_errors_are_the_documented_ones(cluster):
     c.close()
     with pytest.raises(eraftd.Error, match="closed"):
         c.get("k")
+
+
+def test_the_readme_example_as_written(cluster, capsys):
+    """The README's client-library example, run literally (only the addresses differ)."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## The client library", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert '"127.0.0.1:6001,127.0.0.1:6002,127.0.0.1:6003"' in code
+    code = code.replace("127.0.0.1:6001,127.0.0.1:6002,127.0.0.1:6003", ",".join(cluster.controller_addresses()))
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:7] == ["b'apple pie'", "None", "(True, None)", "(False, b'tart')", "(True, None)",
+                         "b'fruit' b'tart'", "True True False"]
+    assert lines[7].startswith("refused: ") and "longer than the limit" in lines[7]
+    assert int(lines[8]) >= 1 and len(lines) == 9

@@ -112,6 +112,7 @@ class _Lane:
         self.inflight = 0
         self.delay = clerk.backoff[0]
         self.notes: dict[str, str] = {}          # server -> what it last said
+        self.asking: collections.Counter[str] = collections.Counter()   # calls in flight
         self.scheduled = False
 
     def submit(self, op: _Op) -> None:
@@ -173,6 +174,7 @@ class _Lane:
                                 values=[o.value for o in ops], seqs=[o.seq for o in ops])
         until = max(o.deadline for o in ops)
         self.flying.update(ops)
+        self.asking[addr] += 1
         slow = loop.call_later(c.check_after, c.suspect, until)   # unanswered for long: check
         hint = ""
         try:
@@ -186,6 +188,7 @@ class _Lane:
             problem = err_words(err)
         finally:
             slow.cancel()
+            self.asking[addr] -= 1
             self.inflight -= 1
             self.flying.difference_update(ops)
         self.notes[addr] = problem or "OK"
@@ -212,8 +215,10 @@ class _Lane:
         self.pump()
 
     def describe(self) -> str:
-        return ", ".join(f"{s} ({self.notes[s]})" if s in self.notes else f"{s} (not tried)"
-                         for s in self.servers)
+        def said(s: str) -> str:
+            return ("no answer in time" if self.asking[s] > 0 else
+                    self.notes.get(s, "not tried"))
+        return ", ".join(f"{s} ({said(s)})" for s in self.servers)
 
 
 class Clerk:

@@ -190,9 +190,9 @@ class _Lane:
             slow.cancel()
             self.asking[addr] -= 1
             self.inflight -= 1
-            self.flying.difference_update(ops)
         self.notes[addr] = problem or "OK"
         if not err:
+            self.flying.difference_update(ops)
             self.delay = c.backoff[0]
             msgs = resp.messages
             for i, op in enumerate(ops):
@@ -211,6 +211,11 @@ class _Lane:
             await asyncio.sleep(min(self.delay * random.uniform(0.5, 1.0),
                                     max(0.0, until - loop.time())))
             self.delay = min(self.delay * 2, c.backoff[1])
+        self.flying.difference_update(ops)      # withdraw() sees them until they are queued
+        if c._lanes.get(self.gid) is not self:  # the group left while we paused
+            for op in ops:
+                op.settle(_MOVED)
+            return
         self.queue.extendleft(reversed(ops))
         self.pump()
 
@@ -306,6 +311,7 @@ class Clerk:
             self._unacked.add(seq)
         shard = key2shard(key)
         last = "no group asked yet"
+        refused_by = -1                  # the group that last answered WRONG_GROUP
 
         def gave_up() -> ShardKVUnavailable:
             return ShardKVUnavailable(
@@ -329,7 +335,8 @@ class Clerk:
                     if res is _MOVED:
                         continue               # the same seq, to the shard's current owner
                     if res is None:
-                        last = f"group {gid}: {lane.describe()}"
+                        if refused_by != gid:      # else: its "not yet" says more
+                            last = f"group {gid}: {lane.describe()}"
                     else:
                         code, val, msg = res
                         if code in (kvpb.OK, kvpb.NO_KEY):
@@ -337,6 +344,7 @@ class Clerk:
                         if code == kvpb.REFUSED:
                             raise ShardKVError(f"{_OP_NAMES[kind]} {_show(key)}: {msg}")
                         last = f"group {gid} does not serve shard {shard} yet (configuration {cfg.num})"
+                        refused_by = gid
                 if loop.time() >= deadline:
                     raise gave_up()
                 # a newer configuration, or (the shard is on its way) the same one after a

@@ -11,13 +11,13 @@ import time
 
 import grpc
 import pytest
-from skv_support import in_thread, key_in, sharded, wait_settled  # noqa: F401
+from skv_support import group_shards, in_thread, key_in, sharded, wait_settled  # noqa: F401
 
 from eraftd.controller.client import ControllerClient, ControllerUnavailable, NotAController
 from eraftd.controller.state import NSHARDS
 from eraftd.shardkv.clerk import Clerk, ShardKVUnavailable
 from eraftd.shardkv.unary import UnaryClerk
-from eraftd.testing import eraftd_command, free_port
+from eraftd.testing import eraftd_command, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -132,7 +132,7 @@ async def test_a_phantom_group_joined_then_left(sharded):  # noqa: F811
     phantom = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     async with ControllerClient(ctrl, total_timeout=60) as ctl, \
             Clerk(ctrl, total_timeout=4) as kv:
-        await ctl.join({G1: c.addresses(G1), G2: c.addresses(G2)})
+        before = await ctl.join({G1: c.addresses(G1), G2: c.addresses(G2)})
         keys = keys_of(ALL)
         for k in keys:
             await kv.put(k, "v")
@@ -141,6 +141,9 @@ async def test_a_phantom_group_joined_then_left(sharded):  # noqa: F811
         lost = set(cfg.shards_of(PHANTOM))
         assert lost
         k_lost = keys[min(lost)]
+        old = before.shards[min(lost)]
+        await in_thread(wait_for, lambda: (group_shards(c, old) or {}).get(min(lost)) == "BePulling",
+                        60, f"group {old} to give shard {min(lost)} up")
         with pytest.raises(ShardKVUnavailable) as ei:   # routed to the phantom servers
             await kv.get(k_lost)
         assert f"group {PHANTOM}" in str(ei.value) and phantom[0] in str(ei.value)

@@ -148,14 +148,16 @@ class ControllerClient:
         """Configuration `num` (-1: the latest), read linearizably from the leader."""
         resp = await self._call(pb.CommandRequest(op=pb.QUERY, num=num), self._deadline(timeout),
                                 self._said(timeout))
-        return self._saw(config_from_pb(resp.config))
+        cfg = config_from_pb(resp.config)
+        return self._saw(cfg) if num == -1 else cfg
 
     async def latest(self, newer_than: int = -1, timeout: float | None = None) -> Config:
         """For routing: the newest configuration seen if its number is above `newer_than`,
-        else the controllers' latest.  Every caller shares one query in flight; while the
-        answers bring nothing new, queries are spaced out (back-off up to backoff[1]) and a
-        caller in the gap gets the cached configuration at once (so it may not be newer:
-        the caller waits and asks again).  Ends within `timeout` (default total_timeout)."""
+        else the controllers' latest (which may be no newer).  Every caller shares one query
+        in flight; while the answers bring nothing new, queries are spaced out (back-off up
+        to backoff[1]): a caller in the gap waits for its end, so a caller that loops on
+        latest() is paced by it.  Ends within `timeout` (default total_timeout), with the
+        cached configuration if time runs out in the gap."""
         loop = asyncio.get_running_loop()
         deadline = self._deadline(timeout)
         while True:
@@ -163,8 +165,13 @@ class ControllerClient:
             if cached is not None and cached.num > newer_than:
                 return cached
             if self._query is None:
-                if cached is not None and loop.time() < self._next_query:
-                    return cached
+                gap = self._next_query - loop.time()
+                if cached is not None and gap > 0:      # asked a moment ago: wait, then ask
+                    remaining = deadline - loop.time()
+                    await asyncio.sleep(max(0.0, min(gap, remaining)))
+                    if gap >= remaining:
+                        return cached                    # out of time: what we have
+                    continue                             # someone may have asked meanwhile
                 self._query_deadline = deadline
                 self._query = loop.create_task(self._query_latest(deadline, self._said(timeout)))
             task, task_deadline = self._query, self._query_deadline

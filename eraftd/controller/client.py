@@ -3,31 +3,74 @@
     async with ControllerClient(["127.0.0.1:7001", "127.0.0.1:7002"]) as ctl:
         await ctl.join({100: ["127.0.0.1:7101"]})
         cfg = await ctl.query()
+        cfg = await ctl.latest(cfg.num)     # routing: the cached latest, or one shared query
 
 Finds the leader (following the "leader" hint a follower sends) and caches it; retries
 ErrWrongLeader, ErrTimeout and unreachable peers with back-off, within `total_timeout` per
-call, then raises ControllerUnavailable naming the addresses it tried.  A command the
-controller refuses (bad input) raises ControllerError with the controller's message.  Like
-eRaft's clerk it has its own random client id and numbers its commands, one in flight at a
-time, so a retried command is applied once.
+call (or the `timeout` given to the call), then raises ControllerUnavailable naming the
+addresses it tried.  Every call ends within its time: each RPC's deadline is
+min(call_timeout, what remains), the back-off sleeps are cut at the deadline, and the wait
+for the one-command-at-a-time lock counts too.  A command the controller refuses (bad
+input) raises ControllerError with the controller's message.  Like eRaft's clerk it has its
+own random client id and numbers its commands, one in flight at a time, so a retried
+command is applied once.
+
+An address that answers "unimplemented" is not a controller (a shardkv-only node, or some
+other gRPC server): it is asked what it is (ShardKVService.GetStatus gives its gid) and
+skipped; once every address has answered like that the call raises NotAController at once,
+e.g. "127.0.0.1:7001 is not a controller (it serves group 101 only): give the controller
+addresses".
+
+`dial` (optional) maps the address to connect to from the one advertised (a node's
+[node.dial] table, config.NodeConfig.dial_address); messages name the advertised address.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
 import random
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import grpc
 
 from .._pb import shardctrler_pb2 as pb
 from .._pb import shardctrler_pb2_grpc as pb_grpc
+from .._pb import shardkv_pb2 as skvpb
+from .._pb import shardkv_pb2_grpc as skvpb_grpc
 from ..errors import Refused, Unavailable
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, LEADER_METADATA_KEY, command_to_pb,
                       config_from_pb)
 from .state import OK, Command, Config, Join, Leave, Move, Op
 
 _RETRYABLE = (ERR_WRONG_LEADER, ERR_TIMEOUT)
+PROBE_TIMEOUT_S = 1.0          # asking a non-controller what it is
+
+# eRaft's error strings and gRPC statuses, as the clients' messages say them
+_ERR_WORDS = {ERR_WRONG_LEADER: "not the leader", ERR_TIMEOUT: "no result in time",
+              "ErrWrongGroup": "does not serve that shard", "ErrNotReady": "not ready",
+              "ErrOutDated": "out of date"}
+_STATUS_WORDS = {grpc.StatusCode.UNAVAILABLE: "unreachable",
+                 grpc.StatusCode.DEADLINE_EXCEEDED: "no answer in time",
+                 grpc.StatusCode.UNIMPLEMENTED: "does not offer this service",
+                 grpc.StatusCode.RESOURCE_EXHAUSTED: "message too large or server overloaded",
+                 grpc.StatusCode.CANCELLED: "call cancelled",
+                 grpc.StatusCode.UNKNOWN: "failed on the server",
+                 grpc.StatusCode.INTERNAL: "failed on the server"}
+
+
+def rpc_problem(e: BaseException) -> str:
+    """A failed call in plain words (never a status code name)."""
+    if isinstance(e, grpc.aio.AioRpcError):
+        code = e.code()
+        return _STATUS_WORDS.get(code, code.name.lower().replace("_", " "))
+    if isinstance(e, asyncio.TimeoutError):
+        return "no answer in time"
+    return str(e) or type(e).__name__
+
+
+def err_words(err: str) -> str:
+    """An eRaft error string ("ErrWrongLeader", ...) in plain words; other text as it is."""
+    return _ERR_WORDS.get(err, err)
 
 
 class ControllerError(Refused):
@@ -38,21 +81,34 @@ class ControllerUnavailable(Unavailable):
     """No controller leader answered within the time allowed."""
 
 
+class NotAController(ControllerUnavailable):
+    """Every address given answered, but none is a controller; the message says what each is."""
+
+
 class ControllerClient:
     def __init__(self, addresses: Sequence[str], total_timeout: float = 30.0,
                  call_timeout: float = 3.0, client_id: int | None = None,
-                 backoff: tuple[float, float] = (0.02, 0.5)) -> None:
+                 backoff: tuple[float, float] = (0.02, 0.5),
+                 dial: Callable[[str], str] | None = None) -> None:
         if not addresses:
             raise ValueError("ControllerClient needs at least one controller address")
         self.addresses = list(dict.fromkeys(addresses))
         self.total_timeout = total_timeout
         self.call_timeout = call_timeout
         self.client_id = client_id or random.SystemRandom().randrange(1, 1 << 63)
+        self.dial = dial or (lambda a: a)
         self._ids = itertools.count(1)
         self._backoff = backoff
         self._leader: str | None = None
-        self._stubs: dict[str, tuple[grpc.aio.Channel, pb_grpc.ShardCtrlerServiceStub]] = {}
+        self._channels: dict[str, tuple[grpc.aio.Channel, pb_grpc.ShardCtrlerServiceStub]] = {}
         self._lock = asyncio.Lock()          # one command in flight per client id
+        self._strangers: dict[str, str] = {}  # address -> what it is instead of a controller
+        # latest(): the newest configuration seen, the one query in flight, its spacing
+        self._latest: Config | None = None
+        self._query: asyncio.Task | None = None
+        self._query_deadline = 0.0
+        self._gap = backoff[0]
+        self._next_query = 0.0
 
     async def __aenter__(self) -> "ControllerClient":
         return self
@@ -61,8 +117,11 @@ class ControllerClient:
         await self.close()
 
     async def close(self) -> None:
-        stubs, self._stubs = self._stubs, {}
-        for ch, _ in stubs.values():
+        if self._query is not None:
+            self._query.cancel()
+            await asyncio.gather(self._query, return_exceptions=True)
+        chans, self._channels = self._channels, {}
+        for ch, _ in chans.values():
             await ch.close()
 
     @property
@@ -70,21 +129,64 @@ class ControllerClient:
         """The address believed to lead, if any."""
         return self._leader
 
+    @property
+    def cached(self) -> Config | None:
+        """The newest configuration this client has seen (None before the first)."""
+        return self._latest
+
     # ---------------------------------------------------------------- the API
-    async def join(self, groups: Mapping[int, Iterable[str]]) -> Config:
+    async def join(self, groups: Mapping[int, Iterable[str]], timeout: float | None = None) -> Config:
         """Add groups (gid -> servers); the latest configuration once it applied."""
-        return await self._command(Join({g: tuple(s) for g, s in groups.items()}))
+        return await self._command(Join({g: tuple(s) for g, s in groups.items()}), timeout)
 
-    async def leave(self, gids: Iterable[int]) -> Config:
-        return await self._command(Leave(tuple(gids)))
+    async def leave(self, gids: Iterable[int], timeout: float | None = None) -> Config:
+        return await self._command(Leave(tuple(gids)), timeout)
 
-    async def move(self, shard: int, gid: int) -> Config:
-        return await self._command(Move(shard, gid))
+    async def move(self, shard: int, gid: int, timeout: float | None = None) -> Config:
+        return await self._command(Move(shard, gid), timeout)
 
-    async def query(self, num: int = -1) -> Config:
+    async def query(self, num: int = -1, timeout: float | None = None) -> Config:
         """Configuration `num` (-1: the latest), read linearizably from the leader."""
-        resp = await self._call(pb.CommandRequest(op=pb.QUERY, num=num))
-        return config_from_pb(resp.config)
+        resp = await self._call(pb.CommandRequest(op=pb.QUERY, num=num), self._deadline(timeout),
+                                self._said(timeout))
+        cfg = config_from_pb(resp.config)
+        return self._saw(cfg) if num == -1 else cfg
+
+    async def latest(self, newer_than: int = -1, timeout: float | None = None) -> Config:
+        """For routing: the newest configuration seen if its number is above `newer_than`,
+        else the controllers' latest (which may be no newer).  Every caller shares one query
+        in flight; while the answers bring nothing new, queries are spaced out (back-off up
+        to backoff[1]): a caller in the gap waits for its end, so a caller that loops on
+        latest() is paced by it.  Ends within `timeout` (default total_timeout), with the
+        cached configuration if time runs out in the gap."""
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline(timeout)
+        while True:
+            cached = self._latest
+            if cached is not None and cached.num > newer_than:
+                return cached
+            if self._query is None:
+                gap = self._next_query - loop.time()
+                if cached is not None and gap > 0:      # asked a moment ago: wait, then ask
+                    remaining = deadline - loop.time()
+                    await asyncio.sleep(max(0.0, min(gap, remaining)))
+                    if gap >= remaining:
+                        return cached                    # out of time: what we have
+                    continue                             # someone may have asked meanwhile
+                self._query_deadline = deadline
+                self._query = loop.create_task(self._query_latest(deadline, self._said(timeout)))
+            task, task_deadline = self._query, self._query_deadline
+            try:
+                return await asyncio.wait_for(asyncio.shield(task),
+                                              max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise ControllerUnavailable(
+                    f"no controller leader answered within {self._said(timeout):g}s; asked "
+                    f"{', '.join(self.addresses)}") from None
+            except ControllerUnavailable as e:
+                # the shared query ran out of its starter's time: go on if ours remains
+                if isinstance(e, NotAController) or task_deadline >= deadline - 1e-3:
+                    raise
 
     async def status(self, address: str, timeout: float | None = None) -> pb.GetStatusResponse:
         """One peer's GetStatus (no retries)."""
@@ -92,27 +194,85 @@ class ControllerClient:
                                                    timeout=timeout or self.call_timeout)
 
     # ---------------------------------------------------------------- plumbing
-    async def _command(self, op: Op) -> Config:
-        async with self._lock:
+    def _said(self, timeout: float | None) -> float:
+        return self.total_timeout if timeout is None else timeout
+
+    def _deadline(self, timeout: float | None) -> float:
+        return asyncio.get_running_loop().time() + self._said(timeout)
+
+    def _saw(self, cfg: Config) -> Config:
+        if self._latest is None or cfg.num > self._latest.num:
+            self._latest = cfg
+        return cfg
+
+    async def _query_latest(self, deadline: float, said: float) -> Config:
+        loop = asyncio.get_running_loop()
+        try:
+            before = self._latest.num if self._latest is not None else -1
+            resp = await self._call(pb.CommandRequest(op=pb.QUERY, num=-1), deadline, said)
+            cfg = self._saw(config_from_pb(resp.config))
+            # nothing new: ask less often; something new: ask freely again
+            self._gap = self._backoff[0] if cfg.num > before else min(self._gap * 2, self._backoff[1])
+            self._next_query = loop.time() + self._gap
+            return self._latest
+        finally:
+            self._query = None
+
+    async def _command(self, op: Op, timeout: float | None) -> Config:
+        deadline = self._deadline(timeout)
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(self._lock.acquire(), max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise ControllerUnavailable(
+                f"no controller leader answered within {self._said(timeout):g}s (another command of "
+                f"this client was still waiting for its answer)") from None
+        try:
             cmd = Command(op, self.client_id, next(self._ids))
-            resp = await self._call(command_to_pb(cmd))
-        return config_from_pb(resp.config)
+            resp = await self._call(command_to_pb(cmd), deadline, self._said(timeout))
+        finally:
+            self._lock.release()
+        return self._saw(config_from_pb(resp.config))
+
+    def _channel(self, addr: str) -> tuple[grpc.aio.Channel, pb_grpc.ShardCtrlerServiceStub]:
+        entry = self._channels.get(addr)
+        if entry is None:
+            ch = grpc.aio.insecure_channel(self.dial(addr))
+            entry = self._channels[addr] = (ch, pb_grpc.ShardCtrlerServiceStub(ch))
+        return entry
 
     def _stub(self, addr: str) -> pb_grpc.ShardCtrlerServiceStub:
-        entry = self._stubs.get(addr)
-        if entry is None:
-            ch = grpc.aio.insecure_channel(addr)
-            entry = self._stubs[addr] = (ch, pb_grpc.ShardCtrlerServiceStub(ch))
-        return entry[1]
+        return self._channel(addr)[1]
 
-    async def _call(self, req: pb.CommandRequest) -> pb.CommandResponse:
+    async def _what_is(self, addr: str, deadline: float) -> str:
+        """What an address that does not serve the controller service is, in words."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            st = await skvpb_grpc.ShardKVServiceStub(self._channel(addr)[0]).GetStatus(
+                skvpb.GetStatusRequest(), timeout=max(0.01, min(PROBE_TIMEOUT_S, remaining)))
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return "it answers gRPC but is not an eraftd node"
+            return "it does not offer the controller service"
+        return f"it serves group {st.gid} only"
+
+    async def _call(self, req: pb.CommandRequest, deadline: float,
+                    said: float) -> pb.CommandResponse:
+        """Send req until a leader answers, by `deadline`; `said` is the timeout to name."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.total_timeout
         delay, max_delay = self._backoff
-        # the cached leader first, then every address in turn
+        # the cached leader first, then every address in turn (skipping known non-controllers)
         first = self.addresses.index(self._leader) if self._leader in self.addresses else 0
-        rotation = itertools.cycle(self.addresses[first:] + self.addresses[:first])
-        addr = self._leader if self._leader and self._leader not in self.addresses else next(rotation)
+        order = self.addresses[first:] + self.addresses[:first]
+        position = itertools.count()
+
+        def next_addr() -> str:
+            for _ in range(len(order)):
+                a = order[next(position) % len(order)]
+                if a not in self._strangers:
+                    return a
+            return order[0]
+        addr = self._leader if self._leader and self._leader not in self.addresses else next_addr()
         tried: list[str] = []
         last = "no answer"
         followed_hint = False
@@ -120,8 +280,8 @@ class ControllerClient:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ControllerUnavailable(
-                    f"no controller leader answered within {self.total_timeout:g}s; tried "
-                    f"{', '.join(tried)} (last: {last})")
+                    f"no controller leader answered within {said:g}s; tried "
+                    f"{', '.join(tried) or 'nothing'} (last: {last})")
             if addr not in tried:
                 tried.append(addr)
             hint = ""
@@ -131,14 +291,23 @@ class ControllerClient:
                 if resp.err == ERR_WRONG_LEADER:
                     hint = dict(await call.trailing_metadata() or ()).get(LEADER_METADATA_KEY, "")
             except grpc.aio.AioRpcError as e:
-                last = f"{addr}: {e.code().name}"
+                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    self._strangers[addr] = await self._what_is(addr, deadline)
+                    if all(a in self._strangers for a in self.addresses):
+                        found, self._strangers = self._strangers, {}    # the next call asks again
+                        raise NotAController(
+                            "; ".join(f"{a} is not a controller ({found[a]})"
+                                      for a in self.addresses) + ": give the controller addresses")
+                    addr = next_addr()                   # skip it, at once
+                    continue
+                last = f"{addr}: {rpc_problem(e)}"
             else:
                 if resp.err not in _RETRYABLE:
                     self._leader = addr
                     if resp.err != OK:
                         raise ControllerError(resp.err)
                     return resp
-                last = f"{addr}: {resp.err}" + (f" (leader: {hint})" if hint else "")
+                last = f"{addr}: {err_words(resp.err)}" + (f" (leader: {hint})" if hint else "")
             if self._leader == addr:
                 self._leader = None
             if hint and hint != addr and not followed_hint:
@@ -148,4 +317,4 @@ class ControllerClient:
             followed_hint = False
             await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
             delay = min(delay * 2, max_delay)
-            addr = hint if hint and hint != addr else next(rotation)
+            addr = hint if hint and hint != addr else next_addr()

@@ -11,23 +11,35 @@ answered last, ask for the latest configuration again after ErrWrongGroup or a f
 failures, all within `timeout`.  It exists to measure and exercise the eRaft-compatible path
 (`bench --unary`, benchmarks/shardkv_bench.py); our own pipelining path is the Clerk.
 
-Keys and values over the limits raise ShardKVError before anything is sent (eRaft's clerk
-would retry them forever); other refusals raise it with the server's message.  Channels come
-from the caller's dict (address -> channel), so many UnaryClerks share one channel per server;
-the caller closes them.
+Unlike eRaft's clerk it does not wait for a round of time-outs to notice that a group has
+left: a call still unanswered after `check_after` seconds makes it look at the latest
+configuration (ControllerClient.latest: one query in flight, shared, spaced out), and when
+that gives the shard to another group (or the group other servers) the call is abandoned and
+the command, with the same ids, goes to the shard's current owner.  That is safe for the
+reason the Clerk's docstring gives: the shard's session table travels with its data, so the
+command is applied once, by whichever group serves the shard when it arrives.
+
+Every operation ends within `timeout`: each call's deadline is min(call_timeout, what
+remains), pauses are cut at the deadline, configuration queries get what remains.  Keys and
+values over the limits raise ShardKVError before anything is sent (eRaft's clerk would retry
+them forever); other refusals raise it with the server's message.  Channels come from the
+caller's dict (advertised address -> channel, opened to `dial(address)`), so many UnaryClerks
+share one channel per server; the caller closes them.
 """
 from __future__ import annotations
 
 import asyncio
 import random
+from typing import Callable
 
 import grpc
 
 from .._pb import shardkv_pb2 as pb
 from .._pb import shardkv_pb2_grpc as pb_grpc
-from ..controller.client import ControllerClient, ControllerUnavailable
+from ..controller.client import ControllerClient, ControllerUnavailable, err_words, rpc_problem
 from ..controller.state import Config
-from .clerk import _OP_NAMES, ShardKVError, ShardKVUnavailable, _channel_options, _show
+from .clerk import (_OP_NAMES, CHECK_AFTER_S, ShardKVError, ShardKVUnavailable, _channel_options,
+                    _show)
 from .state import (APPEND, ERR_NO_KEY, ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, OK,
                     PUT, Limits, key2shard)
 
@@ -37,12 +49,15 @@ RETRY_PAUSE_S = 0.05          # between two rounds over a group's servers, as eR
 class UnaryClerk:
     def __init__(self, ctl: ControllerClient, channels: dict[str, grpc.aio.Channel],
                  timeout: float = 30.0, call_timeout: float = 3.0, config: Config | None = None,
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = Limits(), dial: Callable[[str], str] | None = None,
+                 check_after: float = CHECK_AFTER_S) -> None:
         self.ctl = ctl
         self.channels = channels
         self.timeout = timeout
         self.call_timeout = call_timeout
         self.limits = limits
+        self.dial = dial or (lambda a: a)
+        self.check_after = check_after
         self.client_id = random.SystemRandom().randrange(1, 1 << 62)
         self.command_id = 0
         self.config = config
@@ -62,8 +77,42 @@ class UnaryClerk:
     def _stub(self, addr: str) -> pb_grpc.ShardKVServiceStub:
         ch = self.channels.get(addr)
         if ch is None:
-            ch = self.channels[addr] = grpc.aio.insecure_channel(addr, options=_channel_options())
+            ch = self.channels[addr] = grpc.aio.insecure_channel(self.dial(addr),
+                                                                 options=_channel_options())
         return pb_grpc.ShardKVServiceStub(ch)
+
+    async def _latest(self, seen: int, deadline: float) -> Config:
+        loop = asyncio.get_running_loop()
+        try:
+            cfg = await self.ctl.latest(seen, timeout=max(0.0, deadline - loop.time()))
+        except ControllerUnavailable as e:
+            raise ShardKVUnavailable(f"cannot get the configuration: {e}") from None
+        if self.config is None or cfg.num > self.config.num:
+            self.config = cfg
+        return self.config
+
+    async def _call(self, addr: str, req: pb.CommandRequest, deadline: float, cfg: Config,
+                    gid: int, shard: int) -> pb.CommandResponse | None:
+        """One Command call; None when, while it was slow, the configuration moved the shard
+        away from `gid` or changed gid's servers (the call is then abandoned)."""
+        loop = asyncio.get_running_loop()
+        call = asyncio.ensure_future(self._stub(addr).Command(
+            req, timeout=max(0.001, min(self.call_timeout, deadline - loop.time()))))
+        check: asyncio.Task | None = None
+        try:
+            done, _ = await asyncio.wait({call}, timeout=self.check_after)
+            if not done:
+                check = asyncio.ensure_future(self._latest(cfg.num, deadline))
+                done, _ = await asyncio.wait({call, check}, return_when=asyncio.FIRST_COMPLETED)
+                if call not in done and check.exception() is None:
+                    new = check.result()
+                    if new.shards[shard] != gid or new.groups.get(gid) != cfg.groups.get(gid):
+                        return None
+            return await call
+        finally:
+            for t in (call, check):
+                if t is not None and not t.done():
+                    t.cancel()
 
     async def _do(self, op: int, key: str, value: str) -> tuple[str, str]:
         problem = self.limits.refuse(op, key.encode(), value.encode())
@@ -77,11 +126,12 @@ class UnaryClerk:
                                 command_id=self.command_id)
         shard = key2shard(key.encode())
         last = "no group asked yet"
+
+        def gave_up() -> ShardKVUnavailable:
+            return ShardKVUnavailable(f"{_OP_NAMES[op]} {_show(key.encode())} (shard {shard}) "
+                                      f"got no answer within {self.timeout:g}s; last: {last}")
+        cfg = self.config or await self._latest(-1, deadline)
         while True:
-            try:
-                cfg = self.config = self.config or await self.ctl.query()
-            except ControllerUnavailable as e:
-                raise ShardKVUnavailable(f"cannot get the configuration: {e}") from None
             gid = cfg.shards[shard]
             servers = cfg.groups.get(gid, ())
             if not servers:
@@ -89,25 +139,31 @@ class UnaryClerk:
             first = self.leaders.get(gid, 0)
             for i in range(len(servers)):
                 idx = (first + i) % len(servers)
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                if deadline - loop.time() <= 0:
                     break
                 try:
-                    r = await self._stub(servers[idx]).Command(
-                        req, timeout=min(self.call_timeout, remaining))
+                    r = await self._call(servers[idx], req, deadline, cfg, gid, shard)
                 except grpc.aio.AioRpcError as e:
-                    last = f"{servers[idx]}: {e.code().name}"
+                    last = f"group {gid}: {servers[idx]}: {rpc_problem(e)}"
                     continue
+                if r is None:
+                    last = f"group {gid}: {servers[idx]}: no answer in time (the shard moved)"
+                    break
                 if r.err in (OK, ERR_NO_KEY):
                     self.leaders[gid] = idx
                     return r.err, r.value
-                last = f"{servers[idx]}: {r.err}"
+                last = f"group {gid}: {servers[idx]}: {err_words(r.err)}"
                 if r.err == ERR_WRONG_GROUP:
                     break
                 if r.err not in (ERR_WRONG_LEADER, ERR_TIMEOUT):
                     raise ShardKVError(f"{_OP_NAMES[op]} {_show(key.encode())}: {r.err}")
             if loop.time() >= deadline:
-                raise ShardKVUnavailable(f"{_OP_NAMES[op]} {_show(key.encode())} (shard {shard}) "
-                                         f"got no answer within {self.timeout:g}s; last: {last}")
+                raise gave_up()
             await asyncio.sleep(min(RETRY_PAUSE_S, max(0.0, deadline - loop.time())))
-            self.config = None                  # eRaft's clerk: ask for the latest and go again
+            # eRaft's clerk: ask for the latest configuration and go again
+            try:
+                cfg = await self._latest(cfg.num, deadline)
+            except ShardKVUnavailable:
+                if loop.time() < deadline:
+                    raise
+                raise gave_up() from None

@@ -52,7 +52,7 @@ def test_the_first_failing_line_stops_the_script(cluster):  # noqa: F811
     script = "put stop a\n\nput " + "k" * 5000 + " v\nput stop b\n"
     r = shell(cluster, input=script)
     assert r.returncode == 1 and r.stdout == "OK\n"
-    assert r.stderr.startswith("line 3: put b'kkkk") and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("line 3: put kkkk") and r.stderr.count("\n") == 1
     assert eraftd("--controllers", cluster.controllers, "get", "stop").stdout == "a\n"   # line 4 never ran
     # a usage error stops it too, with exit code 2
     r = shell(cluster, input="get stop\nput onlykey\nput stop c\n")

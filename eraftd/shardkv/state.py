@@ -159,7 +159,12 @@ class ShardKVState:
         out: list[tuple[str, bytes]] = []
         gid, cfg_shards, shards = self.gid, self.config.shards, self.shards
         dirty_sessions, dirty_shards = self.dirty.sessions, self.dirty.shards
-        for kind, key, value, seq, *expected in ops:
+        for op in ops:
+            if len(op) == 4:
+                kind, key, value, seq = op
+                expected = b""
+            else:
+                kind, key, value, seq, expected = op
             s = key[0] % NSHARDS if key else 0
             sh = shards[s]
             if cfg_shards[s] != gid or (sh.status != SERVING and sh.status != GCING):
@@ -190,9 +195,11 @@ class ShardKVState:
                 res = (OK, b"") if old is not None else (ERR_NO_KEY, b"")
             elif kind == CAS:
                 res = ((ERR_NO_KEY, b"") if old is None else
-                       (OK, b"") if old == (expected[0] if expected else b"") else (ERR_MISMATCH, old))
-            else:                                   # CAS_ABSENT
+                       (OK, b"") if old == expected else (ERR_MISMATCH, old))
+            elif kind == CAS_ABSENT:
                 res = (OK, b"") if old is None else (ERR_MISMATCH, old)
+            else:                                   # never proposed (refused before)
+                res = (f"unknown op {kind}; nothing stored", b"")
             out.append(res)
             if res[0] != OK:                        # changed nothing: not recorded (see above)
                 if sess is not None:

@@ -42,9 +42,8 @@ import grpc
 from .._pb import kvbatch_pb2 as kvpb
 from .._pb import kvbatch_pb2_grpc as kvpb_grpc
 from ..controller.client import ControllerClient
-from ..controller.state import Config
+from ..controller.state import NSHARDS, Config
 from ..node.transport import MAX_MESSAGE_BYTES
-from ..controller.state import NSHARDS
 from .state import (APPEND, CAS, CAS_ABSENT, DELETE, ERR_WRONG_LEADER, EXISTS, GET, OP_NAMES,
                     PUT, READ_KINDS, Limits, key2shard)
 
@@ -145,7 +144,7 @@ class _Lane:
         req = kvpb.BatchRequest(session=c.session, floor=c.floor(),
                                 ops=[o.kind for o in ops], keys=[o.key for o in ops],
                                 values=[o.value for o in ops], seqs=[o.seq for o in ops],
-                                expected=[o.expected for o in ops])
+                                expected=[o.expected for o in ops] if any(o.expected for o in ops) else ())
         hint = ""
         try:
             resp = await c.stub(addr).Batch(req, timeout=c.call_timeout)

@@ -60,6 +60,14 @@ async def test_static_shards(sharded):  # noqa: F811
                 assert isinstance(v, ShardKVUnavailable), (k, v)
                 assert f"group {G2}" in str(v) and "2s" in str(v)
         assert sum(isinstance(v, Exception) for v in got) == 10
+        # a scan needs every shard: each page has total_timeout, then it says which it missed
+        async with Clerk(ctrl, total_timeout=2) as short:
+            with pytest.raises(ShardKVUnavailable, match=rf"scan of shard \d got no answer "
+                                                         rf"within 2s; last: group {G2}: "):
+                [pair async for pair in short.scan()]
+            mine = key_in(cfg.shards_of(G1)[0]).decode()[0]       # a prefix in one shard
+            assert [k async for k, _ in short.scan(mine)] == sorted(
+                k.encode() for k in expect if k.startswith(mine))
 
         await in_thread(c.start, [G2], False)
         await check_all(kv, expect)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 
 import pytest
 
-from .history import APPEND, GET
+from .history import APPEND, CAS, DELETE, GET
 from .linearizability import RESETS, check_key
 from .nemesis import run_nemesis
 
@@ -28,6 +29,9 @@ async def test_nemesis_short(tmp_path, seed):
     assert not report.anomalies, (f"seed {seed} (replay: NEMESIS_SEEDS={seed} pytest "
                                   f"tests/nemesis/test_nemesis_short.py):\n{report.summary()}")
     tampered_copy_is_rejected(report.history)
+    # the checker saw both outcomes of delete and cas, not only one
+    outcomes = Counter((o.kind, o.hit) for o in report.history.ops if o.ok and o.kind in (DELETE, CAS))
+    assert all(outcomes[(k, h)] for k in (DELETE, CAS) for h in (True, False)), outcomes
 
 
 def tampered_copy_is_rejected(history) -> None:

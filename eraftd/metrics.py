@@ -65,8 +65,8 @@ def observe_request(op: str, result: str, seconds: float) -> None:
     operations += 1
 
 
-_BATCH_OPS = ("put", "append", "get")
-_BATCH_CODES = ("OK", "ErrNoKey", "ErrWrongGroup", "Refused")
+_BATCH_OPS = ("put", "append", "get", "delete", "exists", "cas", "cas_absent")
+_BATCH_CODES = ("OK", "ErrNoKey", "ErrWrongGroup", "Refused", "ErrMismatch")
 
 
 def observe_batch(result: str, seconds: float, ops: Any, codes: Any) -> None:
@@ -79,8 +79,8 @@ def observe_batch(result: str, seconds: float, ops: Any, codes: Any) -> None:
     operations += len(ops)
     if codes:
         for (op, code), n in collections.Counter(zip(ops, codes)).items():
-            name = _BATCH_OPS[op] if 0 <= op < 3 else "other"
-            res = _BATCH_CODES[code] if 0 <= code < 4 else str(code)
+            name = _BATCH_OPS[op] if 0 <= op < len(_BATCH_OPS) else "other"
+            res = _BATCH_CODES[code] if 0 <= code < len(_BATCH_CODES) else str(code)
             OPERATIONS.labels(name, res).inc(n)
             k = f"{name} {res}"
             request_counts[k] = request_counts.get(k, 0) + n

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rkvbatch.proto\x12\teraftkvpb\"v\n\x0c\x42\x61tchRequest\x12\x0f\n\x07session\x18\x01 \x01(\x03\x12\r\n\x05\x66loor\x18\x02 \x01(\x04\x12\x1a\n\x03ops\x18\x03 \x03(\x0e\x32\r.eraftkvpb.Op\x12\x0c\n\x04keys\x18\x04 \x03(\x0c\x12\x0e\n\x06values\x18\x05 \x03(\x0c\x12\x0c\n\x04seqs\x18\x06 \x03(\x04\"\xc7\x01\n\rBatchResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x1e\n\x05\x63odes\x18\x03 \x03(\x0e\x32\x0f.eraftkvpb.Code\x12\x0e\n\x06values\x18\x04 \x03(\x0c\x12\x38\n\x08messages\x18\x05 \x03(\x0b\x32&.eraftkvpb.BatchResponse.MessagesEntry\x1a/\n\rMessagesEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\"\n\x02Op\x12\x07\n\x03PUT\x10\x00\x12\n\n\x06\x41PPEND\x10\x01\x12\x07\n\x03GET\x10\x02*8\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\n\n\x06NO_KEY\x10\x01\x12\x0f\n\x0bWRONG_GROUP\x10\x02\x12\x0b\n\x07REFUSED\x10\x03\x32\x45\n\x07KVBatch\x12:\n\x05\x42\x61tch\x12\x17.eraftkvpb.BatchRequest\x1a\x18.eraftkvpb.BatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rkvbatch.proto\x12\teraftkvpb\"\x88\x01\n\x0c\x42\x61tchRequest\x12\x0f\n\x07session\x18\x01 \x01(\x03\x12\r\n\x05\x66loor\x18\x02 \x01(\x04\x12\x1a\n\x03ops\x18\x03 \x03(\x0e\x32\r.eraftkvpb.Op\x12\x0c\n\x04keys\x18\x04 \x03(\x0c\x12\x0e\n\x06values\x18\x05 \x03(\x0c\x12\x0c\n\x04seqs\x18\x06 \x03(\x04\x12\x10\n\x08\x65xpected\x18\x07 \x03(\x0c\"\xc7\x01\n\rBatchResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x1e\n\x05\x63odes\x18\x03 \x03(\x0e\x32\x0f.eraftkvpb.Code\x12\x0e\n\x06values\x18\x04 \x03(\x0c\x12\x38\n\x08messages\x18\x05 \x03(\x0b\x32&.eraftkvpb.BatchResponse.MessagesEntry\x1a/\n\rMessagesEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"^\n\x0bScanRequest\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x0e\n\x06prefix\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x11\n\tmax_bytes\x18\x05 \x01(\r\"\x95\x01\n\x0cScanResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x1d\n\x04\x63ode\x18\x03 \x01(\x0e\x32\x0f.eraftkvpb.Code\x12\x0c\n\x04keys\x18\x04 \x03(\x0c\x12\x0e\n\x06values\x18\x05 \x03(\x0c\x12\x0c\n\x04more\x18\x06 \x01(\x08\x12\x0c\n\x04next\x18\x07 \x01(\x0c\x12\x0f\n\x07message\x18\x08 \x01(\t*S\n\x02Op\x12\x07\n\x03PUT\x10\x00\x12\n\n\x06\x41PPEND\x10\x01\x12\x07\n\x03GET\x10\x02\x12\n\n\x06\x44\x45LETE\x10\x03\x12\n\n\x06\x45XISTS\x10\x04\x12\x07\n\x03\x43\x41S\x10\x05\x12\x0e\n\nCAS_ABSENT\x10\x06*F\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\n\n\x06NO_KEY\x10\x01\x12\x0f\n\x0bWRONG_GROUP\x10\x02\x12\x0b\n\x07REFUSED\x10\x03\x12\x0c\n\x08MISMATCH\x10\x04\x32~\n\x07KVBatch\x12:\n\x05\x42\x61tch\x12\x17.eraftkvpb.BatchRequest\x1a\x18.eraftkvpb.BatchResponse\x12\x37\n\x04Scan\x12\x16.eraftkvpb.ScanRequest\x1a\x17.eraftkvpb.ScanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,16 +33,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BATCHRESPONSE_MESSAGESENTRY']._loaded_options = None
   _globals['_BATCHRESPONSE_MESSAGESENTRY']._serialized_options = b'8\001'
-  _globals['_OP']._serialized_start=350
-  _globals['_OP']._serialized_end=384
-  _globals['_CODE']._serialized_start=386
-  _globals['_CODE']._serialized_end=442
-  _globals['_BATCHREQUEST']._serialized_start=28
-  _globals['_BATCHREQUEST']._serialized_end=146
-  _globals['_BATCHRESPONSE']._serialized_start=149
-  _globals['_BATCHRESPONSE']._serialized_end=348
-  _globals['_BATCHRESPONSE_MESSAGESENTRY']._serialized_start=301
-  _globals['_BATCHRESPONSE_MESSAGESENTRY']._serialized_end=348
-  _globals['_KVBATCH']._serialized_start=444
-  _globals['_KVBATCH']._serialized_end=513
+  _globals['_OP']._serialized_start=617
+  _globals['_OP']._serialized_end=700
+  _globals['_CODE']._serialized_start=702
+  _globals['_CODE']._serialized_end=772
+  _globals['_BATCHREQUEST']._serialized_start=29
+  _globals['_BATCHREQUEST']._serialized_end=165
+  _globals['_BATCHRESPONSE']._serialized_start=168
+  _globals['_BATCHRESPONSE']._serialized_end=367
+  _globals['_BATCHRESPONSE_MESSAGESENTRY']._serialized_start=320
+  _globals['_BATCHRESPONSE_MESSAGESENTRY']._serialized_end=367
+  _globals['_SCANREQUEST']._serialized_start=369
+  _globals['_SCANREQUEST']._serialized_end=463
+  _globals['_SCANRESPONSE']._serialized_start=466
+  _globals['_SCANRESPONSE']._serialized_end=615
+  _globals['_KVBATCH']._serialized_start=774
+  _globals['_KVBATCH']._serialized_end=900
 # @@protoc_insertion_point(module_scope)

@@ -39,12 +39,23 @@ class KVBatchStub:
                 request_serializer=kvbatch__pb2.BatchRequest.SerializeToString,
                 response_deserializer=kvbatch__pb2.BatchResponse.FromString,
                 _registered_method=True)
+        self.Scan = channel.unary_unary(
+                '/eraftkvpb.KVBatch/Scan',
+                request_serializer=kvbatch__pb2.ScanRequest.SerializeToString,
+                response_deserializer=kvbatch__pb2.ScanResponse.FromString,
+                _registered_method=True)
 
 
 class KVBatchServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Batch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scan(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +68,11 @@ def add_KVBatchServicer_to_server(servicer, server):
                     servicer.Batch,
                     request_deserializer=kvbatch__pb2.BatchRequest.FromString,
                     response_serializer=kvbatch__pb2.BatchResponse.SerializeToString,
+            ),
+            'Scan': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scan,
+                    request_deserializer=kvbatch__pb2.ScanRequest.FromString,
+                    response_serializer=kvbatch__pb2.ScanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +102,33 @@ class KVBatch:
             '/eraftkvpb.KVBatch/Batch',
             kvbatch__pb2.BatchRequest.SerializeToString,
             kvbatch__pb2.BatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eraftkvpb.KVBatch/Scan',
+            kvbatch__pb2.ScanRequest.SerializeToString,
+            kvbatch__pb2.ScanResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,26 +40,40 @@ it from then on (it no longer serves the shard), so the write lands once, at the
 `dial` (optional) maps each advertised address (of a group's servers, of the controllers)
 to the address to connect to ([node.dial], config.NodeConfig.dial_address); messages name
 the advertised address.
+
+Beyond eRaft's operations (the native path): delete(key) -> whether it existed; exists(key);
+cas(key, expected, new) -> (swapped, the current value when not swapped, None if absent),
+expected None = create-if-missing; their outcomes are exact even when retried (state.py).
+scan(prefix, limit) -> an async iterator of (key, value) in key order over every shard: a
+k-way merge (heapq) of one paged stream per shard (KVBatch.Scan pages of at most
+scan_page_keys / scan_page_bytes, one page per shard held at a time).  Each page is
+linearizable on its own (not the scan as a whole); a page that is not answered (WRONG_GROUP,
+not the leader, unreachable) is asked again from the same cursor, at the group the latest
+configuration names, so a scan during a migration yields every key once; each page gets
+`total_timeout`.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import itertools
 import random
-from typing import Callable, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 import grpc
 
 from .._pb import kvbatch_pb2 as kvpb
 from .._pb import kvbatch_pb2_grpc as kvpb_grpc
 from ..controller.client import ControllerClient, ControllerUnavailable, err_words, rpc_problem
-from ..controller.state import Config
+from ..controller.state import NSHARDS, Config
 from ..errors import Refused, Unavailable
 from ..node.transport import MAX_MESSAGE_BYTES
-from .state import APPEND, ERR_WRONG_LEADER, GET, PUT, Limits, key2shard
+from .state import (APPEND, CAS, CAS_ABSENT, DELETE, ERR_WRONG_LEADER, EXISTS, GET, OP_NAMES,
+                    PUT, READ_KINDS, Limits, key2shard)
 
-_OP_NAMES = {PUT: "put", APPEND: "append", GET: "get"}
+_OP_NAMES = OP_NAMES
+_ANSWERED = (kvpb.OK, kvpb.NO_KEY, kvpb.MISMATCH)     # codes that answer an op
 CHECK_AFTER_S = 0.5        # a call unanswered this long makes the clerk check the configuration
 
 
@@ -79,17 +93,18 @@ def _channel_options() -> list[tuple[str, int]]:
 
 
 class _Op:
-    __slots__ = ("kind", "key", "value", "seq", "fut", "deadline", "size", "shard")
+    __slots__ = ("kind", "key", "value", "seq", "fut", "deadline", "size", "shard", "expected")
 
     def __init__(self, kind: int, key: bytes, value: bytes, seq: int, deadline: float,
-                 shard: int) -> None:
+                 shard: int, expected: bytes = b"") -> None:
         self.kind = kind
         self.key = key
         self.value = value
         self.seq = seq
         self.deadline = deadline
         self.shard = shard
-        self.size = len(key) + len(value) + 16
+        self.expected = expected             # CAS: what the value must be
+        self.size = len(key) + len(value) + len(expected) + 16
         self.fut: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def settle(self, result: object) -> None:
@@ -172,7 +187,8 @@ class _Lane:
         addr = self.servers[self.leader % len(self.servers)]
         req = kvpb.BatchRequest(session=c.session, floor=c.floor(),
                                 ops=[o.kind for o in ops], keys=[o.key for o in ops],
-                                values=[o.value for o in ops], seqs=[o.seq for o in ops])
+                                values=[o.value for o in ops], seqs=[o.seq for o in ops],
+                                expected=[o.expected for o in ops] if any(o.expected for o in ops) else ())
         until = max(o.deadline for o in ops)
         self.flying.update(ops)
         self.asking[addr] += 1
@@ -233,8 +249,11 @@ class Clerk:
                  max_batch_ops: int = 512, max_batch_bytes: int = 1 << 20, max_inflight: int = 4,
                  backoff: tuple[float, float] = (0.02, 0.5),
                  dial: Callable[[str], str] | None = None,
-                 check_after: float = CHECK_AFTER_S) -> None:
+                 check_after: float = CHECK_AFTER_S, scan_page_keys: int = 1000,
+                 scan_page_bytes: int = 1 << 20) -> None:
         self.total_timeout = total_timeout
+        self.scan_page_keys = scan_page_keys
+        self.scan_page_bytes = scan_page_bytes
         self.call_timeout = call_timeout
         self.limits = limits
         self.max_batch_ops = max_batch_ops
@@ -282,6 +301,40 @@ class Clerk:
     async def append(self, key: bytes | str, value: bytes | str) -> None:
         await self._do(APPEND, key, value)
 
+    async def delete(self, key: bytes | str) -> bool:
+        """Delete key; True if it existed (linearizable, exactly once)."""
+        code, _ = await self._do(DELETE, key, b"")
+        return code == kvpb.OK
+
+    async def exists(self, key: bytes | str) -> bool:
+        """Whether key has a value (linearizable; the value is not shipped)."""
+        code, _ = await self._do(EXISTS, key, b"")
+        return code == kvpb.OK
+
+    async def cas(self, key: bytes | str, expected: bytes | str | None,
+                  new: bytes | str) -> tuple[bool, bytes | None]:
+        """Set key to new if its value is expected (None: if key is absent, i.e. create it
+        if missing).  Returns (swapped, the current value when not swapped, None if absent);
+        an absent key is not an empty value."""
+        if expected is None:
+            code, value = await self._do(CAS_ABSENT, key, new)
+        else:
+            code, value = await self._do(CAS, key, new, expected)
+        if code == kvpb.OK:
+            return True, None
+        return False, value if code == kvpb.MISMATCH else None
+
+    def scan(self, prefix: bytes | str = b"", limit: int | None = None) -> AsyncIterator[tuple[bytes, bytes]]:
+        """(key, value) of every key that starts with prefix, in key order, over every shard
+        (at most `limit` of them); see the module docstring for what it guarantees."""
+        prefix = prefix.encode() if isinstance(prefix, str) else bytes(prefix)
+        if limit is not None and limit < 0:
+            raise ShardKVError(f"scan {_show(prefix)}: limit {limit} is below 0")
+        if len(prefix) > self.limits.max_key_bytes:
+            raise ShardKVError(f"scan {_show(prefix)}: prefix of {len(prefix)} bytes is longer "
+                               f"than the limit of {self.limits.max_key_bytes} bytes (max_key_bytes)")
+        return self._scan(prefix, limit)
+
     @property
     def config(self) -> Config | None:
         """The configuration the clerk routes by (None before the first operation)."""
@@ -298,16 +351,18 @@ class Clerk:
             entry = self._channels[addr] = (ch, kvpb_grpc.KVBatchStub(ch))
         return entry[1]
 
-    async def _do(self, kind: int, key: bytes | str, value: bytes | str) -> tuple[int, bytes]:
+    async def _do(self, kind: int, key: bytes | str, value: bytes | str,
+                  expected: bytes | str = b"") -> tuple[int, bytes]:
         key = key.encode() if isinstance(key, str) else bytes(key)
         value = value.encode() if isinstance(value, str) else bytes(value)
-        problem = self.limits.refuse(kind, key, value)
+        expected = expected.encode() if isinstance(expected, str) else bytes(expected)
+        problem = self.limits.refuse(kind, key, value, expected)
         if problem:
             raise ShardKVError(f"{_OP_NAMES[kind]} {_show(key)}: {problem}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_timeout
         seq = 0
-        if kind != GET:
+        if kind not in READ_KINDS:
             seq = next(self._seqs)
             self._unacked.add(seq)
         shard = key2shard(key)
@@ -326,7 +381,7 @@ class Clerk:
                 if lane is None:
                     last = f"configuration {cfg.num} gives shard {shard} to no group"
                 else:
-                    op = _Op(kind, key, value, seq, deadline, shard)
+                    op = _Op(kind, key, value, seq, deadline, shard, expected)
                     timer = loop.call_at(deadline, op.settle, None)
                     lane.submit(op)
                     try:
@@ -340,7 +395,7 @@ class Clerk:
                             last = f"group {gid}: {lane.describe()}"
                     else:
                         code, val, msg = res
-                        if code in (kvpb.OK, kvpb.NO_KEY):
+                        if code in _ANSWERED:
                             return code, val
                         if code == kvpb.REFUSED:
                             raise ShardKVError(f"{_OP_NAMES[kind]} {_show(key)}: {msg}")
@@ -403,6 +458,104 @@ class Clerk:
                                                timeout=max(0.0, until - loop.time())))
         except ControllerUnavailable:
             pass              # the lanes go on retrying; each op ends at its deadline
+
+
+    # ---------------------------------------------------------------- scan
+    async def _scan(self, prefix: bytes, limit: int | None) -> AsyncIterator[tuple[bytes, bytes]]:
+        if limit == 0:
+            return
+        # key2shard is the first byte: a prefix lives in one shard
+        shards = [key2shard(prefix)] if prefix else list(range(NSHARDS))
+        page = self.scan_page_keys if limit is None else min(self.scan_page_keys, limit)
+        streams = [self._shard_pages(s, prefix, page) for s in shards]
+        heap: list[tuple[bytes, int, bytes]] = []
+        buffers: list[collections.deque] = []
+        n = 0
+        try:
+            pages = await asyncio.gather(*(anext(st, None) for st in streams),
+                                         return_exceptions=True)
+            for p in pages:
+                if isinstance(p, BaseException):
+                    raise p
+            for i, pairs in enumerate(pages):
+                buffers.append(collections.deque(pairs or ()))
+                if buffers[i]:
+                    k, v = buffers[i].popleft()
+                    heap.append((k, i, v))
+            heapq.heapify(heap)
+            while heap:
+                k, i, v = heapq.heappop(heap)
+                yield k, v
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+                if not buffers[i]:
+                    buffers[i].extend(await anext(streams[i], None) or ())
+                if buffers[i]:
+                    k, v = buffers[i].popleft()
+                    heapq.heappush(heap, (k, i, v))
+        finally:
+            for st in streams:
+                await st.aclose()
+
+    async def _shard_pages(self, shard: int, prefix: bytes, page: int) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        """One shard's pairs, page after page (each a non-empty list)."""
+        cursor = b""
+        while True:
+            resp = await self._scan_page(shard, prefix, cursor, page)
+            if resp.keys:
+                yield list(zip(resp.keys, resp.values))
+            if not resp.more:
+                return
+            cursor = resp.next
+
+    async def _scan_page(self, shard: int, prefix: bytes, cursor: bytes, page: int) -> kvpb.ScanResponse:
+        """One page of the shard from cursor, from the group the configuration gives it to:
+        the lane's leader first, following hints, other replicas after a back-off, the
+        configuration again after WRONG_GROUP or a whole round of failures."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total_timeout
+        req = kvpb.ScanRequest(shard=shard, prefix=prefix, cursor=cursor, limit=page,
+                               max_bytes=self.scan_page_bytes)
+        last = "no group asked yet"
+
+        def gave_up() -> ShardKVUnavailable:
+            return ShardKVUnavailable(f"scan of shard {shard} got no answer within "
+                                      f"{self.total_timeout:g}s; last: {last}")
+        cfg = self._config or await self._refresh(-1, deadline, gave_up)
+        while True:
+            gid = cfg.shards[shard]
+            lane = self._lane(gid, cfg) if gid in cfg.groups else None
+            if lane is None:
+                last = f"configuration {cfg.num} gives shard {shard} to no group"
+            for _ in range(len(lane.servers) if lane else 0):
+                addr = lane.servers[lane.leader % len(lane.servers)]
+                timeout = min(self.call_timeout, deadline - loop.time())
+                if timeout <= 0:
+                    break
+                try:
+                    resp = await self.stub(addr).Scan(req, timeout=timeout)
+                    err = resp.err
+                except grpc.aio.AioRpcError as e:
+                    resp, err = None, rpc_problem(e)
+                lane.notes[addr] = err_words(err) if err else (
+                    "OK" if resp.code == kvpb.OK else "does not serve that shard")
+                if resp is not None and not err:
+                    if resp.code == kvpb.OK:
+                        return resp
+                    if resp.code == kvpb.REFUSED:
+                        raise ShardKVError(f"scan {_show(prefix)}: {resp.message}")
+                    last = f"group {gid} does not serve shard {shard} yet (configuration {cfg.num})"
+                    break
+                last = f"group {gid}: {lane.describe()}"
+                if err == ERR_WRONG_LEADER and resp.leader in lane.servers and resp.leader != addr:
+                    lane.leader = lane.servers.index(resp.leader)
+                else:
+                    lane.leader += 1
+            if loop.time() >= deadline:
+                raise gave_up()
+            # a newer configuration, or the same one after a pause (latest() spaces them out)
+            cfg = await self._refresh(cfg.num, deadline, gave_up)
 
 
 def _show(key: bytes, limit: int = 40) -> str:

@@ -2,7 +2,8 @@
 
 Log entries (empty data is the leader's no-op), a kind byte then a protobuf message:
     b"C"  shardkvpb.CommandRequest      one eRaft client PUT / APPEND
-    b"B"  eraftkvpb.BatchRequest        many native-path writes of one client session
+    b"B"  eraftkvpb.BatchRequest        many native-path writes of one client session (put,
+                                        append, delete, cas; `expected` one per op or empty)
     b"N"  shardctrlerpb.Config          take the next configuration
     b"I"  eraftmigrationpb.InsertChunk  one pulled chunk of an arriving shard
     b"D"  shardkvpb.ShardOperationRequest  delete shards the new owner has (old owner)
@@ -11,7 +12,8 @@ Log entries (empty data is the leader's no-op), a kind byte then a protobuf mess
 Group data (the GroupStore, so snapshots ship it as is):
     b"c" / b"p"                      current / previous configuration (shardctrlerpb.Config)
     b"h" u32(shard)                  >Bqq status, keys, bytes, then the pull cursor
-    b"s" u32(shard) b"d" i64(client) session: >Q floor, then >Q per applied seq
+    b"s" u32(shard) b"d" i64(client) session: >Q floor, then >Q per applied seq (only the
+                                     writes that changed the data: see state.py on outcomes)
     b"s" u32(shard) b"k" key         value
 Everything of one shard but its state record is under b"s" u32(shard): one range delete
 drops it (and compact_data gives the space back).  The machine keeps the state in memory
@@ -109,10 +111,12 @@ def encode_insert(num: int, shard: int, cursor: bytes, resp: migpb.PullShardResp
     return ENTRY_INSERT + m.SerializeToString(deterministic=True)
 
 
-def _ops_of_batch(req: kvpb.BatchRequest) -> Iterable[tuple[int, bytes, bytes, int]]:
+def _ops_of_batch(req: kvpb.BatchRequest) -> Iterable[tuple]:
     n = len(req.ops)
     values = req.values if len(req.values) == n else [b""] * n
     seqs = req.seqs if len(req.seqs) == n else [0] * n
+    if len(req.expected) == n and n:
+        return zip(req.ops, req.keys, values, seqs, req.expected)
     return zip(req.ops, req.keys, values, seqs)
 
 
@@ -120,7 +124,7 @@ def _ops_of_batch(req: kvpb.BatchRequest) -> Iterable[tuple[int, bytes, bytes, i
 
 class _Round:
     """state.Store for one apply() call: writes are staged in the batch and kept in an
-    overlay so that later commands of the same round read them."""
+    overlay so that later commands of the same round read them (a deleted key: None)."""
 
     __slots__ = ("store", "batch", "pending", "cleared")
 
@@ -143,6 +147,11 @@ class _Round:
         k = b"s" + _U32(shard) + b"k" + key
         self.pending[k] = value
         self.store.stage_put(self.batch, k, value)
+
+    def delete(self, shard: int, key: bytes) -> None:
+        k = b"s" + _U32(shard) + b"k" + key
+        self.pending[k] = None
+        self.store.stage_delete(self.batch, k)
 
     def clear(self, shard: int) -> None:
         lo, hi = shard_range(shard)
@@ -266,18 +275,19 @@ class ShardKVMachine:
         shard = key[0] % NSHARDS if key else 0
         return self.store.get(data_key(shard, key))
 
-    def scan_shard(self, shard: int, cursor: bytes, max_bytes: int) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
-        """Up to about max_bytes of the shard's pairs after `cursor` (b"" = from the start):
+    def scan_shard(self, shard: int, cursor: bytes, max_bytes: int, prefix: bytes = b"",
+                   limit: int = 0) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
+        """Up to about max_bytes (and `limit` pairs, 0 = any number) of the shard's pairs
+        whose keys start with `prefix`, after `cursor` (b"" = from the start), at least one:
         (pairs, next cursor, whether that was the last of them)."""
-        prefix = shard_prefix(shard) + b"k"
-        start = prefix + cursor[1:] + b"\x00" if cursor else prefix
+        base = shard_prefix(shard) + b"k"
+        start = base + cursor[1:] + b"\x00" if cursor else base + prefix
         pairs: list[tuple[bytes, bytes]] = []
         size = 0
-        n = len(prefix)
-        for k, v in self.store.scan(prefix, start):
-            if pairs and size + len(k) + len(v) > max_bytes:
+        n = len(base)
+        for k, v in self.store.scan(base + prefix, start):
+            if pairs and (size + len(k) + len(v) > max_bytes or len(pairs) == limit):
                 return pairs, b"k" + pairs[-1][0], False
             pairs.append((k[n:], v))
             size += len(k) + len(v)
         return pairs, (b"k" + pairs[-1][0]) if pairs else cursor, True
-

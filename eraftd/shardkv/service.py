@@ -3,8 +3,10 @@
 * ShardKVService (shardkvpb, eRaft's contract): Command, GetShardsData, DeleteShardsData,
   GetStatus.  A follower answers ErrWrongLeader at once, with the leader's address (when
   known) in the trailing metadata key "leader".
-* KVBatch (eraftkvpb): eraftd's native path, many operations per call.  Its writes go to the
-  log as one entry (or a few, for big batches); its reads share one ReadIndex round.
+* KVBatch (eraftkvpb): eraftd's native path, many operations per call.  Its writes (put,
+  append, delete, cas) go to the log as one entry (or a few, for big batches); its reads (get,
+  exists) share one ReadIndex round.  Scan: one page of one shard's keys in key order, read
+  by the leader after a ReadIndex barrier (machine.scan_shard, bounded by count and bytes).
 * ShardMigration (eraftmigrationpb): PullShard, a shard's data in bounded chunks for its new
   owner; any replica that has reached the configuration can answer (the shard is frozen).
 
@@ -33,15 +35,19 @@ from ..node.driver import NotLeader
 from ..node.storage import encode_chunk
 from .machine import (ENTRY_BATCH, ENTRY_COMMAND, ENTRY_DELETE, encode_shard_op,
                       sessions_to_pb)
-from .state import (BEPULLING, ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED, ERR_TIMEOUT,
-                     ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, OK, STATUS_NAMES, Limits, key2shard)
+from .state import (BEPULLING, ERR_MISMATCH, ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED,
+                    ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, NATIVE_KINDS, OK,
+                    READ_KINDS, STATUS_NAMES, UNARY_KINDS, Limits, key2shard)
 
 COMMAND_TIMEOUT_S = 2.0
 ENTRY_MAX_BYTES = 1 << 20          # a native batch's writes go to the log in entries about this big
 PULL_MAX_BYTES = 4 << 20           # the most a PullShard answer carries, whatever is asked
+SCAN_MAX_BYTES = 1 << 20           # the most a Scan page carries, whatever is asked
+SCAN_MAX_KEYS = 10_000             # ... and the most pairs
 
 _OP_NAMES = {pb.GET: "get", pb.PUT: "put", pb.APPEND: "append"}
-_CODE = {OK: kvpb.OK, ERR_NO_KEY: kvpb.NO_KEY, ERR_WRONG_GROUP: kvpb.WRONG_GROUP}
+_CODE = {OK: kvpb.OK, ERR_NO_KEY: kvpb.NO_KEY, ERR_WRONG_GROUP: kvpb.WRONG_GROUP,
+         ERR_MISMATCH: kvpb.MISMATCH}
 
 
 class _Base:
@@ -73,7 +79,7 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
 
     async def _command(self, request: pb.CommandRequest, context) -> pb.CommandResponse:
         key, value = request.key.encode(), request.value.encode()
-        problem = self.limits.refuse(request.op, key, value)
+        problem = self.limits.refuse(request.op, key, value, kinds=UNARY_KINDS)
         if problem:
             return pb.CommandResponse(err=problem)
         shard = key2shard(key)
@@ -186,11 +192,13 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
         g = self.group
         if not g.is_leader():
             return kvpb.BatchResponse(err=ERR_WRONG_LEADER, leader=g.leader_address)
-        ops, keys, values, seqs = req.ops, req.keys, req.values, req.seqs
+        ops, keys, values, seqs, expected = req.ops, req.keys, req.values, req.seqs, req.expected
         n = len(ops)
-        if len(keys) != n or len(values) not in (0, n) or len(seqs) not in (0, n):
+        if (len(keys) != n or len(values) not in (0, n) or len(seqs) not in (0, n)
+                or len(expected) not in (0, n)):
             return kvpb.BatchResponse(err=f"malformed batch: {n} ops, {len(keys)} keys, "
-                                          f"{len(values)} values, {len(seqs)} seqs")
+                                          f"{len(values)} values, {len(seqs)} seqs, "
+                                          f"{len(expected)} expected")
         codes = [kvpb.OK] * n
         out_values = [b""] * n
         messages: dict[int, str] = {}
@@ -202,16 +210,19 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
         session = req.session
         for i in range(n):
             op, key = ops[i], keys[i]
-            if op not in (0, 1, 2) or len(key) > max_key or (
-                    op != GET and values and len(values[i]) > max_value):
+            read = op in READ_KINDS
+            if op not in NATIVE_KINDS or len(key) > max_key or not read and (
+                    values and len(values[i]) > max_value
+                    or expected and len(expected[i]) > max_value):
                 codes[i] = kvpb.REFUSED
-                messages[i] = refuse(op, key, values[i] if values else b"")
-            elif session and op != GET and (not seqs or seqs[i] == 0):
+                messages[i] = refuse(op, key, values[i] if values else b"",
+                                     expected[i] if expected else b"")
+            elif session and not read and (not seqs or seqs[i] == 0):
                 codes[i] = kvpb.REFUSED
                 messages[i] = "a write in a session needs a seq above 0; nothing stored"
             elif not st.can_serve(key2shard(key)):
                 codes[i] = kvpb.WRONG_GROUP
-            elif op == GET:
+            elif read:
                 reads.append(i)
             else:
                 writes.append(i)
@@ -226,8 +237,10 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
             return kvpb.BatchResponse(err=ERR_WRONG_LEADER, leader=e.hint)
         except asyncio.TimeoutError:
             return kvpb.BatchResponse(err=ERR_TIMEOUT, leader=g.leader_address)
-        for i, (err, _) in zip(writes, written):
+        for i, (err, v) in zip(writes, written):
             codes[i] = _CODE.get(err, kvpb.REFUSED)
+            if v:
+                out_values[i] = v          # a CAS's MISMATCH: the current value
         if reads:
             st = g.sm.state
             get = g.sm.get
@@ -239,7 +252,7 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
                 v = get(key)
                 if v is None:
                     codes[i] = kvpb.NO_KEY
-                else:
+                elif ops[i] == GET:
                     out_values[i] = v
         return kvpb.BatchResponse(codes=codes, values=out_values, messages=messages)
 
@@ -253,6 +266,7 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
             entries = []
             values = req.values or [b""] * n
             seqs = req.seqs or [0] * n
+            expected = req.expected or [b""] * n
             part = kvpb.BatchRequest(session=req.session, floor=req.floor)
             size = 0
             for i in writes:
@@ -260,7 +274,8 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
                 part.keys.append(req.keys[i])
                 part.values.append(values[i])
                 part.seqs.append(seqs[i])
-                size += len(req.keys[i]) + len(values[i]) + 16
+                part.expected.append(expected[i])
+                size += len(req.keys[i]) + len(values[i]) + len(expected[i]) + 16
                 if size >= ENTRY_MAX_BYTES:
                     entries.append(ENTRY_BATCH + part.SerializeToString())
                     part = kvpb.BatchRequest(session=req.session, floor=req.floor)
@@ -273,6 +288,41 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
     async def _barrier(self, reads: list[int]) -> None:
         if reads:
             await self.driver.read_barrier(self.gid)
+
+    async def Scan(self, req: kvpb.ScanRequest, context) -> kvpb.ScanResponse:
+        t0 = time.perf_counter()
+        resp = await self._scan(req)
+        observe_request("scan", resp.err or kvpb.Code.Name(resp.code), time.perf_counter() - t0)
+        return resp
+
+    async def _scan(self, req: kvpb.ScanRequest) -> kvpb.ScanResponse:
+        g = self.group
+        if not g.is_leader():
+            return kvpb.ScanResponse(err=ERR_WRONG_LEADER, leader=g.leader_address)
+        if not 0 <= req.shard < NSHARDS:
+            return kvpb.ScanResponse(code=kvpb.REFUSED,
+                                     message=f"shard {req.shard} is outside 0..{NSHARDS - 1}")
+        if len(req.prefix) > self.limits.max_key_bytes:
+            return kvpb.ScanResponse(code=kvpb.REFUSED, message=(
+                f"prefix of {len(req.prefix)} bytes is longer than the limit of "
+                f"{self.limits.max_key_bytes} bytes (max_key_bytes)"))
+        if req.cursor and not req.cursor.startswith(b"k"):
+            return kvpb.ScanResponse(code=kvpb.REFUSED, message="not a scan cursor (use the "
+                                     "`next` of the previous page, or empty to start)")
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.driver.read_barrier(self.gid)
+        except NotLeader as e:
+            return kvpb.ScanResponse(err=ERR_WRONG_LEADER, leader=e.hint)
+        except asyncio.TimeoutError:
+            return kvpb.ScanResponse(err=ERR_TIMEOUT, leader=g.leader_address)
+        if not g.sm.state.can_serve(req.shard):
+            return kvpb.ScanResponse(code=kvpb.WRONG_GROUP)
+        pairs, nxt, done = g.sm.scan_shard(
+            req.shard, req.cursor, min(req.max_bytes or SCAN_MAX_BYTES, SCAN_MAX_BYTES),
+            req.prefix, min(req.limit or SCAN_MAX_KEYS, SCAN_MAX_KEYS))
+        return kvpb.ScanResponse(code=kvpb.OK, keys=[k for k, _ in pairs],
+                                 values=[v for _, v in pairs], more=not done, next=nxt)
 
 
 class ShardMigrationService(_Base, migpb_grpc.ShardMigrationServicer):

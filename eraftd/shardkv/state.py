@@ -18,6 +18,22 @@ above it.  eRaft's clients, one command in flight per client id, send floor = se
 command id, which is eRaft's "highest applied id" rule; eraftd's clerk pipelines and sends its
 lowest unacknowledged seq as the floor, so a later seq applying first never makes an earlier
 one look like a duplicate.
+
+Operations beyond eRaft's (the native path only): DELETE (OK = the key existed, NO_KEY = it
+did not), EXISTS (a read: OK / NO_KEY), CAS (set the value if it equals `expected`) and
+CAS_ABSENT (set it if the key is absent: create-if-missing); a CAS answers OK (swapped),
+ERR_MISMATCH with the current value, or ERR_NO_KEY (not swapped: absent).  An absent key is
+not an empty value: a CAS expecting b"" does not swap an absent key.
+
+Exactly-once outcomes without remembering them: a session records the seq of a write only
+when it changed the data (a put, an append, a delete of a present key, a CAS that swapped).
+So a deduplicated retry answers OK, which is then the original outcome (existed / swapped).
+A write that changed nothing (a delete of an absent key, a CAS that did not swap) is not
+recorded: a retry of it runs again as a new attempt, which is linearizable (the first attempt
+had no effect, so the op takes effect at the retry, inside the client's call) and exact (the
+client takes the answer of its last attempt; an earlier copy in the log is either before it,
+and so already seen by it, or never applied).  Session, its encodings and its migration are
+unchanged: no outcome needs a byte of storage.
 """
 from __future__ import annotations
 
@@ -35,8 +51,17 @@ ERR_OUTDATED = "ErrOutDated"
 ERR_TIMEOUT = "ErrTimeout"
 ERR_NOT_READY = "ErrNotReady"
 
+ERR_MISMATCH = "ErrMismatch"         # a CAS that did not swap: the key holds another value
+
 # operations (the wire's numbering)
-PUT, APPEND, GET = 0, 1, 2
+PUT, APPEND, GET, DELETE, EXISTS, CAS, CAS_ABSENT = 0, 1, 2, 3, 4, 5, 6
+OP_NAMES = {PUT: "put", APPEND: "append", GET: "get", DELETE: "delete", EXISTS: "exists",
+            CAS: "cas", CAS_ABSENT: "cas"}
+UNARY_KINDS = (PUT, APPEND, GET)                     # eRaft's Command path
+NATIVE_KINDS = tuple(OP_NAMES)                       # the KVBatch path
+READ_KINDS = (GET, EXISTS)                           # served after a read barrier, no log entry
+_KIND_WORDS = {PUT: "PUT", APPEND: "APPEND", GET: "GET", DELETE: "DELETE", EXISTS: "EXISTS",
+               CAS: "CAS", CAS_ABSENT: "CAS_ABSENT"}
 
 # shard states
 SERVING, PULLING, BEPULLING, GCING = 0, 1, 2, 3
@@ -57,10 +82,11 @@ class Session:
         return seq < self.floor or seq in self.applied
 
     def record(self, seq: int, floor: int) -> None:
+        """seq applied (0: nothing applied, only the floor moves)."""
         if floor > self.floor:
             self.floor = floor
             self.applied = {s for s in self.applied if s >= floor}
-        if seq >= self.floor:
+        if seq and seq >= self.floor:
             self.applied.add(seq)
 
     def max_applied(self) -> int:
@@ -81,6 +107,7 @@ class Store(Protocol):
 
     def get(self, shard: int, key: bytes) -> bytes | None: ...
     def put(self, shard: int, key: bytes, value: bytes) -> None: ...
+    def delete(self, shard: int, key: bytes) -> None: ...
     def clear(self, shard: int) -> None:
         """Delete the shard's data and sessions."""
 
@@ -126,41 +153,72 @@ class ShardKVState:
 
     # ---------------------------------------------------------------- commands
     def apply_ops(self, store: Store, client: int, floor: int,
-                  ops: Iterable[tuple[int, bytes, bytes, int]]) -> list[tuple[str, bytes]]:
-        """Client operations (kind, key, value, seq); one (err, value) each."""
+                  ops: Iterable[tuple]) -> list[tuple[str, bytes]]:
+        """Client operations (kind, key, value, seq) or (kind, key, value, seq, expected)
+        (expected: what a CAS compares with); one (err, value) each."""
         out: list[tuple[str, bytes]] = []
         gid, cfg_shards, shards = self.gid, self.config.shards, self.shards
         dirty_sessions, dirty_shards = self.dirty.sessions, self.dirty.shards
-        for kind, key, value, seq in ops:
+        for op in ops:
+            if len(op) == 4:
+                kind, key, value, seq = op
+                expected = b""
+            else:
+                kind, key, value, seq, expected = op
             s = key[0] % NSHARDS if key else 0
             sh = shards[s]
             if cfg_shards[s] != gid or (sh.status != SERVING and sh.status != GCING):
                 out.append((ERR_WRONG_GROUP, b""))
                 continue
-            if kind == GET:
+            if kind == GET or kind == EXISTS:
                 v = store.get(s, key)
-                out.append((OK, v) if v is not None else (ERR_NO_KEY, b""))
+                if v is None:
+                    out.append((ERR_NO_KEY, b""))
+                else:
+                    out.append((OK, v if kind == GET else b""))
                 continue
+            sess = None
             if client:
                 sess = sh.sessions.get(client)
                 if sess is None:
                     sess = sh.sessions[client] = Session()
                 elif sess.seen(seq):
-                    out.append((OK, b""))
+                    out.append((OK, b""))       # it changed the data once: existed / swapped
                     continue
-                sess.record(seq, floor)
                 dirty_sessions.add((s, client))
             old = store.get(s, key)
-            if kind == APPEND and old is not None:
-                value = old + value
+            if kind == PUT or kind == APPEND:
+                if kind == APPEND and old is not None:
+                    value = old + value
+                res = (OK, b"")
+            elif kind == DELETE:
+                res = (OK, b"") if old is not None else (ERR_NO_KEY, b"")
+            elif kind == CAS:
+                res = ((ERR_NO_KEY, b"") if old is None else
+                       (OK, b"") if old == expected else (ERR_MISMATCH, old))
+            elif kind == CAS_ABSENT:
+                res = (OK, b"") if old is None else (ERR_MISMATCH, old)
+            else:                                   # never proposed (refused before)
+                res = (f"unknown op {kind}; nothing stored", b"")
+            out.append(res)
+            if res[0] != OK:                        # changed nothing: not recorded (see above)
+                if sess is not None:
+                    sess.record(0, floor)
+                continue
+            if sess is not None:
+                sess.record(seq, floor)
+            dirty_shards.add(s)
+            if kind == DELETE:
+                sh.keys -= 1
+                sh.bytes -= len(key) + len(old)
+                store.delete(s, key)
+                continue
             if old is None:
                 sh.keys += 1
                 sh.bytes += len(key) + len(value)
             else:
                 sh.bytes += len(value) - len(old)
             store.put(s, key, value)
-            dirty_shards.add(s)
-            out.append((OK, b""))
         return out
 
     def apply_config(self, store: Store, cfg: Config) -> str:
@@ -246,14 +304,18 @@ class Limits:
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20
 
-    def refuse(self, kind: int, key: bytes, value: bytes) -> str | None:
-        """Why this operation is refused (one line), or None."""
-        if kind not in (PUT, APPEND, GET):
-            return f"unknown op {kind}: expected PUT (0), APPEND (1) or GET (2)"
+    def refuse(self, kind: int, key: bytes, value: bytes, expected: bytes = b"",
+               kinds: tuple[int, ...] = NATIVE_KINDS) -> str | None:
+        """Why this operation is refused (one line), or None.  `kinds`: the operations the
+        path takes (eRaft's Command path: UNARY_KINDS)."""
+        if kind not in kinds:
+            names = [f"{_KIND_WORDS[k]} ({k})" for k in kinds]
+            return f"unknown op {kind}: expected {', '.join(names[:-1])} or {names[-1]}"
         if len(key) > self.max_key_bytes:
             return (f"key of {len(key)} bytes is longer than the limit of {self.max_key_bytes} "
                     f"bytes (max_key_bytes); nothing stored")
-        if kind != GET and len(value) > self.max_value_bytes:
-            return (f"value of {len(value)} bytes is longer than the limit of "
-                    f"{self.max_value_bytes} bytes (max_value_bytes); nothing stored")
+        for what, n in (("value", len(value)), ("expected value", len(expected))):
+            if kind not in READ_KINDS and n > self.max_value_bytes:
+                return (f"{what} of {n} bytes is longer than the limit of "
+                        f"{self.max_value_bytes} bytes (max_value_bytes); nothing stored")
         return None

@@ -1,17 +1,23 @@
-"""A linearizability checker for the key-value model (put sets, append concatenates, get reads;
-a missing key reads as ""), key by key (linearizability is local).
+"""A linearizability checker for the key-value model (put sets, append concatenates, get reads,
+delete makes the key missing, cas sets the value if it is the expected one; a missing key
+reads as "" -- the workload never writes an empty value, so "" is the missing state), key by
+key (linearizability is local).
 
 Wing & Gong's search with Lowe's memoisation: depth-first over the operations that may go next
 (those called before every pending operation returned), remembering every (linearized set,
 state) already explored.  An operation whose outcome is unknown may take effect at any time
 after its call, or never: it never constrains which operations may go next and need not be
-linearized.  Two reductions keep it tractable, both exact:
+linearized (an unknown cas takes effect only where it would swap; elsewhere taking effect is
+the same as never).  Reductions keep it tractable, all exact:
   - a get whose result matches the state and that may go next is taken at once (moving a read
     that is enabled and matches earlier never breaks a linearization);
-  - an unknown write whose (unique) value appears in no read is dropped (had it taken effect,
-    every read before the next put would show it, so a linearization without it exists).
-  - the prefix rule: while no put can be ordered first, the state must be a prefix of the
-    value the next read returned (appends only extend a value).
+  - an unknown write whose (unique) value appears in no read (no get, no cas's expected value
+    or found value) is dropped: had it taken effect, every op that looks at the state before
+    the next reset would show it -- except a delete that found the key, which only needs the
+    key to exist; so on a key with an acknowledged delete that found its key, nothing is
+    dropped;
+  - the prefix rule: while no reset (put, delete, cas) can be ordered first, the state must be
+    a prefix of the value the next read returned (appends only extend a value).
 The linearized set is kept as (lo, rest): every op below lo is linearized, rest is a bitmask of
 the ops from lo on, so the memo stays small on long histories.  The search is bounded
 (max_states); a key it cannot decide within the bound is reported as undecided."""
@@ -21,7 +27,9 @@ import dataclasses
 import math
 from typing import Iterable
 
-from .history import GET, PUT, Op
+from .history import CAS, DELETE, GET, PUT, Op
+
+RESETS = (PUT, DELETE, CAS)          # ops that may replace the value, not only extend it
 
 
 @dataclasses.dataclass
@@ -36,14 +44,37 @@ class KeyResult:
 
 def _prepare(ops: Iterable[Op]) -> list[Op]:
     ops = [o for o in ops if not (o.kind == GET and o.unknown)]
-    reads = [o.result or "" for o in ops if o.kind == GET]
+    reads = [o.result or "" for o in ops if o.kind == GET or (o.kind == CAS and o.ok and not o.hit)]
+    reads += [o.expected for o in ops if o.kind == CAS and o.expected]
+    may_drop = not any(o.kind == DELETE and o.ok and o.hit for o in ops)
     kept = []
     for o in ops:
-        if o.unknown and o.value and not any(o.value in r for r in reads):
+        if (may_drop and o.unknown and o.kind != DELETE and o.value
+                and not any(o.value in r for r in reads)):
             continue
         kept.append(o)
     kept.sort(key=lambda o: (o.call, o.id))
     return kept
+
+
+def _step(o: Op, state: str) -> str | None:
+    """The state after o, or None when o cannot take effect (as it did) in this state."""
+    kind = o.kind
+    if kind == GET:
+        return state if (o.result or "") == state else None
+    if kind == PUT:
+        return o.value
+    if kind == DELETE:
+        if o.unknown:
+            return ""
+        return ("" if state else None) if o.hit else (state if not state else None)
+    if kind == CAS:
+        if state == (o.expected or ""):
+            return o.value if o.unknown or o.hit else None
+        if o.unknown or o.hit:
+            return None
+        return state if (o.result or "") == state else None
+    return state + o.value                          # append
 
 
 def check_key(key: str, ops: Iterable[Op], max_states: int = 2_000_000) -> KeyResult:
@@ -72,10 +103,10 @@ def check_key(key: str, ops: Iterable[Op], max_states: int = 2_000_000) -> KeyRe
         out.sort(key=lambda j: -rets[j])
         return out
 
-    # the prefix rule: appends only extend the value, so while no put can come first, the
+    # the prefix rule: appends only extend the value, so while no reset can come first, the
     # state must be a prefix of what the next read (the remaining get returning first) saw
     gets_by_ret = sorted((i for i, o in enumerate(ops) if o.kind == GET), key=lambda i: rets[i])
-    puts_by_call = [i for i, o in enumerate(ops) if o.kind == PUT]
+    puts_by_call = [i for i, o in enumerate(ops) if o.kind in RESETS]
 
     def linearized(i: int, lo: int, rest: int) -> bool:
         return i < lo or bool((rest >> (i - lo)) & 1)
@@ -120,14 +151,9 @@ def check_key(key: str, ops: Iterable[Op], max_states: int = 2_000_000) -> KeyRe
             continue
         i = cands.pop()
         o = ops[i]
-        if o.kind == GET:
-            if (o.result or "") != state:
-                continue
-            ns = state
-        elif o.kind == PUT:
-            ns = o.value
-        else:
-            ns = state + o.value
+        ns = _step(o, state)
+        if ns is None:
+            continue
         r = rest | (1 << (i - lo))
         t = (~r & (r + 1)).bit_length() - 1          # trailing ones: advance lo past them
         nlo, nrest = lo + t, r >> t

@@ -1,26 +1,37 @@
 """The checker on hand-made histories: linearizable ones are accepted; a stale read, a lost
-acknowledged write, an append applied twice and a read going back in time are rejected."""
+acknowledged write, an append applied twice and a read going back in time are rejected; so are
+a delete or cas whose answer no order explains."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from .history import APPEND, GET, PUT, Op
+from .history import APPEND, CAS, DELETE, GET, PUT, Op
 from .linearizability import check_key
 
 U = None  # an unknown outcome
 
 
 def hist(*rows) -> list[Op]:
-    """rows: (kind, value_or_result, call, ret); ret None = unknown outcome."""
+    """rows: (kind, value_or_result, call, ret); ret None = unknown outcome.  A delete's
+    value_or_result is whether it found the key; a cas's is (expected, new, swapped, found)."""
     ops = []
     for i, (kind, v, call, ret) in enumerate(rows):
-        op = Op(i, f"c{i}", kind, "k", v if kind != GET else "", call=call,
+        op = Op(i, f"c{i}", kind, "k", v if kind in (PUT, APPEND) else "", call=call,
                 ret=math.inf if ret is None else ret, result=v if kind == GET else None,
                 ok=None if ret is None else True)
+        if kind == DELETE:
+            op.hit = None if ret is None else v
+        elif kind == CAS:
+            op.expected, op.value, hit, found = v
+            op.hit, op.result = (None, None) if ret is None else (hit, found)
         ops.append(op)
     return ops
+
+
+def cas(expected, new, swapped=None, found=None):
+    return (expected, new, swapped, found)
 
 
 def ok(*rows) -> bool:
@@ -143,3 +154,53 @@ def test_the_short_runs_self_check_picks_a_tamper_no_put_can_explain():
     # a put acknowledged before the append: the read without the append must be rejected
     h.ops = hist((PUT, "<p>", 0.0, 0.5), (APPEND, "<a>", 1.0, 2.0), (GET, "<p><a>", 3.0, 4.0))
     tampered_copy_is_rejected(h)
+
+
+def test_delete_histories():
+    assert ok((PUT, "<a>", 0, 1), (DELETE, True, 2, 3), (GET, "", 4, 5), (DELETE, False, 6, 7))
+    assert ok((DELETE, False, 0, 1), (APPEND, "<a>", 2, 3), (GET, "<a>", 4, 5))
+    # concurrent with the put: either order, but then the reads must agree with it
+    assert ok((PUT, "<a>", 0, 10), (DELETE, False, 1, 9), (GET, "<a>", 11, 12))
+    assert ok((PUT, "<a>", 0, 10), (DELETE, True, 1, 9), (GET, "", 11, 12))
+    assert not ok((DELETE, True, 0, 1))                                   # nothing to find
+    assert not ok((PUT, "<a>", 0, 1), (DELETE, True, 2, 3), (GET, "<a>", 4, 5))   # undone
+    assert not ok((PUT, "<a>", 0, 1), (DELETE, False, 2, 3))              # it was there
+    assert not ok((PUT, "<a>", 0, 10), (DELETE, True, 1, 9), (GET, "<a>", 11, 12))
+
+
+def test_unknown_delete_may_apply_late_or_never():
+    assert ok((PUT, "<a>", 0, 1), (DELETE, None, 2, U), (GET, "<a>", 3, 4), (GET, "", 5, 6))
+    assert ok((PUT, "<a>", 0, 1), (DELETE, None, 2, U), (GET, "<a>", 3, 4))
+    assert not ok((PUT, "<a>", 0, 1), (DELETE, None, 2, U), (GET, "", 3, 4), (GET, "<a>", 5, 6))
+    assert not ok((PUT, "<a>", 0, 1), (GET, "", 2, 3), (DELETE, None, 4, U))   # not before its call
+
+
+def test_an_unknown_write_read_by_nobody_still_counts_for_a_delete():
+    """Why the unknown-write reduction is off on a key with a delete that found its key: the
+    delete may have found just that write."""
+    assert ok((APPEND, "<a>", 0, U), (DELETE, True, 1, 2), (GET, "", 3, 4))
+    assert not ok((APPEND, "<a>", 5, U), (DELETE, True, 1, 2), (GET, "", 3, 4))
+
+
+def test_cas_histories():
+    assert ok((PUT, "<a>", 0, 1), (CAS, cas("<a>", "<b>", True), 2, 3), (GET, "<b>", 4, 5))
+    assert ok((CAS, cas(None, "<a>", True), 0, 1), (CAS, cas(None, "<b>", False, "<a>"), 2, 3),
+              (CAS, cas("<x>", "<c>", False, "<a>"), 4, 5), (GET, "<a>", 6, 7))
+    assert ok((CAS, cas("<a>", "<b>", False, ""), 0, 1))                  # missing: not swapped
+    # two create-if-missing at once: exactly one wins, the other finds the winner's value
+    assert ok((CAS, cas(None, "<a>", True), 0, 10), (CAS, cas(None, "<b>", False, "<a>"), 1, 9))
+    assert not ok((CAS, cas(None, "<a>", True), 0, 10), (CAS, cas(None, "<b>", True), 1, 9))
+    assert not ok((PUT, "<a>", 0, 1), (CAS, cas("<x>", "<b>", True), 2, 3))       # wrong value
+    assert not ok((PUT, "<a>", 0, 1), (CAS, cas("<a>", "<b>", False, "<a>"), 2, 3))  # it matched
+    assert not ok((PUT, "<a>", 0, 1), (CAS, cas("<x>", "<b>", False, "<z>"), 2, 3))  # found what?
+    assert not ok((PUT, "<a>", 0, 1), (CAS, cas("<a>", "<b>", True), 2, 3), (GET, "<a>", 4, 5))
+    # a reset for the prefix rule: an append after the cas extends the cas's value
+    assert ok((APPEND, "<a>", 0, 1), (CAS, cas("<a>", "<b>", True), 2, 3), (APPEND, "<c>", 4, 5),
+              (GET, "<b><c>", 6, 7))
+
+
+def test_unknown_cas_takes_effect_only_where_it_would_swap():
+    assert ok((PUT, "<a>", 0, 1), (CAS, cas("<a>", "<b>"), 2, U), (GET, "<a>", 3, 4),
+              (GET, "<b>", 5, 6))
+    assert not ok((PUT, "<a>", 0, 1), (CAS, cas("<x>", "<b>"), 2, U), (GET, "<b>", 3, 4))
+    assert not ok((PUT, "<a>", 0, 1), (CAS, cas(None, "<b>"), 2, U), (GET, "<b>", 3, 4))

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 
 import pytest
 
-from .history import APPEND, GET, PUT
-from .linearizability import check_key
+from .history import APPEND, CAS, DELETE, GET
+from .linearizability import RESETS, check_key
 from .nemesis import run_nemesis
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -28,15 +29,19 @@ async def test_nemesis_short(tmp_path, seed):
     assert not report.anomalies, (f"seed {seed} (replay: NEMESIS_SEEDS={seed} pytest "
                                   f"tests/nemesis/test_nemesis_short.py):\n{report.summary()}")
     tampered_copy_is_rejected(report.history)
+    # the checker saw both outcomes of delete and cas, not only one
+    outcomes = Counter((o.kind, o.hit) for o in report.history.ops if o.ok and o.kind in (DELETE, CAS))
+    assert all(outcomes[(k, h)] for k in (DELETE, CAS) for h in (True, False)), outcomes
 
 
 def tampered_copy_is_rejected(history) -> None:
     """The check is not vacuous: the real history with one acknowledged append dropped from
-    a later read (a lost write) must be rejected.  Only where no put may take effect between
-    the append and the read: a put there (acknowledged, or of unknown outcome, which may land
-    late) could explain the read without the append, and the copy would rightly pass."""
+    a later read (a lost write) must be rejected.  Only where no reset (put, delete, cas) may
+    take effect between the append and the read: one there (acknowledged, or of unknown
+    outcome, which may land late) could explain the read without the append, and the copy
+    would rightly pass."""
     for key, ops in sorted(history.by_key().items()):
-        puts = [p for p in ops if p.kind == PUT]
+        puts = [p for p in ops if p.kind in RESETS]
         for a in ops:
             if a.kind != APPEND or not a.ok:
                 continue

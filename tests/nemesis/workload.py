@@ -1,7 +1,8 @@
 """Concurrent clients on a small key set, every operation recorded in a History.
 
 Each client picks its key and operation from its own seeded generator: get, append or put of a
-unique token <client.seq>.  An operation that raises has an UNKNOWN outcome: it is recorded as
+unique token <client.seq>, delete, or cas to a unique token (expecting the value the client
+last saw for that key, or, a third of the time, that the key is missing).  An operation that raises has an UNKNOWN outcome: it is recorded as
 such and the client drops its clerk and starts a new session (so the unknown write is never
 retried under a session that could still land it later in a different order).  The number of
 unknown writes per key is bounded: a key that reached the bound only gets reads, which keeps
@@ -17,7 +18,9 @@ from eraftd.controller.state import NSHARDS
 from eraftd.shardkv.clerk import Clerk, ShardKVError
 from eraftd.shardkv.state import key2shard
 
-from .history import APPEND, GET, PUT, History, Op
+from .history import APPEND, CAS, DELETE, GET, PUT, History, Op
+
+KINDS = (GET, APPEND, PUT, DELETE, CAS)          # the order of Workload.mix
 
 TOKEN = re.compile(r"<[^<>]+>")
 
@@ -35,7 +38,7 @@ def keys_over_shards(n: int, tag: str = "k") -> list[str]:
 class Workload:
     def __init__(self, ctrl: list[str], history: History, keys: list[str], clients: int,
                  seed: int, max_unknown_per_key: int = 6, total_timeout: float = 10.0,
-                 mix: tuple[float, float, float] = (0.4, 0.45, 0.15)) -> None:
+                 mix: tuple[float, ...] = (0.35, 0.4, 0.1, 0.05, 0.1)) -> None:
         self.ctrl = ctrl
         self.history = history
         self.keys = keys
@@ -43,7 +46,7 @@ class Workload:
         self.seed = seed
         self.max_unknown = max_unknown_per_key
         self.total_timeout = total_timeout
-        self.mix = mix                                   # get, append, put
+        self.mix = mix                                   # get, append, put, delete, cas
         self.unknown_writes: Counter[str] = Counter()
         self.stop = asyncio.Event()
         self.acked = 0
@@ -59,16 +62,22 @@ class Workload:
         name = f"c{i}"
         kv = self.clerk()
         seq = 0
+        seen: dict[str, str] = {}                        # key -> the value this client last saw
         try:
             while not self.stop.is_set():
                 key = rng.choice(self.keys)
-                r = rng.random()
-                kind = GET if r < self.mix[0] else APPEND if r < self.mix[0] + self.mix[1] else PUT
+                kind = rng.choices(KINDS[:len(self.mix)], self.mix)[0]
                 if kind != GET and self.unknown_writes[key] >= self.max_unknown:
                     kind = GET
                 seq += 1
-                op = self.history.invoke(name, kind, key, f"<{i}.{seq}>" if kind != GET else "")
-                if not await self.do(kv, op):
+                token = f"<{i}.{seq}>" if kind in (PUT, APPEND, CAS) else ""
+                expected = (seen.get(key) or None) if kind == CAS and rng.random() > 1 / 3 else None
+                op = self.history.invoke(name, kind, key, token, expected)
+                done = await self.do(kv, op)
+                if done and op.kind != APPEND:
+                    seen[key] = ("" if op.kind == DELETE else op.value if op.kind == PUT or op.hit
+                                 else op.result or "")
+                if not done:
                     await kv.close()
                     kv = self.clerk()
         finally:
@@ -83,6 +92,11 @@ class Workload:
             elif op.kind == PUT:
                 await kv.put(op.key, op.value)
                 self.history.ok(op)
+            elif op.kind == DELETE:
+                self.history.ok(op, hit=await kv.delete(op.key))
+            elif op.kind == CAS:
+                swapped, found = await kv.cas(op.key, op.expected, op.value)
+                self.history.ok(op, (found or b"").decode(), hit=swapped)
             else:
                 await kv.append(op.key, op.value)
                 self.history.ok(op)
@@ -132,11 +146,12 @@ class Workload:
 
 def durability_problems(history: History, final: dict[str, str]) -> list[str]:
     """Pass criterion 2 on the final values: no token twice in any read; every acknowledged
-    append that no put can be ordered after is in the final value exactly once."""
+    append that no reset (put, delete, cas) can be ordered after is in the final value exactly
+    once."""
     problems = []
     observed = set()
     for op in history.ops:
-        if op.kind == GET and op.ok:
+        if op.ok and (op.kind == GET or op.kind == CAS and not op.hit):
             toks = TOKEN.findall(op.result or "")
             observed.update(toks)
             dup = [t for t, n in Counter(toks).items() if n > 1]
@@ -144,13 +159,17 @@ def durability_problems(history: History, final: dict[str, str]) -> list[str]:
                 problems.append(f"read #{op.id} of {op.key} holds {dup[:3]} more than once")
     for key, ops in history.by_key().items():
         value = final.get(key, "")
-        puts = [o for o in ops if o.kind == PUT and (o.ok or o.value in observed)]
+        # the resets that may have taken effect
+        puts = [o for o in ops if (o.kind == PUT and (o.ok or o.value in observed))
+                or (o.kind == DELETE and (o.hit or o.unknown))
+                or (o.kind == CAS and (o.hit or (o.unknown and o.value in observed)))]
         last_put_ret = max((o.ret for o in puts), default=-1.0)
         last = max(puts, key=lambda o: o.ret, default=None)
-        if (last is not None and last.ok and all(q.ret < last.call for q in puts if q is not last)
+        if (last is not None and last.ok and last.kind != DELETE
+                and all(q.ret < last.call for q in puts if q is not last)
                 and not value.startswith(last.value)):
-            problems.append(f"last acknowledged put #{last.id} {last.value} to {key} is not the "
-                            f"start of the final value {value[:80]!r}")
+            problems.append(f"last acknowledged {last.kind} #{last.id} {last.value} to {key} is "
+                            f"not the start of the final value {value[:80]!r}")
         for o in ops:
             if o.kind == APPEND and o.ok and o.call > last_put_ret:
                 n = value.count(o.value)

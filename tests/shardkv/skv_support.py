@@ -24,6 +24,9 @@ class DictStore:
     def put(self, shard: int, key: bytes, value: bytes) -> None:
         self.data[(shard, key)] = value
 
+    def delete(self, shard: int, key: bytes) -> None:
+        del self.data[(shard, key)]
+
     def clear(self, shard: int) -> None:
         self.cleared.append(shard)
         self.data = {k: v for k, v in self.data.items() if k[0] != shard}

@@ -60,6 +60,14 @@ async def test_static_shards(sharded):  # noqa: F811
                 assert isinstance(v, ShardKVUnavailable), (k, v)
                 assert f"group {G2}" in str(v) and "2s" in str(v)
         assert sum(isinstance(v, Exception) for v in got) == 10
+        # a scan needs every shard: each page has total_timeout, then it says which it missed
+        async with Clerk(ctrl, total_timeout=2) as short:
+            with pytest.raises(ShardKVUnavailable, match=rf"scan of shard \d got no answer "
+                                                         rf"within 2s; last: group {G2}: "):
+                [pair async for pair in short.scan()]
+            mine = key_in(cfg.shards_of(G1)[0]).decode()[0]       # a prefix in one shard
+            assert [k async for k, _ in short.scan(mine)] == sorted(
+                k.encode() for k in expect if k.startswith(mine))
 
         await in_thread(c.start, [G2], False)
         await check_all(kv, expect)
@@ -253,3 +261,111 @@ async def test_partially_migrated_shards_serve(sharded):  # noqa: F811
             await check_all(short, live)
         shards = group_shards(c, G3)
         assert {s for s, st in shards.items() if st == "Pulling"} == set(cfg.shards_of(G1))
+
+
+async def scan_all(kv: Clerk, prefix: str = "", limit: int | None = None) -> list[tuple[str, str]]:
+    return [(k.decode(), v.decode()) async for k, v in kv.scan(prefix.encode(), limit)]
+
+
+async def test_delete_exists_cas_and_scan_through_the_clerk(sharded):  # noqa: F811
+    """The operations beyond eRaft's, end to end; a scan of many keys in small pages; a
+    deleted key stays deleted at the new owner after its shard moves, counters right."""
+    c = sharded(gids=(G1, G2), controllers=1).start()
+    ctrl = c.controller_addresses()
+    async with ControllerClient(ctrl) as ctl, Clerk(ctrl, scan_page_keys=7) as kv:
+        await ctl.join({G1: c.addresses(G1), G2: c.addresses(G2)})
+        expect = {k: f"v{i}" for i, k in enumerate(keys_per_shard(400))}
+        await asyncio.gather(*(kv.put(k, v) for k, v in expect.items()))
+        k0, k1 = key_in(BIG, "cas").decode(), key_in(BIG, "gone").decode()
+        assert await kv.exists(k1) is False and await kv.delete(k1) is False
+        assert await kv.cas(k0, b"x", b"y") == (False, None)           # absent
+        assert await kv.cas(k0, b"", b"y") == (False, None)            # absent is not ""
+        assert await kv.cas(k0, None, b"first") == (True, None)        # create-if-missing
+        assert await kv.cas(k0, None, b"second") == (False, b"first")
+        assert await kv.cas(k0, b"nope", b"second") == (False, b"first")
+        assert await kv.cas(k0, b"first", b"second") == (True, None)
+        assert await kv.get(k0) == b"second" and await kv.exists(k0)
+        await kv.put(k1, "soon gone")
+        assert await kv.exists(k1) and await kv.delete(k1) is True
+        assert await kv.get(k1) is None and not await kv.exists(k1)
+        assert await kv.delete(k1) is False
+        expect[k0] = "second"
+        gone = keys_per_shard(400)[BIG::NSHARDS][:5]                # some of BIG's keys too
+        assert all(await asyncio.gather(*(kv.delete(k) for k in gone)))
+        for k in gone:
+            del expect[k]
+
+        # 400 keys over every shard, 7 per page: key order, each key once
+        assert await scan_all(kv) == sorted(expect.items())
+        assert await scan_all(kv, limit=10) == sorted(expect.items())[:10]
+        pre = key_in(3, "k1").decode()
+        assert await scan_all(kv, pre) == sorted((k, v) for k, v in expect.items() if k.startswith(pre))
+        assert await scan_all(kv, "no such prefix") == [] and await scan_all(kv, limit=0) == []
+        with pytest.raises(ShardKVError, match="limit -1 is below 0"):
+            kv.scan(b"", -1)
+
+        cfg = await ctl.query()
+        owner = cfg.shards[BIG]
+        other = G2 if owner == G1 else G1
+        await ctl.move(BIG, other)
+        cfg = await ctl.query()
+        await in_thread(wait_settled, c, {G1: cfg.shards_of(G1), G2: cfg.shards_of(G2)})
+        assert [await kv.get(k) for k in gone + [k1]] == [None] * 6
+        assert not any(await asyncio.gather(*(kv.exists(k) for k in gone)))
+        assert await kv.cas(k0, b"second", b"third") == (True, None)
+        expect[k0] = "third"
+        leader = c.leader(other)
+        info = {s.shard_id: s for s in skv_status(leader).shards}[BIG]
+        mine = {k: v for k, v in expect.items() if ord(k[0]) % NSHARDS == BIG}
+        assert (info.keys, info.bytes) == (len(mine), sum(len(k) + len(v) for k, v in mine.items()))
+        await check_all(kv, expect)
+        assert await scan_all(kv) == sorted(expect.items())
+
+
+class _CountingStub:
+    """A KVBatch stub that counts the Scan pages answered WRONG_GROUP."""
+
+    def __init__(self, real, counts) -> None:
+        self.real, self.counts, self.Batch = real, counts, real.Batch
+
+    async def Scan(self, req, timeout=None):
+        resp = await self.real.Scan(req, timeout=timeout)
+        if not resp.err and resp.code != 0:
+            self.counts["wrong_group"] += 1
+        return resp
+
+
+async def test_a_scan_while_shards_migrate_sees_every_key_once(sharded):  # noqa: F811
+    c = sharded(gids=(G1, G2), controllers=1).start()
+    ctrl = c.controller_addresses()
+    counts = {"wrong_group": 0, "moves": 0, "scans": 0}
+    async with ControllerClient(ctrl) as ctl, Clerk(ctrl, scan_page_keys=3) as kv:
+        real_stub = kv.stub
+        kv.stub = lambda addr: _CountingStub(real_stub(addr), counts)
+        await ctl.join({G1: c.addresses(G1), G2: c.addresses(G2)})
+        expect = {k: f"v{i}" * 20 for i, k in enumerate(keys_per_shard(300))}
+        await asyncio.gather(*(kv.put(k, v) for k, v in expect.items()))
+        want = sorted(expect.items())
+        stop = asyncio.Event()
+
+        async def mover():
+            shard = 0
+            while not stop.is_set():
+                cfg = await ctl.query()
+                await ctl.move(shard, G2 if cfg.shards[shard] == G1 else G1)
+                counts["moves"] += 1
+                shard = (shard + 3) % NSHARDS
+                await asyncio.sleep(0.3)
+
+        task = asyncio.create_task(mover())
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 120
+            while counts["wrong_group"] == 0 or counts["scans"] < 2:
+                assert loop.time() < end, f"no scan page met a migration in 120 s: {counts}"
+                assert await scan_all(kv) == want
+                counts["scans"] += 1
+        finally:
+            stop.set()
+            await task
+        print(counts)

@@ -10,9 +10,10 @@ from hypothesis import strategies as hst
 from skv_support import DictStore, config, key_in
 
 from eraftd.controller.state import NSHARDS
-from eraftd.shardkv.state import (APPEND, BEPULLING, ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED,
-                                  ERR_WRONG_GROUP, GCING, GET, OK, PULLING, PUT, SERVING, Limits,
-                                  Session, ShardKVState, key2shard)
+from eraftd.shardkv.state import (APPEND, BEPULLING, CAS, CAS_ABSENT, DELETE, ERR_MISMATCH,
+                                  ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED, ERR_WRONG_GROUP,
+                                  EXISTS, GCING, GET, OK, PULLING, PUT, SERVING, UNARY_KINDS,
+                                  Limits, Session, ShardKVState, key2shard)
 
 G1, G2 = 100, 101
 
@@ -79,6 +80,90 @@ def test_pipelined_window_never_mistakes_an_earlier_seq_for_a_duplicate():
     assert st.shards[5].sessions[9] == Session(5, {5})
     st.apply_ops(store, 9, 5, [(APPEND, k, b"2", 2), (APPEND, k, b"5", 5)])
     assert store.get(5, k) == b"31425"
+
+
+def test_delete_keeps_the_counters_right():
+    st, store = serving()
+    a, b = key_in(3, "a"), key_in(3, "bb")
+    st.apply_ops(store, 0, 0, [(PUT, a, b"123", 0), (PUT, b, b"4", 0)])
+    sh = st.shards[3]
+    assert (sh.keys, sh.bytes) == (2, len(a) + 3 + len(b) + 1)
+    st.dirty.shards.clear()
+    assert st.apply_ops(store, 0, 0, [(DELETE, a, b"", 0), (GET, a, b"", 0), (EXISTS, a, b"", 0),
+                                      (EXISTS, b, b"", 0), (DELETE, a, b"", 0)]) == \
+        [(OK, b""), (ERR_NO_KEY, b""), (ERR_NO_KEY, b""), (OK, b""), (ERR_NO_KEY, b"")]
+    assert (sh.keys, sh.bytes) == (1, len(b) + 1) and store.shard(3) == {b: b"4"}
+    assert 3 in st.dirty.shards
+    st.apply_ops(store, 0, 0, [(DELETE, b, b"", 0), (APPEND, a, b"x", 0)])
+    assert (sh.keys, sh.bytes) == (1, len(a) + 1) and store.shard(3) == {a: b"x"}
+
+
+def test_cas_present_absent_and_mismatch():
+    st, store = serving()
+    k = key_in(2, "k")
+    assert st.apply_ops(store, 0, 0, [
+        (CAS, k, b"new", 0, b"old"),        # absent: not swapped, answers NO_KEY
+        (CAS, k, b"new", 0, b""),           # absent is not the empty value
+        (CAS_ABSENT, k, b"v1", 0, b""),     # create-if-missing
+        (CAS_ABSENT, k, b"v2", 0, b""),     # present: not swapped, the current value
+        (CAS, k, b"v3", 0, b"nope"),
+        (CAS, k, b"v3", 0, b"v1"),
+        (GET, k, b"", 0)]) == [
+        (ERR_NO_KEY, b""), (ERR_NO_KEY, b""), (OK, b""), (ERR_MISMATCH, b"v1"),
+        (ERR_MISMATCH, b"v1"), (OK, b""), (OK, b"v3")]
+    sh = st.shards[2]
+    assert (sh.keys, sh.bytes) == (1, len(k) + 2)
+    st.apply_ops(store, 0, 0, [(PUT, b"2e", b"", 0)])     # an empty value is a value
+    assert st.apply_ops(store, 0, 0, [(CAS, b"2e", b"x", 0, b""), (CAS_ABSENT, b"2e", b"y", 0, b"")]) == \
+        [(OK, b""), (ERR_MISMATCH, b"x")]
+
+
+def test_retried_delete_and_cas_answer_their_original_outcome():
+    """A retry of a delete that deleted / a CAS that swapped is a duplicate and answers OK
+    (existed / swapped) even though the data changed since; one that changed nothing is not
+    recorded, so its retry runs again (it took no effect the first time)."""
+    st, store = serving()
+    k = key_in(4, "k")
+    st.apply_ops(store, 9, 1, [(PUT, k, b"a", 1)])
+    assert st.apply_ops(store, 9, 2, [(DELETE, k, b"", 2)]) == [(OK, b"")]
+    assert st.apply_ops(store, 9, 3, [(PUT, k, b"b", 3)]) == [(OK, b"")]
+    # the delete's answer was lost; its retry must not delete b, and says it existed
+    assert st.apply_ops(store, 9, 2, [(DELETE, k, b"", 2)]) == [(OK, b"")]
+    assert store.get(4, k) == b"b"
+    assert st.apply_ops(store, 9, 4, [(CAS, k, b"c", 4, b"b")]) == [(OK, b"")]
+    assert st.apply_ops(store, 9, 5, [(PUT, k, b"b", 5)]) == [(OK, b"")]
+    assert st.apply_ops(store, 9, 4, [(CAS, k, b"c", 4, b"b")]) == [(OK, b"")]    # retry: once
+    assert store.get(4, k) == b"b"
+    assert st.apply_ops(store, 9, 6, [(CAS_ABSENT, k, b"z", 6, b"")]) == [(ERR_MISMATCH, b"b")]
+    assert st.apply_ops(store, 9, 6, [(CAS_ABSENT, k, b"z", 6, b"")]) == [(ERR_MISMATCH, b"b")]
+    assert st.apply_ops(store, 9, 6, [(DELETE, k, b"", 7)]) == [(OK, b"")]   # 6 unanswered
+    # seq 6 changed nothing, so it is not recorded: its (late) retry is a new attempt
+    assert 6 not in st.shards[4].sessions[9].applied
+    assert st.apply_ops(store, 9, 6, [(CAS_ABSENT, k, b"z", 6, b"")]) == [(OK, b"")]
+    assert st.apply_ops(store, 9, 6, [(CAS_ABSENT, k, b"w", 6, b"")]) == [(OK, b"")]
+    assert store.get(4, k) == b"z"
+    # a no-op still moves the floor: the window stays bounded
+    assert st.apply_ops(store, 9, 20, [(DELETE, key_in(4, "none"), b"", 20)]) == [(ERR_NO_KEY, b"")]
+    assert st.shards[4].sessions[9] == Session(20, set())
+
+
+@settings(max_examples=100, deadline=None)
+@given(hst.lists(hst.tuples(hst.sampled_from([PUT, APPEND, GET, DELETE, EXISTS, CAS, CAS_ABSENT]),
+                            hst.sampled_from([b"1a", b"1b", b"2a"]),
+                            hst.sampled_from([b"", b"x", b"y"]),
+                            hst.sampled_from([b"", b"x", b"y", b"xy"])), max_size=40))
+def test_new_ops_are_deterministic_and_the_counters_match_the_data(ops):
+    runs = []
+    for _ in range(2):
+        st, store = serving()
+        out = st.apply_ops(store, 5, 1, [(kind, k, v, i + 1, e) for i, (kind, k, v, e) in enumerate(ops)])
+        runs.append((out, dict(store.data), [(s.keys, s.bytes) for s in st.shards],
+                     st.shards[1].sessions, st.shards[2].sessions))
+        for sh in range(NSHARDS):
+            data = store.shard(sh)
+            assert st.shards[sh].keys == len(data)
+            assert st.shards[sh].bytes == sum(len(k) + len(v) for k, v in data.items())
+    assert runs[0] == runs[1]
 
 
 def test_no_session_means_no_dedup():
@@ -208,6 +293,12 @@ def test_limits():
     assert "value of 9 bytes is longer than the limit of 8 bytes" in msg and "\n" not in msg
     assert lim.refuse(GET, b"k", b"123456789") is None
     assert "unknown op 7" in lim.refuse(7, b"k", b"")
+    assert lim.refuse(DELETE, b"k", b"") is None and lim.refuse(EXISTS, b"k", b"") is None
+    assert "expected value of 9 bytes" in lim.refuse(CAS, b"k", b"1", b"123456789")
+    assert "value of 9 bytes" in lim.refuse(CAS_ABSENT, b"k", b"123456789")
+    # eRaft's Command path takes only its own three
+    msg = lim.refuse(DELETE, b"k", b"", kinds=UNARY_KINDS)
+    assert msg == "unknown op 3: expected PUT (0), APPEND (1) or GET (2)"
 
 
 def test_state_must_have_every_shard():

@@ -26,7 +26,9 @@ from eraftd.controller.state import NSHARDS
 from eraftd.shardkv.clerk import ShardKVError, ShardKVUnavailable
 from eraftd.shardkv.unary import UnaryClerk
 
+from .commands import dial_argument
 from .output import BenchResult, progress_bar
+
 
 PROGRESS_EVERY_S = 0.1
 
@@ -131,7 +133,8 @@ async def run(session: Any, o: argparse.Namespace) -> BenchResult:
     stop = asyncio.Event()
 
     def client() -> KV:
-        return UnaryClerk(session.ctl, channels, session.timeout, config=cfg) if o.unary else session.clerk
+        return UnaryClerk(session.ctl, channels, session.timeout, config=cfg,
+                          **dial_argument(UnaryClerk, session.dial)) if o.unary else session.clerk
 
     async def worker() -> None:
         kv = client()

@@ -38,6 +38,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_REMEMBERED_KEYS = 1000
 SPINNER_AFTER_S = 1.0
 WAIT_POLL_S = 0.2
+WAIT_GRACE_S = 2.0         # --wait: its own deadline comes first, then this much for the last probe
 NIL = "(nil)"
 
 
@@ -120,6 +121,7 @@ class Session:
         self.interactive = False
         self.unreachable: Callable[[], str] = lambda: ""
         self.spinner_after = SPINNER_AFTER_S
+        self.deadline = 0.0                 # of the running command (time.monotonic())
 
     @property
     def clerk(self) -> Clerk:
@@ -274,7 +276,7 @@ def _parse_key_value(words: list[str], opts: Opts) -> KV:
             raise UsageError(f"--file: cannot read {opts['--file']}: {e.strerror}") from None
         as_hex_value = False
     else:
-        if len(words) > 2:
+        if len(words) > 2 and not any(w.startswith("-") for w in words):
             raise UsageError(f"takes 2 arguments, got {len(words)} (quote a value that has "
                              f"spaces: put k 'a b')")
         key, value = _count(words, 2, 2)
@@ -470,7 +472,6 @@ def _settled(st: output.ClusterStatus) -> tuple[int, int]:
 
 async def _wait_settled(s: Session, cfg: Config) -> bool:
     """Until every assigned shard is Serving at its owner of `cfg` (bounded by the timeout)."""
-    deadline = time.monotonic() + s.timeout
     while True:
         st = await s.probe.status(cfg)
         done, total = _settled(st)
@@ -482,10 +483,10 @@ async def _wait_settled(s: Session, cfg: Config) -> bool:
         if done == total:
             _erase(s.progress)
             return True
-        if time.monotonic() > deadline:
+        if time.monotonic() > s.deadline:
             _erase(s.progress)
             raise CommandFailed(f"configuration {cfg.num} is in place but only {done} of {total} "
-                                f"shards are serving after {s.timeout:g} s; see status")
+                                f"shards are serving after the timeout; see status")
         await asyncio.sleep(WAIT_POLL_S)
 
 
@@ -697,8 +698,10 @@ async def run_words(session: Session, words: Sequence[str]) -> Outcome:
             raise CommandFailed(f"{name}: not tried: the controllers do not answer ({down}); "
                                 f"check that they run, or wait for the prompt to recover")
         saved, session.json = session.json, as_json
+        session.deadline = time.monotonic() + limit
+        grace = WAIT_GRACE_S if opts.get("--wait") else 0.0   # --wait says itself what is missing
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(limit + grace):
                 result = await _with_spinner(session, cmd, line_of(words), cmd.run(session, parsed))
         finally:
             session.json = saved

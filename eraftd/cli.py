@@ -226,11 +226,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (Must be set before grpc is first imported; GRPC_VERBOSITY=ERROR brings them back.)
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     _check_frozen_backend()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    head, words = _split_shell_words(parser, argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(head)
     except SystemExit as e:   # --help, --version (0) and usage errors (2)
         return int(e.code or 0)
+    if words is not None:
+        args.words = words
     return args.handler(args)
+
+
+def _split_shell_words(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """`eraftd [OPTIONS] CMD WORDS...` for a shell command: (up to CMD, WORDS untouched), so that
+    the shell's option rule (repl/commands.py: `--`, options after the command word) sees them
+    as typed; argparse would eat a `--`.  Other commands: (argv, None)."""
+    takes_value = {o for a in parser._actions for o in a.option_strings if a.nargs is None
+                   and not isinstance(a, (argparse._StoreTrueAction, argparse._VersionAction,
+                                          argparse._HelpAction))}
+    i = 0
+    while i < len(argv):
+        w = argv[i]
+        if w.startswith("-"):
+            i += 2 if w in takes_value else 1
+            continue
+        if w in oneshot_commands():
+            return argv[:i + 1], argv[i + 1:]
+        break
+    return argv, None
 
 
 if __name__ == "__main__":

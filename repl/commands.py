@@ -699,9 +699,13 @@ async def run_words(session: Session, words: Sequence[str]) -> Outcome:
                                 f"check that they run, or wait for the prompt to recover")
         saved, session.json = session.json, as_json
         session.deadline = time.monotonic() + limit
-        grace = WAIT_GRACE_S if opts.get("--wait") else 0.0   # --wait says itself what is missing
+        # the clients bound every call by the session's timeout and say what they tried; a
+        # shorter --timeout of this command bounds it from outside (--wait says itself what
+        # is missing, so it gets a little longer)
+        grace = WAIT_GRACE_S if opts.get("--wait") else 0.0
+        outer = limit + grace if "--timeout" in opts or grace else None
         try:
-            async with asyncio.timeout(limit + grace):
+            async with asyncio.timeout(outer):
                 result = await _with_spinner(session, cmd, line_of(words), cmd.run(session, parsed))
         finally:
             session.json = saved

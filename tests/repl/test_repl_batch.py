@@ -38,7 +38,7 @@ def test_a_script_from_a_pipe_and_from_a_file(cluster, tmp_path):  # noqa: F811
     assert (r.returncode, r.stderr) == (0, "")
     lines = r.stdout.split("\n")
     assert lines == expected_output(lines[5])
-    q = json.loads(lines[6])
+    q = json.loads(lines[5])
     assert q["shards"] == [G100] * 10 and q["groups"] == {str(G100): cluster.addresses}
 
     script = tmp_path / "script.eraft"

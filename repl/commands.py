@@ -278,7 +278,7 @@ def _parse_key_value(words: list[str], opts: Opts) -> KV:
     else:
         if len(words) > 2 and not any(w.startswith("-") for w in words):
             raise UsageError(f"takes 2 arguments, got {len(words)} (quote a value that has "
-                             f"spaces: put k 'a b')")
+                             f"spaces: put k 'two words')")
         key, value = _count(words, 2, 2)
         as_hex_value = as_hex
         if value == "-":

@@ -129,7 +129,7 @@ def test_candidates_come_from_the_cached_view():
 @pytest.mark.parametrize("line, message", [
     ("frobnicate", "unknown command 'frobnicate'; type help for the commands"),
     ("put k", "put: takes 2 arguments, got 1; usage: put KEY VALUE"),
-    ("put k a b", "put: takes 2 arguments, got 3 (quote a value that has spaces: put k 'a b'); "
+    ("put k a b", "put: takes 2 arguments, got 3 (quote a value that has spaces: put k 'two words'); "
                   "usage: put KEY VALUE"),
     ("get", "get: takes 1 argument, got 0; usage: get KEY"),
     ("get a b", "get: takes 1 argument, got 2; usage: get KEY"),

@@ -81,7 +81,8 @@ def test_keep_going_runs_every_line_and_fails_at_the_end(cluster):  # noqa: F811
 
 def test_join_move_leave_and_every_row_of_query_and_status(cluster):  # noqa: F811
     [addr] = cluster.add_group(G101, replicas=1)
-    script = f"join {G101}={addr}\nquery --json\nquery\nmove 0 {G101}\nleave {G101}\nquery\nstatus\n"
+    script = (f"join {G101}={addr} --wait\nquery --json\nquery\nmove 0 {G101}\nleave {G101}\n"
+              f"query\nstatus\n")
     r = shell(cluster, input=script)
     assert (r.returncode, r.stderr) == (0, ""), r.stderr
     out = r.stdout.split("\n")

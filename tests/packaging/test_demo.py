@@ -41,15 +41,19 @@ def processes_of(d: Path) -> list[int]:
     return pids
 
 
-@pytest.fixture
-def demo_dir(tmp_path):
-    d = tmp_path / "demo"
-    yield d
-    for pid in processes_of(d):      # last resort: nothing outlives the test
+def kill_processes_of(d: Path) -> None:
+    for pid in processes_of(d):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+@pytest.fixture
+def demo_dir(tmp_path):
+    d = tmp_path / "demo"
+    yield d
+    kill_processes_of(d)             # last resort: nothing outlives the test
 
 
 def run_demo(d: Path, script: str, timeout: float = 120, *extra: str) -> subprocess.CompletedProcess:
@@ -114,11 +118,7 @@ def test_demo_from_a_folder_holding_a_directory_named_eraftd(tmp_path):
         assert "ImportError" not in r.stderr and "Traceback" not in r.stderr
         assert processes_of(d) == []
     finally:
-        for pid in processes_of(d):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_processes_of(d)
 
 
 def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
@@ -187,11 +187,7 @@ def test_readme_first_command_in_a_fresh_virtualenv(tmp_path):
         assert (tree / "eraft-demo" / "n1.toml").exists()
         assert processes_of(tree) == []
     finally:
-        for pid in processes_of(tree):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_processes_of(tree)
 
 
 def test_demo_on_a_terminal_opens_the_shell_and_ctrl_d_stops_everything(demo_dir, tmp_path):

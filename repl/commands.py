@@ -355,7 +355,7 @@ def _parse_cas(words: list[str], opts: Opts) -> Cas:
     return Cas(conv(key, "the key"), conv(expected, "EXPECTED"), conv(new, "the value"), as_hex)
 
 
-async def _cas(s: Session, a: Cas) -> Reply:
+async def _cas(s: Session, a: Cas) -> Reply | Outcome:
     s.used_key(a.key)
     swapped, current = await _needs(s, "cas")(a.key, a.expected, a.new)
     key = shown(a.key, a.hex)
@@ -363,8 +363,7 @@ async def _cas(s: Session, a: Cas) -> Reply:
         return Reply("OK", {"key": key, "swapped": True})
     now = "it does not exist" if current is None else f"its value is {shown(current, a.hex)!r}"
     data = {"key": key, "swapped": False, "value": None if current is None else shown(current, a.hex)}
-    return Outcome(EXIT_FAILED, error=f"cas {key}: not swapped: {now}") if not s.json else \
-        Outcome(EXIT_FAILED, output.dumps(data), f"cas {key}: not swapped: {now}")
+    return Outcome(EXIT_FAILED, output.dumps(data) if s.json else None, f"cas {key}: not swapped: {now}")
 
 
 @dataclass(frozen=True)
@@ -386,7 +385,8 @@ def _parse_scan(words: list[str], opts: Opts) -> Scan:
 
 async def _scan(s: Session, a: Scan) -> Reply:
     """Streams: one line per key as the pages come (--json: one object per key)."""
-    pairs: AsyncIterator = _needs(s, "scan")(a.prefix, a.limit)
+    prefix = a.prefix.encode() if isinstance(a.prefix, str) else a.prefix
+    pairs: AsyncIterator = _needs(s, "scan")(prefix, a.limit)
     n = 0
     async for key, value in pairs:
         n += 1

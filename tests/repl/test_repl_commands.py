@@ -9,7 +9,6 @@ import io
 import json
 
 import grpc
-import pytest
 
 from eraftd.controller.state import Config
 from repl import commands, output

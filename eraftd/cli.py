@@ -107,7 +107,8 @@ def cmd_oneshot(args: argparse.Namespace) -> int:
 
 
 def oneshot_commands() -> dict[str, Command]:
-    """Every shell command that makes sense once; after its name nothing is an option.
+    """Every shell command that makes sense once (help too); its words go to the shell's
+    parser as they are (the option rule: repl/commands.py).
     (Imported when the parser is built, after main() has quietened gRPC.)"""
     from repl.commands import COMMANDS as SHELL
     return {c.name: Command(c.help, None, cmd_oneshot)
@@ -154,8 +155,8 @@ def _check_frozen_backend() -> None:
 
 def _dashboard_arguments(p: argparse.ArgumentParser) -> None:
     from eraftd.durations import parse_duration
-    p.add_argument("--controllers", required=True, metavar="ADDR,...",
-                   help="controller addresses, comma-separated (the cluster is discovered from them)")
+    from repl.app import add_cluster_arguments
+    add_cluster_arguments(p, suppress=True)      # as every other command: see controllers_from
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                    help="where to serve the page (default 127.0.0.1:8080)")
     p.add_argument("--interval", default=parse_duration("5s"), type=parse_duration, metavar="DURATION",
@@ -164,15 +165,20 @@ def _dashboard_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import asyncio
+
+    from repl.app import Usage, controllers_from, dial_from
     logs.setup("warning", "")
-    controllers = [a.strip() for a in args.controllers.split(",") if a.strip()]
-    if not controllers or args.interval <= 0:
-        print("eraftd dashboard: --controllers needs an address and --interval must be above 0",
-              file=sys.stderr)
+    try:
+        controllers, dial = controllers_from(args), dial_from(args)
+    except Usage as e:
+        print(e, file=sys.stderr)
+        return EXIT_USAGE
+    if args.interval <= 0:
+        print("eraftd dashboard: --interval must be above 0", file=sys.stderr)
         return EXIT_USAGE
     from eraftd.dashboard.server import serve
     try:
-        asyncio.run(serve(controllers, args.listen, args.interval / 1000))
+        asyncio.run(serve(controllers, args.listen, args.interval / 1000, dial=dial))
     except OSError as e:
         print(f"eraftd dashboard: {e}", file=sys.stderr)
         return EXIT_FAILURE
@@ -220,11 +226,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (Must be set before grpc is first imported; GRPC_VERBOSITY=ERROR brings them back.)
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     _check_frozen_backend()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    head, words = _split_shell_words(parser, argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(head)
     except SystemExit as e:   # --help, --version (0) and usage errors (2)
         return int(e.code or 0)
+    if words is not None:
+        args.words = words
     return args.handler(args)
+
+
+def _split_shell_words(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """`eraftd [OPTIONS] CMD WORDS...` for a shell command: (up to CMD, WORDS untouched), so that
+    the shell's option rule (repl/commands.py: `--`, options after the command word) sees them
+    as typed; argparse would eat a `--`.  Other commands: (argv, None)."""
+    takes_value = {o for a in parser._actions for o in a.option_strings if a.nargs is None
+                   and not isinstance(a, (argparse._StoreTrueAction, argparse._VersionAction,
+                                          argparse._HelpAction))}
+    i = 0
+    while i < len(argv):
+        w = argv[i]
+        if w.startswith("-"):
+            i += 2 if w in takes_value else 1
+            continue
+        if w in oneshot_commands():
+            return argv[:i + 1], argv[i + 1:]
+        break
+    return argv, None
 
 
 if __name__ == "__main__":

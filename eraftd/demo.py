@@ -216,10 +216,12 @@ class Watchdog:
 
 
 def eraftd_argv() -> list[str]:
-    """This same executable: the frozen binary itself, or this interpreter with -m eraftd."""
+    """This same executable: the frozen binary itself, or this interpreter with -P -m eraftd
+    (-P: the current directory is not put on sys.path, so a folder named eraftd where demo
+    runs cannot shadow the installed package)."""
     if getattr(sys, "frozen", False):
         return [sys.executable]
-    return [sys.executable, "-m", "eraftd"]
+    return [sys.executable, "-P", "-m", "eraftd"]
 
 
 def _child_env() -> dict[str, str]:
@@ -424,8 +426,11 @@ def _shell_quote(s: str) -> str:
 
 
 def banner(layout: Layout, took: float) -> str:
+    from repl.output import count_nodes, format_count
     ctrl = ",".join(layout.controllers)
-    lines = [f"eraftd demo: {len(layout.nodes)} nodes up, every shard served ({took:.1f} s)",
+    count = count_nodes(((a, True) for a in layout.controllers),
+                        ((a, True) for servers in layout.groups().values() for a in servers))
+    lines = [f"eraftd demo: {format_count(count)}, every shard served ({took:.1f} s)",
              f"  controllers  {ctrl}"]
     by_gid: dict[int, list[DemoNode]] = {}
     for n in layout.nodes:

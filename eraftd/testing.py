@@ -65,7 +65,8 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float
 def eraftd_command() -> list[str]:
     """How to start eraftd: $ERAFTD_BIN (e.g. the single-file binary) or this interpreter."""
     binary = os.environ.get("ERAFTD_BIN")
-    return [binary] if binary else [sys.executable, "-m", "eraftd"]
+    from eraftd.demo import eraftd_argv     # the one way to start this interpreter's eraftd
+    return [binary] if binary else eraftd_argv()
 
 
 def leader_of(nodes: Iterable[Node], group: int) -> Node | None:

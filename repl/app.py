@@ -19,14 +19,16 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 from eraftd import config as config_mod
 from eraftd import logs
 from eraftd.durations import DurationError, parse_duration
 
-from .batch import emit, run_batch, run_oneshot, stream_lines
-from .commands import COMMANDS, EXIT_OK, EXIT_USAGE, GRAMMAR, Outcome, Session, execute
+from .batch import emit, report, run_batch, run_oneshot, stream_lines
+from .commands import (COMMANDS, EXIT_OK, EXIT_USAGE, GRAMMAR, Outcome, Session, answer_offline,
+                       execute)
+from .output import format_count, status_count
 
 ENV_CONTROLLERS = "ERAFT_CONTROLLERS"
 ENV_HISTORY = "ERAFT_HISTORY"
@@ -36,18 +38,24 @@ DEFAULT_TIMEOUT = "10s"
 
 # ---------------------------------------------------------------- arguments
 
-def add_connection_arguments(p: argparse.ArgumentParser, suppress: bool = False) -> None:
-    """--controllers / --config / --timeout / --json, for `eraftd` itself and for `eraftd shell`
-    (a subcommand's copy must not overwrite what was given before the subcommand: SUPPRESS)."""
+def add_cluster_arguments(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """--controllers / --config: where the cluster is (see controllers_from)."""
     d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
     p.add_argument("--controllers", metavar="ADDR,ADDR,...", default=d(None),
                    help=f"the controller peers (else --config, else ${ENV_CONTROLLERS})")
     p.add_argument("--config", dest="cluster_config", metavar="FILE", default=d(None),
-                   help="take the controller peers from this node's TOML file")
+                   help="take the controller peers (and its [node.dial] map) from this node's TOML file")
+
+
+def add_connection_arguments(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """--controllers / --config / --timeout / --json, for `eraftd` itself and for `eraftd shell`
+    (a subcommand's copy must not overwrite what was given before the subcommand: SUPPRESS)."""
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    add_cluster_arguments(p, suppress)
     p.add_argument("--timeout", metavar="DURATION", default=d(DEFAULT_TIMEOUT),
                    help=f"how long one command may try (default {DEFAULT_TIMEOUT})")
     p.add_argument("--json", action="store_true", default=d(False),
-                   help="query, status and bench print one JSON object")
+                   help="every command prints one JSON object")
 
 
 def add_shell_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,18 +71,25 @@ class Usage(Exception):
     """A usage or configuration problem (exit 2); the message is the whole line."""
 
 
+def _load_config(args: argparse.Namespace) -> config_mod.Config | None:
+    path = getattr(args, "cluster_config", None)
+    if not path:
+        return None
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as e:
+        raise Usage(str(e)) from None
+
+
 def controllers_from(args: argparse.Namespace, environ: dict[str, str] | None = None) -> list[str]:
-    """The controller addresses: --controllers, else --config's file, else the environment."""
+    """The controller addresses: --controllers, else --config's file, else the environment.
+    (The one home for this: the shell, the one-shots, status and the dashboard.)"""
     environ = os.environ if environ is None else environ
     if getattr(args, "controllers", None):
         text, where = args.controllers, "--controllers"
-    elif getattr(args, "cluster_config", None):
-        try:
-            cfg = config_mod.load(args.cluster_config)
-        except config_mod.ConfigError as e:
-            raise Usage(str(e)) from None
+    elif (cfg := _load_config(args)) is not None:
         peers = cfg.controller.peers if cfg.controller else cfg.shardkv.controllers
-        return [cfg.node.dial_address(a) for a in peers]
+        return list(peers)           # the advertised addresses: the clients dial them
     elif environ.get(ENV_CONTROLLERS, "").strip():
         text, where = environ[ENV_CONTROLLERS], f"${ENV_CONTROLLERS}"
     else:
@@ -84,6 +99,13 @@ def controllers_from(args: argparse.Namespace, environ: dict[str, str] | None = 
     if not addrs or not all(_looks_like_address(a) for a in addrs):
         raise Usage(f"eraftd: {where}: expected HOST:PORT,HOST:PORT,..., got {text!r}")
     return addrs
+
+
+def dial_from(args: argparse.Namespace) -> Callable[[str], str] | None:
+    """--config's [node.dial] map (advertised address -> where to connect), for EVERY address
+    the shell dials (controllers and replicas); None without --config or without a map."""
+    cfg = _load_config(args)
+    return cfg.node.dial_address if cfg is not None and cfg.node.dial else None
 
 
 def _looks_like_address(a: str) -> bool:
@@ -105,32 +127,40 @@ def _timeout(args: argparse.Namespace) -> float:
 
 def main_shell(args: argparse.Namespace) -> int:
     try:
-        controllers, timeout = controllers_from(args), _timeout(args)
+        controllers, timeout, dial = controllers_from(args), _timeout(args), dial_from(args)
     except Usage as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
     return run_shell(controllers, timeout=timeout, json=args.json, file=args.file,
-                     keep_going=args.keep_going, history=args.history)
+                     keep_going=args.keep_going, history=args.history, dial=dial)
 
 
 def main_oneshot(args: argparse.Namespace) -> int:
+    words = [args.command] + args.words
+    offline = answer_offline(words, args.json)      # help needs no cluster
+    if offline is not None:
+        report(sys.stdout, sys.stderr, offline, "eraftd: ")
+        return offline.code
     try:
-        controllers, timeout = controllers_from(args), _timeout(args)
+        controllers, timeout, dial = controllers_from(args), _timeout(args), dial_from(args)
     except Usage as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
 
     async def once() -> int:
-        session = Session(controllers, timeout, json=args.json, progress=_terminal(sys.stderr))
+        session = Session(controllers, timeout, json=args.json, progress=_terminal(sys.stderr),
+                          dial=dial)
+        session.stdin = sys.stdin.buffer if sys.stdin is not None else None
         try:
-            return await run_oneshot(session, [args.command] + args.words, sys.stdout, sys.stderr)
+            return await run_oneshot(session, words, sys.stdout, sys.stderr)
         finally:
             await session.close()
     return _run(once())
 
 
 def run_shell(controllers: Sequence[str], timeout: float = 10.0, json: bool = False,
-              file: str | None = None, keep_going: bool = False, history: str | None = None) -> int:
+              file: str | None = None, keep_going: bool = False, history: str | None = None,
+              dial: Callable[[str], str] | None = None) -> int:
     """The shell: a batch script from `file` or a non-terminal stdin, else the REPL."""
     if file is not None:
         try:
@@ -141,10 +171,10 @@ def run_shell(controllers: Sequence[str], timeout: float = 10.0, json: bool = Fa
     elif not sys.stdin.isatty():
         source = None
     else:
-        return _run(_repl_main(controllers, timeout, json, history))
+        return _run(_repl_main(controllers, timeout, json, history, dial))
 
     async def batch() -> int:
-        session = Session(controllers, timeout, json=json, progress=_terminal(sys.stderr))
+        session = Session(controllers, timeout, json=json, progress=_terminal(sys.stderr), dial=dial)
         try:
             lines = source if source is not None else stream_lines(sys.stdin)
             return await run_batch(session, lines, sys.stdout, sys.stderr, keep_going)
@@ -177,7 +207,7 @@ def _run(coro: Any) -> int:
 # ---------------------------------------------------------------- the REPL
 
 async def _repl_main(controllers: Sequence[str], timeout: float, json: bool,
-                     history: str | None) -> int:
+                     history: str | None, dial: Callable[[str], str] | None = None) -> int:
     from prompt_toolkit.patch_stdout import patch_stdout
     # A command's own result is written straight to the terminal, synchronously, between two
     # prompts (no prompt is drawn while a command runs).  Through patch_stdout's proxy it would
@@ -186,7 +216,8 @@ async def _repl_main(controllers: Sequence[str], timeout: float, json: bool,
     out, err = sys.stdout, sys.stderr
     with patch_stdout(raw=True):
         logs.setup("warning")         # after the patch: background log lines go above the prompt
-        repl = Repl(Session(controllers, timeout, json=json, progress=_terminal(sys.__stderr__)),
+        repl = Repl(Session(controllers, timeout, json=json, progress=_terminal(sys.__stderr__),
+                            dial=dial),
                     history_path=history_file(history), out=out, err=err)
         return await repl.run()
 
@@ -210,8 +241,12 @@ class Repl:
         from .completer import REFRESH_EVERY_S, ClusterMetadata, ShellCompleter
         self.session = session
         self.out, self.err = out, err
-        self.metadata = ClusterMetadata(session.controllers, interval=refresh_every or REFRESH_EVERY_S)
+        self.metadata = ClusterMetadata(session.controllers, interval=refresh_every or REFRESH_EVERY_S,
+                                        dial=session.dial)
         session.on_config.append(self.metadata.saw_config)
+        session.interactive = True                  # a missing key shows as (nil)
+        session.out = out
+        session.unreachable = self.metadata.unreachable   # say so at once, not after the timeout
         self.history_problem = ""
         history: Any = InMemoryHistory()
         if history_path:
@@ -247,8 +282,7 @@ class Repl:
         parts = [f"config {v.config.num}", f"leader {v.leader or 'unknown'}",
                  f"{groups} group{'s' if groups != 1 else ''}"]
         if v.status is not None:
-            members = v.status.members()
-            parts.append(f"{sum(m.up for m in members)}/{len(members)} nodes up")
+            parts.append(format_count(status_count(v.status)))
         return " " + " · ".join(parts) + "  (Tab completes, Ctrl-D leaves)"
 
     def _print(self, outcome: Outcome) -> None:

@@ -12,23 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator, Iterable, Sequence, TextIO
 
-from .commands import EXIT_OK, Outcome, Session, execute, run_words
-
-
-def emit(out: TextIO, data: str | bytes | None) -> None:
-    """Write a command's output and a newline; bytes go out raw when the stream allows."""
-    if data is None:
-        return
-    if isinstance(data, bytes):
-        buf = getattr(out, "buffer", None)
-        if buf is not None:
-            out.flush()
-            buf.write(data + b"\n")
-            buf.flush()
-            return
-        data = data.decode("utf-8", errors="replace")
-    out.write(data + "\n")
-    out.flush()
+from .commands import EXIT_OK, Outcome, Session, emit, execute, run_words
 
 
 def report(out: TextIO, err: TextIO, outcome: Outcome, prefix: str) -> None:
@@ -60,6 +44,7 @@ async def run_batch(session: Session, source: Iterable[str] | AsyncIterator[str]
                     err: TextIO, keep_going: bool = False) -> int:
     worst = EXIT_OK
     number = 0
+    session.out = out
     async for line in _lines(source):
         number += 1
         text = line.strip()
@@ -76,6 +61,7 @@ async def run_batch(session: Session, source: Iterable[str] | AsyncIterator[str]
 
 
 async def run_oneshot(session: Session, words: Sequence[str], out: TextIO, err: TextIO) -> int:
+    session.out = out
     outcome = await run_words(session, words)
     report(out, err, outcome, "eraftd: ")
     return outcome.code

@@ -28,6 +28,7 @@ from eraftd.shardkv.unary import UnaryClerk
 
 from .output import BenchResult, progress_bar
 
+
 PROGRESS_EVERY_S = 0.1
 
 
@@ -131,7 +132,8 @@ async def run(session: Any, o: argparse.Namespace) -> BenchResult:
     stop = asyncio.Event()
 
     def client() -> KV:
-        return UnaryClerk(session.ctl, channels, session.timeout, config=cfg) if o.unary else session.clerk
+        return UnaryClerk(session.ctl, channels, session.timeout, config=cfg,
+                          dial=session.dial) if o.unary else session.clerk
 
     async def worker() -> None:
         kv = client()

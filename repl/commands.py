@@ -1,32 +1,44 @@
-"""The shell's commands: ONE registry serving help, completion metadata and dispatch, for the
-REPL, batch mode and one-shot `eraftd put k v` alike.
+"""The shell's commands: ONE registry serving help, completion metadata, options and dispatch,
+for the REPL, batch mode and one-shot `eraftd put k v` alike.
 
-A line is split into words by shell quoting rules (shlex); the first word names the command,
-and after it nothing is parsed as an option (so `put k -5` stores "-5"), except by bench, and
-the --json switch of query and status.  `execute` never raises for a command's failure: it
-returns an Outcome with the exit code (0 ok, 1 the command failed, 2 usage error), the text
-for stdout and a one-line error for stderr.  Cancellation (Ctrl-C) is the one exception that
-passes through.
+A line is split into words by shell quoting rules (shlex); the first word names the command.
+After it, the OPTION RULE: a word is an option only if it is exactly one of the names that
+command knows (its own, see `help CMD`, and the ones every command takes: --json, --help/-h,
+--timeout DURATION); any other word is a word, even one starting with '-' (so `put k -5`
+stores "-5"); and after a `--` every word is a word (`put -- -h v` stores the key "-h").
+Options may come anywhere after the command word.
+
+`execute` never raises for a command's failure: it returns an Outcome with the exit code
+(0 ok, 1 the command failed, 2 usage error), the text for stdout and a one-line error for
+stderr.  With --json every command prints one JSON object (a failure: {"error": ...} too).
+Cancellation (Ctrl-C) is the one exception that passes through.
 """
 from __future__ import annotations
 
 import asyncio
 import shlex
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence, TextIO
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, TextIO
 
 import grpc
 
 from eraftd.controller.client import ControllerClient, ControllerError, ControllerUnavailable
 from eraftd.controller.state import NSHARDS, Config
+from eraftd.durations import DurationError, parse_duration
 from eraftd.shardkv.clerk import Clerk, ShardKVError, ShardKVUnavailable
 
 from . import output, suggest
-from .probe import Probe, rpc_problem
+from .probe import Probe, rpc_problem, scrub
 from .suggest import Grammar
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_REMEMBERED_KEYS = 1000
+SPINNER_AFTER_S = 1.0
+WAIT_POLL_S = 0.2
+WAIT_GRACE_S = 2.0         # --wait: its own deadline comes first, then this much for the last probe
+NIL = "(nil)"
 
 
 class UsageError(Exception):
@@ -45,38 +57,79 @@ class Outcome:
     leave: bool = False                   # exit / quit
 
 
+@dataclass(frozen=True)
+class Reply:
+    """What a command found: `text` for people (None: print nothing), `data` for --json;
+    `nil`: a missing key, shown as (nil) in the REPL and as nothing elsewhere."""
+    text: str | bytes | None
+    data: dict[str, Any] = field(default_factory=dict)
+    nil: bool = False
+
+
+def emit(out: TextIO, data: str | bytes | None) -> None:
+    """Write a command's output and a newline; bytes go out raw when the stream allows."""
+    if data is None:
+        return
+    if isinstance(data, bytes):
+        buf = getattr(out, "buffer", None)
+        if buf is not None:
+            out.flush()
+            buf.write(data + b"\n")
+            buf.flush()
+            return
+        data = data.decode("utf-8", errors="replace")
+    out.write(data + "\n")
+    out.flush()
+
+
 # ---------------------------------------------------------------- the session
 
 class Session:
-    """What the commands share: the clients (made once), the output mode, the keys used."""
+    """What the commands share: the clients (made once), the output mode, the keys used.
+
+    `dial` maps an advertised address to where to connect (a --config file's [node.dial]);
+    `out` is where streaming commands (scan) write as they go; `stdin` what `put KEY -` reads
+    (one-shot only); `interactive` is set by the REPL (a missing key shows as (nil));
+    `unreachable` is the REPL's knowledge that the controllers do not answer (a problem
+    text, or "" when they do / nothing is known)."""
 
     def __init__(self, controllers: Sequence[str], timeout: float = 10.0, json: bool = False,
-                 progress: TextIO | None = None) -> None:
+                 progress: TextIO | None = None, dial: Callable[[str], str] | None = None) -> None:
         self.controllers = list(controllers)
         self.timeout = timeout
         self.json = json
-        self.progress = progress            # where bench draws its progress bar (a terminal)
+        self.progress = progress            # a terminal: bench's progress bar, the spinner
+        self.dial = dial
         self.ctl = ControllerClient(self.controllers, total_timeout=timeout,
-                                    call_timeout=min(3.0, timeout))
-        self.probe = Probe(self.ctl, timeout=min(1.0, timeout))
-        self._clerk: Clerk | None = None
+                                    call_timeout=min(3.0, timeout),
+                                    dial=dial)
+        self.probe = Probe(self.ctl, timeout=min(1.0, timeout), dial=dial)
+        self._clerk: Any = None
         self.keys: dict[str, None] = {}     # keys used this session, oldest first
         self.on_config: list[Callable[[Config, str | None], None]] = []
+        self.out: TextIO | None = None
+        self.stdin: Any = None
+        self.interactive = False
+        self.unreachable: Callable[[], str] = lambda: ""
+        self.spinner_after = SPINNER_AFTER_S
+        self.deadline = 0.0                 # of the running command (time.monotonic())
 
     @property
     def clerk(self) -> Clerk:
         if self._clerk is None:
             self._clerk = Clerk(self.controllers, total_timeout=self.timeout,
-                                call_timeout=min(3.0, self.timeout))
+                                call_timeout=min(3.0, self.timeout), dial=self.dial)
         return self._clerk
 
     async def close(self) -> None:
-        if self._clerk is not None:
+        if self._clerk is not None and hasattr(self._clerk, "close"):
             await self._clerk.close()
         await self.probe.close()
         await self.ctl.close()
 
-    def used_key(self, key: str) -> None:
+    def used_key(self, key: str | bytes) -> None:
+        if isinstance(key, bytes):
+            return
         self.keys.pop(key, None)
         self.keys[key] = None
         while len(self.keys) > MAX_REMEMBERED_KEYS:
@@ -87,10 +140,17 @@ class Session:
             listener(cfg, self.ctl.leader)
         return cfg
 
+    def write(self, data: str | bytes) -> None:
+        emit(self.out or sys.stdout, data)
+
 
 # ---------------------------------------------------------------- the registry
 
-Run = Callable[[Session, Any], Awaitable["str | bytes | Outcome | None"]]
+Opts = Mapping[str, "str | bool"]
+Run = Callable[[Session, Any], Awaitable["str | bytes | Reply | Outcome | None"]]
+
+# every command takes these (name -> takes a value)
+COMMON_OPTIONS: dict[str, bool] = {"--json": False, "--help": False, "-h": False, "--timeout": True}
 
 
 @dataclass(frozen=True)
@@ -98,11 +158,39 @@ class Command:
     name: str
     usage: str
     help: str
-    grammar: Grammar
-    parse: Callable[[list[str]], Any]      # words after the command -> arguments; UsageError
+    slots: tuple[str, ...]                 # suggest.* kinds of the words, in order
+    parse: Callable[[list[str], Opts], Any]   # words, options -> arguments; UsageError
     run: Run
     oneshot: bool = True                   # also `eraftd NAME ...`
     more: str = ""                         # help NAME's extra lines
+    options: Mapping[str, bool] = field(default_factory=dict)   # its own: name -> takes a value
+    repeat: bool = False                   # the last slot repeats
+    cluster: bool = True                   # needs the cluster (not help, exit)
+
+    @property
+    def grammar(self) -> Grammar:
+        return Grammar(self.slots, self.repeat, {**self.options, **COMMON_OPTIONS})
+
+
+def split_options(words: Sequence[str], known: Mapping[str, bool]) -> tuple[list[str], dict[str, str | bool]]:
+    """The option rule (module doc): (plain words, {option: value or True})."""
+    plain_words: list[str] = []
+    opts: dict[str, str | bool] = {}
+    it = iter(words)
+    for w in it:
+        if w == "--":
+            plain_words.extend(it)
+            break
+        if w not in known:
+            plain_words.append(w)
+        elif known[w]:
+            value = next(it, None)
+            if value is None:
+                raise UsageError(f"{w} needs a value")
+            opts[w] = value
+        else:
+            opts[w] = True
+    return plain_words, opts
 
 
 def _int(word: str, what: str, lo: int | None = None, hi: int | None = None) -> int:
@@ -129,37 +217,185 @@ def _count(words: list[str], lo: int, hi: int | None) -> list[str]:
         want = f"at least {lo} argument{'s' if lo != 1 else ''}"
     else:
         want = f"{lo} to {hi} arguments"
-    raise UsageError(f"takes {want}, got {n}")
+    hint = ""
+    if hi is not None and n > hi and any(w.startswith("-") for w in words):
+        hint = " (a word starting with - that is not one of its options is a word)"
+    raise UsageError(f"takes {want}, got {n}{hint}")
 
 
-def _json_switch(words: list[str]) -> tuple[list[str], bool]:
-    rest = [w for w in words if w != "--json"]
-    return rest, len(rest) != len(words)
+def _hex(word: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(word)
+    except ValueError:
+        raise UsageError(f"--hex: {what} must be hex digits (e.g. 00ff), got {word!r}") from None
+
+
+def shown(b: bytes | str, as_hex: bool = False) -> str:
+    """A key or value as the user would type it: text, or hex with --hex (never a b'' repr)."""
+    if isinstance(b, str):
+        return b
+    return b.hex() if as_hex else b.decode("utf-8", errors="replace")
 
 
 # -- key-value
 
-def _parse_kv(n: int) -> Callable[[list[str]], list[str]]:
-    def parse(words: list[str]) -> list[str]:
-        if len(words) > n and n == 2:
-            raise UsageError(f"takes {n} arguments, got {len(words)} (quote a value that has "
-                             f"spaces: put k 'a b')")
-        return _count(words, n, n)
-    return parse
+@dataclass(frozen=True)
+class KV:
+    key: str | bytes
+    value: str | bytes | None = None
+    hex: bool = False
 
 
-def _kv(method: str) -> Run:
-    """put / append print OK; get prints the value (nothing, i.e. an empty line, when none)."""
-    async def run(s: Session, args: list[str]) -> str | bytes:
-        s.used_key(args[0])
-        value = await getattr(s.clerk, method)(*args)
-        return (value or b"") if method == "get" else "OK"
+_VALUE_OPTIONS = {"--file": True, "--hex": False}
+
+
+def _parse_key(words: list[str], opts: Opts) -> KV:
+    (key,) = _count(words, 1, 1)
+    as_hex = bool(opts.get("--hex"))
+    return KV(_hex(key, "the key") if as_hex else key, hex=as_hex)
+
+
+def _parse_key_value(words: list[str], opts: Opts) -> KV:
+    """KEY VALUE, KEY --file F, KEY - (stdin); --hex: KEY and VALUE are hex."""
+    as_hex = bool(opts.get("--hex"))
+    if "--file" in opts:
+        (key,) = _count(words, 1, 1)
+        try:
+            with open(str(opts["--file"]), "rb") as f:
+                value: str | bytes | None = f.read()
+        except OSError as e:
+            raise UsageError(f"--file: cannot read {opts['--file']}: {e.strerror}") from None
+        as_hex_value = False
+    else:
+        if len(words) > 2 and not any(w.startswith("-") for w in words):
+            raise UsageError(f"takes 2 arguments, got {len(words)} (quote a value that has "
+                             f"spaces: put k 'two words')")
+        key, value = _count(words, 2, 2)
+        as_hex_value = as_hex
+        if value == "-":
+            value = None            # stdin, read when run
+    k: str | bytes = _hex(key, "the key") if as_hex else key
+    if as_hex_value and isinstance(value, str):
+        value = _hex(value, "the value")
+    return KV(k, value, as_hex)
+
+
+def _read_stdin(s: Session) -> bytes:
+    if s.stdin is None:
+        raise UsageError("a value of - (read from stdin) works only in one-shot mode "
+                         "(eraftd put KEY - < FILE); use --file FILE here")
+    data = s.stdin.read()
+    return data if isinstance(data, bytes) else data.encode()
+
+
+def _write(method: str) -> Run:
+    """put / append print OK."""
+    async def run(s: Session, a: KV) -> Reply:
+        s.used_key(a.key)
+        value = a.value if a.value is not None else _read_stdin(s)
+        await getattr(s.clerk, method)(a.key, value)
+        return Reply("OK", {"ok": True, "key": shown(a.key, a.hex)})
     return run
+
+
+async def _get(s: Session, a: KV) -> Reply:
+    s.used_key(a.key)
+    value = await s.clerk.get(a.key)
+    key = shown(a.key, a.hex)
+    if value is None:
+        return Reply(None, {"key": key, "value": None}, nil=True)
+    return Reply(value.hex() if a.hex else value, {"key": key, "value": shown(value, a.hex)})
+
+
+def _needs(s: Session, method: str) -> Any:
+    fn = getattr(s.clerk, method, None)
+    if fn is None:
+        raise CommandFailed(f"this client library cannot {method} yet (upgrade eraftd)")
+    return fn
+
+
+async def _delete(s: Session, a: KV) -> Reply:
+    s.used_key(a.key)
+    existed = await _needs(s, "delete")(a.key)
+    key = shown(a.key, a.hex)
+    return Reply("OK" if existed else f"no change: {key} did not exist",
+                 {"key": key, "deleted": bool(existed)})
+
+
+async def _exists(s: Session, a: KV) -> Reply:
+    s.used_key(a.key)
+    yes = await _needs(s, "exists")(a.key)
+    return Reply("yes" if yes else "no", {"key": shown(a.key, a.hex), "exists": bool(yes)})
+
+
+@dataclass(frozen=True)
+class Cas:
+    key: str | bytes
+    expected: str | bytes | None      # None: must be absent
+    new: str | bytes
+    hex: bool = False
+
+
+def _parse_cas(words: list[str], opts: Opts) -> Cas:
+    as_hex = bool(opts.get("--hex"))
+    conv = (lambda w, what: _hex(w, what)) if as_hex else (lambda w, what: w)
+    if opts.get("--absent"):
+        key, new = _count(words, 2, 2)
+        return Cas(conv(key, "the key"), None, conv(new, "the value"), as_hex)
+    key, expected, new = _count(words, 3, 3)
+    return Cas(conv(key, "the key"), conv(expected, "EXPECTED"), conv(new, "the value"), as_hex)
+
+
+async def _cas(s: Session, a: Cas) -> Reply | Outcome:
+    s.used_key(a.key)
+    swapped, current = await _needs(s, "cas")(a.key, a.expected, a.new)
+    key = shown(a.key, a.hex)
+    if swapped:
+        return Reply("OK", {"key": key, "swapped": True})
+    now = "it does not exist" if current is None else f"its value is {shown(current, a.hex)!r}"
+    data = {"key": key, "swapped": False, "value": None if current is None else shown(current, a.hex)}
+    return Outcome(EXIT_FAILED, output.dumps(data) if s.json else None, f"cas {key}: not swapped: {now}")
+
+
+@dataclass(frozen=True)
+class Scan:
+    prefix: str | bytes
+    limit: int | None
+    hex: bool = False
+
+
+def _parse_scan(words: list[str], opts: Opts) -> Scan:
+    words = _count(words, 0, 1)
+    as_hex = bool(opts.get("--hex"))
+    prefix: str | bytes = words[0] if words else ""
+    if as_hex:
+        prefix = _hex(prefix, "the prefix")
+    limit = _int(str(opts["--limit"]), "--limit", 1) if "--limit" in opts else None
+    return Scan(prefix, limit, as_hex)
+
+
+async def _scan(s: Session, a: Scan) -> Reply:
+    """Streams: one line per key as the pages come (--json: one object per key)."""
+    prefix = a.prefix.encode() if isinstance(a.prefix, str) else a.prefix
+    pairs: AsyncIterator = _needs(s, "scan")(prefix, a.limit)
+    n = 0
+    async for key, value in pairs:
+        n += 1
+        k, v = shown(key, a.hex), shown(value, a.hex)
+        s.write(output.dumps({"key": k, "value": v}) if s.json else f"{k}\t{v}")
+    return Reply(None, {}) if s.json else Reply(f"({n} key{'s' if n != 1 else ''})" if s.interactive
+                                                 else None)
 
 
 # -- configuration
 
-def _parse_join(words: list[str]) -> dict[int, list[str]]:
+@dataclass(frozen=True)
+class Change:
+    what: Any
+    wait: bool = False
+
+
+def _parse_join(words: list[str], opts: Opts) -> Change:
     groups: dict[int, list[str]] = {}
     for w in _count(words, 1, None):
         gid_text, eq, addrs = w.partition("=")
@@ -170,67 +406,123 @@ def _parse_join(words: list[str]) -> dict[int, list[str]]:
         if gid in groups:
             raise UsageError(f"gid {gid} is given twice")
         groups[gid] = servers
-    return groups
+    return Change(groups, bool(opts.get("--wait")))
 
 
-def _parse_leave(words: list[str]) -> list[int]:
-    return [_int(w, "a gid", 1) for w in _count(words, 1, None)]
+def _parse_leave(words: list[str], opts: Opts) -> Change:
+    return Change([_int(w, "a gid", 1) for w in _count(words, 1, None)], bool(opts.get("--wait")))
 
 
-def _parse_move(words: list[str]) -> tuple[int, int]:
+def _parse_move(words: list[str], opts: Opts) -> Change:
     shard, gid = _count(words, 2, 2)
-    return _int(shard, "the shard", 0, NSHARDS - 1), _int(gid, "the gid", 1)
+    return Change((_int(shard, "the shard", 0, NSHARDS - 1), _int(gid, "the gid", 1)),
+                  bool(opts.get("--wait")))
 
 
-async def _join(s: Session, groups: dict[int, list[str]]) -> str:
-    s.saw_config(await s.ctl.join(groups))
-    return "OK"
+def _join_unchanged(cfg: Config, groups: dict[int, list[str]]) -> str | None:
+    if all(tuple(cfg.groups.get(g, ())) == tuple(s) for g, s in groups.items()):
+        names = ", ".join(str(g) for g in groups)
+        return f"group{'s' if len(groups) > 1 else ''} {names} already joined with these servers"
+    return None
 
 
-async def _leave(s: Session, gids: list[int]) -> str:
-    s.saw_config(await s.ctl.leave(gids))
-    return "OK"
+def _leave_unchanged(cfg: Config, gids: list[int]) -> str | None:
+    if not any(g in cfg.groups for g in gids):
+        return f"group{'s' if len(gids) > 1 else ''} {', '.join(map(str, gids))} not in the configuration"
+    return None
 
 
-async def _move(s: Session, args: tuple[int, int]) -> str:
-    s.saw_config(await s.ctl.move(*args))
-    return "OK"
+def _move_unchanged(cfg: Config, args: tuple[int, int]) -> str | None:
+    shard, gid = args
+    return f"shard {shard} is already served by group {gid}" if cfg.shards[shard] == gid else None
 
 
-def _parse_query(words: list[str]) -> tuple[int, bool]:
-    rest, as_json = _json_switch(words)
-    _count(rest, 0, 1)
-    return (_int(rest[0], "the configuration number", -1) if rest else -1), as_json
+def _change(method: str, unchanged: Callable[[Config, Any], str | None]) -> Run:
+    """join / leave / move: decided from the latest configuration first ("no change: ..."),
+    then "OK, configuration N"; with --wait until every shard is Serving at it."""
+    async def run(s: Session, a: Change) -> Reply:
+        latest = s.saw_config(await s.ctl.query())
+        why = unchanged(latest, a.what)
+        if why is not None:
+            return Reply(f"no change: {why} (configuration {latest.num})",
+                         {"ok": True, "changed": False, "config": latest.num, "reason": why})
+        fn = getattr(s.ctl, method)
+        cfg = s.saw_config(await (fn(*a.what) if method == "move" else fn(a.what)))
+        data: dict[str, Any] = {"ok": True, "changed": True, "config": cfg.num}
+        if a.wait:
+            data["settled"] = await _wait_settled(s, cfg)
+        return Reply(f"OK, configuration {cfg.num}", data)
+    return run
 
 
-async def _query(s: Session, args: tuple[int, bool]) -> str:
-    num, as_json = args
+def _settled(st: output.ClusterStatus) -> tuple[int, int]:
+    """(shards settled, shards assigned): Serving at their owner in `st`'s configuration."""
+    rows = [r for r in st.shards if r.gid]
+    return sum(r.status == "Serving" for r in rows), len(rows)
+
+
+async def _wait_settled(s: Session, cfg: Config) -> bool:
+    """Until every assigned shard is Serving at its owner of `cfg` (bounded by the timeout)."""
+    while True:
+        st = await s.probe.status(cfg)
+        done, total = _settled(st)
+        if s.progress is not None:
+            keys = sum(r.keys or 0 for r in st.shards if r.status == "Serving")
+            s.progress.write(f"\r\033[Kwaiting: {done}/{total} shards serving at configuration "
+                             f"{cfg.num}, {keys} keys in place")
+            s.progress.flush()
+        if done == total:
+            _erase(s.progress)
+            return True
+        if time.monotonic() > s.deadline:
+            _erase(s.progress)
+            raise CommandFailed(f"configuration {cfg.num} is in place but only {done} of {total} "
+                                f"shards are serving after the timeout; see status")
+        await asyncio.sleep(WAIT_POLL_S)
+
+
+def _erase(stream: TextIO | None) -> None:
+    if stream is not None:
+        stream.write("\r\033[K")
+        stream.flush()
+
+
+def _parse_query(words: list[str], opts: Opts) -> int:
+    _count(words, 0, 1)
+    return _int(words[0], "the configuration number", -1) if words else -1
+
+
+async def _query(s: Session, num: int) -> Reply:
     cfg = await s.ctl.query(num)
     if num == -1:
         s.saw_config(cfg)
     elif cfg.num != num:
         raise CommandFailed(f"configuration {num} does not exist yet (the latest is {cfg.num})")
-    return output.dumps(output.query_json(cfg)) if as_json or s.json else output.format_query(cfg)
+    return Reply(output.format_query(cfg), output.query_json(cfg))
 
 
 # -- status, bench
 
-def _parse_status(words: list[str]) -> bool:
-    rest, as_json = _json_switch(words)
-    _count(rest, 0, 0)
-    return as_json
+def _no_args(words: list[str], opts: Opts) -> None:
+    _count(words, 0, 0)
 
 
-async def _status(s: Session, as_json: bool) -> str:
+async def _status(s: Session, _: None) -> Reply:
     cfg = s.saw_config(await s.ctl.query())
     st = await s.probe.status(cfg)
-    return output.dumps(output.status_json(st)) if as_json or s.json else output.format_status(st)
+    return Reply(output.format_status(st), output.status_json(st))
 
 
-def _parse_bench(words: list[str]) -> Any:
+BENCH_OPTIONS = {"-n": True, "-c": True, "--value-size": True, "--reads": True, "--keys": True,
+                 "--unary": False}
+
+
+def _parse_bench(words: list[str], opts: Opts) -> Any:
     from . import bench
+    argv = list(words) + [x for o, v in opts.items() if o in BENCH_OPTIONS
+                          for x in ([o] if v is True else [o, str(v)])]
     try:
-        return bench.parse_args(words)
+        return bench.parse_args(argv)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -238,7 +530,7 @@ def _parse_bench(words: list[str]) -> Any:
 async def _bench(s: Session, opts: Any) -> Outcome:
     from . import bench
     result = await bench.run(s, opts)
-    text = output.dumps(output.bench_json(result)) if opts.json or s.json else output.format_bench(result)
+    text = output.dumps(output.bench_json(result)) if s.json else output.format_bench(result)
     if result.failed:
         return Outcome(EXIT_FAILED, text, f"bench: {result.failed} of {result.requests} requests failed")
     return Outcome(EXIT_OK, text)
@@ -246,18 +538,27 @@ async def _bench(s: Session, opts: Any) -> Outcome:
 
 # -- the shell itself
 
-def _parse_help(words: list[str]) -> str | None:
+def _parse_help(words: list[str], opts: Opts) -> str | None:
     _count(words, 0, 1)
     if words and words[0] not in COMMANDS:
         raise UsageError(f"no command {words[0]!r}; the commands: {', '.join(COMMANDS)}")
     return words[0] if words else None
 
 
-async def _help(s: Session, name: str | None) -> str:
+def help_text(name: str | None) -> str:
+    """`help` (every command) or `help NAME` (its usage, options and notes)."""
     if name is None:
         return output.format_help([(c.usage, c.help) for c in COMMANDS.values() if c.name != "quit"])
     c = COMMANDS[name]
-    return "\n".join(["usage: " + c.usage, c.help] + ([c.more] if c.more else []))
+    lines = ["usage: " + c.usage, c.help] + ([c.more] if c.more else [])
+    lines.append("options: " + " ".join(sorted(c.options)) + (" " if c.options else "")
+                 + "--json --timeout DURATION --help (-h)")
+    lines.append("a word is an option only if it is one of these names; after -- every word is a word")
+    return "\n".join(lines)
+
+
+async def _help(s: Session, name: str | None) -> Reply:
+    return Reply(help_text(name), {"help": help_text(name)})
 
 
 async def _exit(s: Session, _: Any) -> Outcome:
@@ -266,44 +567,55 @@ async def _exit(s: Session, _: Any) -> Outcome:
 
 BENCH_USAGE = ("bench [N [CLIENTS]] [-n REQUESTS] [-c CLIENTS] [--value-size BYTES] "
                "[--reads PERCENT] [--keys KEYSPACE] [--unary] [--json]")
-BENCH_OPTIONS = {"-n": True, "-c": True, "--value-size": True, "--reads": True, "--keys": True,
-                 "--unary": False, "--json": False}
-_JSON_OPTION = {"--json": False}
-
-
-def _no_args(words: list[str]) -> list[str]:
-    return _count(words, 0, 0)
-
+_WAIT = {"--wait": False}
+_WAIT_MORE = ("--wait: then wait until every shard is Serving at the new configuration "
+              "(bounded by --timeout)")
+_HEX_MORE = "--hex: KEY (and VALUE) are hex digits, for binary data"
 
 COMMANDS: dict[str, Command] = {c.name: c for c in [
-    Command("put", "put KEY VALUE", "store VALUE under KEY",
-            Grammar((suggest.KEY, suggest.VALUE)), _parse_kv(2), _kv("put")),
-    Command("get", "get KEY", "print the value of KEY (an empty line if it has none)",
-            Grammar((suggest.KEY,)), _parse_kv(1), _kv("get")),
-    Command("append", "append KEY VALUE", "add VALUE to the end of KEY's value",
-            Grammar((suggest.KEY, suggest.VALUE)), _parse_kv(2), _kv("append")),
-    Command("join", "join GID=ADDR,ADDR,... [GID=...]", "add replica groups; shards are rebalanced",
-            Grammar((suggest.GROUP_SPEC,), repeat=True), _parse_join, _join,
-            more="e.g. join 101=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"),
-    Command("leave", "leave GID [GID ...]", "remove groups; their shards go to the others",
-            Grammar((suggest.GID,), repeat=True), _parse_leave, _leave),
-    Command("move", "move SHARD GID", f"give shard SHARD (0..{NSHARDS - 1}) to group GID",
-            Grammar((suggest.SHARD, suggest.GID)), _parse_move, _move),
+    Command("put", "put KEY VALUE | put KEY --file FILE | put KEY -", "store VALUE under KEY",
+            (suggest.KEY, suggest.VALUE), _parse_key_value, _write("put"), options=_VALUE_OPTIONS,
+            more="- reads the value from stdin (one-shot mode); " + _HEX_MORE),
+    Command("get", "get KEY", "print the value of KEY (missing: (nil) in the shell, nothing elsewhere)", (suggest.KEY,), _parse_key, _get, options={"--hex": False},
+            more="--hex: KEY is hex and the value prints as hex; a missing key exits 0"),
+    Command("append", "append KEY VALUE | append KEY --file FILE | append KEY -",
+            "add VALUE to the end of KEY's value", (suggest.KEY, suggest.VALUE), _parse_key_value,
+            _write("append"), options=_VALUE_OPTIONS, more="- reads stdin (one-shot mode); " + _HEX_MORE),
+    Command("delete", "delete KEY", "remove KEY (no change if it does not exist)", (suggest.KEY,),
+            _parse_key, _delete, options={"--hex": False}),
+    Command("exists", "exists KEY", "print yes or no", (suggest.KEY,), _parse_key, _exists,
+            options={"--hex": False}),
+    Command("cas", "cas KEY EXPECTED NEW | cas KEY --absent NEW",
+            "set KEY to NEW only if its value is EXPECTED (--absent: only if it has none)",
+            (suggest.KEY, suggest.VALUE, suggest.VALUE), _parse_cas, _cas,
+            options={"--absent": False, "--hex": False},
+            more="not swapped: exit 1 and the current value on stderr"),
+    Command("scan", "scan [PREFIX] [--limit N]", "list the keys starting with PREFIX, in key order",
+            (suggest.KEY,), _parse_scan, _scan, options={"--limit": True, "--hex": False},
+            more="one line per key: KEY<TAB>VALUE (--json: one object per key), as they come"),
+    Command("join", "join GID=ADDR,ADDR,... [GID=...] [--wait]", "add replica groups; shards are rebalanced",
+            (suggest.GROUP_SPEC,), _parse_join, _change("join", _join_unchanged), options=_WAIT,
+            repeat=True, more="e.g. join 101=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003\n" + _WAIT_MORE),
+    Command("leave", "leave GID [GID ...] [--wait]", "remove groups; their shards go to the others",
+            (suggest.GID,), _parse_leave, _change("leave", _leave_unchanged), options=_WAIT,
+            repeat=True, more=_WAIT_MORE),
+    Command("move", "move SHARD GID [--wait]", f"give shard SHARD (0..{NSHARDS - 1}) to group GID",
+            (suggest.SHARD, suggest.GID), _parse_move, _change("move", _move_unchanged), options=_WAIT,
+            more=_WAIT_MORE),
     Command("query", "query [NUM] [--json]", "show configuration NUM (default: the latest)",
-            Grammar((suggest.CONFIG_NUM,), options=_JSON_OPTION), _parse_query, _query),
-    Command("status", "status [--json]", "every controller peer and replica, then every shard",
-            Grammar(options=_JSON_OPTION), _parse_status, _status,
-            more="a node that does not answer within a second is listed as down"),
+            (suggest.CONFIG_NUM,), _parse_query, _query),
+    Command("status", "status [--json]", "every node (process), controller peer and replica, then every shard",
+            (), _no_args, _status, more="a node that does not answer within a second is listed as down"),
     Command("bench", "bench [N [CLIENTS]] [OPTIONS]",
             "measure put/get throughput and latency (default 1000 requests, 16 clients)",
-            Grammar((suggest.NOTHING, suggest.NOTHING), options=BENCH_OPTIONS), _parse_bench, _bench,
+            (suggest.NOTHING, suggest.NOTHING), _parse_bench, _bench, options=BENCH_OPTIONS,
             more=BENCH_USAGE + "\n--unary: one eRaft-compatible Command call per request instead of "
                                "the native batched path; --reads: the percentage of gets"),
-    Command("help", "help [COMMAND]", "list the commands, or explain one",
-            Grammar((suggest.TOPIC,)), _parse_help, _help, oneshot=False),
-    Command("exit", "exit", "leave the shell (also quit, Ctrl-D)", Grammar(), _no_args, _exit,
-            oneshot=False),
-    Command("quit", "quit", "leave the shell", Grammar(), _no_args, _exit, oneshot=False),
+    Command("help", "help [COMMAND]", "list the commands, or explain one (also COMMAND --help)",
+            (suggest.TOPIC,), _parse_help, _help, cluster=False),
+    Command("exit", "exit", "leave the shell (also quit, Ctrl-D)", (), _no_args, _exit,
+            oneshot=False, cluster=False),
+    Command("quit", "quit", "leave the shell", (), _no_args, _exit, oneshot=False, cluster=False),
 ]}
 
 GRAMMAR: dict[str, Grammar] = {name: c.grammar for name, c in COMMANDS.items()}
@@ -312,10 +624,9 @@ GRAMMAR: dict[str, Grammar] = {name: c.grammar for name, c in COMMANDS.items()}
 # ---------------------------------------------------------------- dispatch
 
 def plain(e: BaseException) -> str:
-    """A failure in plain words, one line."""
-    text = str(e) if not isinstance(e, (grpc.aio.AioRpcError, asyncio.TimeoutError)) else rpc_problem(e)
-    text = text.replace(": UNAVAILABLE", ": unreachable").replace(": DEADLINE_EXCEEDED", ": no answer in time")
-    return " ".join(text.split()) or type(e).__name__
+    """A failure in plain words, one line: no status code names, no b'' reprs."""
+    text = rpc_problem(e) if isinstance(e, (grpc.aio.AioRpcError, asyncio.TimeoutError)) else str(e)
+    return scrub(text) or type(e).__name__
 
 
 async def execute(session: Session, line: str) -> Outcome:
@@ -329,22 +640,126 @@ async def execute(session: Session, line: str) -> Outcome:
     return await run_words(session, words)
 
 
+def answer_offline(words: Sequence[str], as_json: bool = False) -> Outcome | None:
+    """`help [CMD]`, `CMD --help` and `CMD -h` (before any --): answered without a cluster
+    (one-shot mode asks this before looking for controller addresses); None for the rest."""
+    name, *args = words
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        return None
+    try:
+        plain_words, opts = split_options(args, {**cmd.options, **COMMON_OPTIONS})
+    except UsageError:
+        return None
+    as_json = as_json or bool(opts.get("--json"))
+    if opts.get("--help") or opts.get("-h"):
+        topic: str | None = name
+    elif name == "help":
+        try:
+            topic = _parse_help(plain_words, opts)
+        except UsageError as e:
+            return _failed(EXIT_USAGE, f"help: {e}; usage: {cmd.usage}", as_json)
+    else:
+        return None
+    text = help_text(topic)
+    return Outcome(EXIT_OK, output.dumps({"help": text}) if as_json else text)
+
+
 async def run_words(session: Session, words: Sequence[str]) -> Outcome:
     name, *args = words
     cmd = COMMANDS.get(name)
     if cmd is None:
         return Outcome(EXIT_USAGE, error=f"unknown command {name!r}; type help for the commands")
+    if (offline := answer_offline(words, session.json)) is not None:
+        return offline
+    as_json = session.json
     try:
-        result = await cmd.run(session, cmd.parse(list(args)))
+        plain_words, opts = split_options(args, {**cmd.options, **COMMON_OPTIONS})
+        as_json = as_json or bool(opts.get("--json"))
+        limit = session.timeout
+        if "--timeout" in opts:
+            try:
+                limit = parse_duration(str(opts["--timeout"])) / 1000
+            except DurationError as e:
+                raise UsageError(f"--timeout: {e}") from None
+            if limit <= 0:
+                raise UsageError("--timeout: must be more than 0")
+        parsed = cmd.parse(plain_words, opts)
+        if cmd.cluster and (down := session.unreachable()):
+            raise CommandFailed(f"{name}: not tried: the controllers do not answer ({down}); "
+                                f"check that they run, or wait for the prompt to recover")
+        saved, session.json = session.json, as_json
+        session.deadline = time.monotonic() + limit
+        # the clients bound every call by the session's timeout and say what they tried; a
+        # shorter --timeout of this command bounds it from outside (--wait says itself what
+        # is missing, so it gets a little longer)
+        grace = WAIT_GRACE_S if opts.get("--wait") else 0.0
+        outer = limit + grace if "--timeout" in opts or grace else None
+        try:
+            async with asyncio.timeout(outer):
+                result = await _with_spinner(session, cmd, line_of(words), cmd.run(session, parsed))
+        finally:
+            session.json = saved
     except UsageError as e:
-        return Outcome(EXIT_USAGE, error=f"{name}: {e}; usage: {cmd.usage}")
+        return _failed(EXIT_USAGE, f"{name}: {e}; usage: {cmd.usage}", as_json)
     except ControllerError as e:
-        return Outcome(EXIT_FAILED, error=f"refused by the controller: {plain(e)}")
+        return _failed(EXIT_FAILED, f"refused by the controller: {plain(e)}", as_json)
+    except TimeoutError:
+        return _failed(EXIT_FAILED, f"{name}: no answer within {limit:g} s; "
+                                    f"see status, or try again with a longer --timeout", as_json)
     except (CommandFailed, ControllerUnavailable, ShardKVError, ShardKVUnavailable,
-            grpc.aio.AioRpcError, asyncio.TimeoutError, OSError) as e:
-        return Outcome(EXIT_FAILED, error=plain(e))
+            grpc.aio.AioRpcError, OSError) as e:
+        return _failed(EXIT_FAILED, plain(e), as_json)
     except asyncio.CancelledError:
         raise
     except Exception as e:      # a bug: still one line, never a traceback
-        return Outcome(EXIT_FAILED, error=f"{name} failed unexpectedly: {type(e).__name__}: {plain(e)}")
-    return result if isinstance(result, Outcome) else Outcome(EXIT_OK, result)
+        return _failed(EXIT_FAILED, f"{name} failed unexpectedly: {type(e).__name__}: {plain(e)}",
+                       as_json)
+    return _finish(session, result, as_json)
+
+
+def line_of(words: Sequence[str]) -> str:
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _failed(code: int, error: str, as_json: bool) -> Outcome:
+    return Outcome(code, output.dumps({"error": error}) if as_json else None, error)
+
+
+def _finish(session: Session, result: Any, as_json: bool) -> Outcome:
+    if isinstance(result, Outcome):
+        return result
+    if isinstance(result, Reply):
+        if as_json:
+            return Outcome(EXIT_OK, output.dumps(result.data) if result.data else None)
+        if result.nil:
+            return Outcome(EXIT_OK, NIL if session.interactive else None)
+        return Outcome(EXIT_OK, result.text)
+    return Outcome(EXIT_OK, result)
+
+
+async def _with_spinner(session: Session, cmd: Command, line: str, work: Awaitable[Any]) -> Any:
+    """On a terminal, after `spinner_after` s a line saying what is being tried; erased at the end."""
+    stream = session.progress
+    if stream is None or not cmd.cluster or cmd.name == "bench":
+        return await work
+    task = asyncio.ensure_future(work)
+    shown_spinner = False
+    start = time.monotonic()
+    frames = "|/-\\"
+    try:
+        done, _ = await asyncio.wait({task}, timeout=session.spinner_after)
+        i = 0
+        while not done:
+            shown_spinner = True
+            stream.write(f"\r\033[K{frames[i % 4]} {line}: waiting for the cluster "
+                         f"({time.monotonic() - start:.0f} s; Ctrl-C cancels)")
+            stream.flush()
+            i += 1
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+        if shown_spinner:
+            _erase(stream)

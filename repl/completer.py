@@ -23,10 +23,14 @@ from eraftd.controller.state import NSHARDS, Config
 
 from . import suggest as sg
 from .output import ClusterStatus
-from .probe import Probe
+from .probe import Probe, scrub
 
 REFRESH_EVERY_S = 2.0
 TIMEOUT_S = 1.0
+# one slow refresh under load must not flip the prompt to "(unreachable)": only this many
+# failed refreshes in a row, or failures for this long, do (a first contact fails at once)
+FAILURES_BEFORE_UNREACHABLE = 3
+FAILING_FOR_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -53,13 +57,34 @@ class ClusterMetadata:
     """The background refresher.  `on_change` is called after each swap (e.g. to redraw)."""
 
     def __init__(self, controllers: Sequence[str], interval: float = REFRESH_EVERY_S,
-                 timeout: float = TIMEOUT_S) -> None:
+                 timeout: float = TIMEOUT_S, dial: Callable[[str], str] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.view = ClusterView()
         self.interval = interval
-        self.ctl = ControllerClient(controllers, total_timeout=timeout, call_timeout=timeout / 2)
-        self.probe = Probe(self.ctl, timeout=timeout / 2)
+        self.ctl = ControllerClient(controllers, total_timeout=timeout, call_timeout=timeout / 2,
+                                    dial=dial)
+        self.probe = Probe(self.ctl, timeout=timeout / 2, dial=dial)
         self.on_change: Callable[[], None] | None = None
         self._wake = asyncio.Event()
+        self.clock = clock
+        self._failures = 0                 # failed refreshes in a row
+        self._failing_since = 0.0
+
+    def failed(self, problem: str) -> None:
+        """A refresh could not reach the controllers: unreachable only when it keeps failing."""
+        now = self.clock()
+        if self._failures == 0:
+            self._failing_since = now
+        self._failures += 1
+        if (self.view.reachable is None or self._failures >= FAILURES_BEFORE_UNREACHABLE
+                or now - self._failing_since >= FAILING_FOR_S):
+            self._swap(replace(self.view, reachable=False, problem=problem, leader=None,
+                               checked_at=now))
+
+    def unreachable(self) -> str:
+        """Why the controllers are known not to answer, or "" (for commands.Session)."""
+        v = self.view
+        return (v.problem or "no answer") if v.reachable is False else ""
 
     def _swap(self, view: ClusterView) -> None:
         self.view = view
@@ -75,9 +100,9 @@ class ClusterMetadata:
         try:
             cfg = await self.ctl.query()
         except Exception as e:                      # unreachable: keep what we knew, say so
-            self._swap(replace(self.view, reachable=False, problem=" ".join(str(e).split()),
-                               leader=None, checked_at=time.monotonic()))
+            self.failed(scrub(str(e)) or type(e).__name__)
             return self.view
+        self._failures = 0
         view = self.view.with_config(cfg, self.ctl.leader)
         self._swap(view)                             # the config first: nodes may be slow
         st = await self.probe.status(cfg)

@@ -134,6 +134,48 @@ def format_query(cfg: Config) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- how many nodes
+
+@dataclass(frozen=True)
+class NodeCount:
+    """Nodes are processes (distinct addresses); roles are counted separately: a node can be a
+    controller peer and a replica at once."""
+    up: int
+    total: int
+    controllers_up: int
+    controllers: int
+    replicas_up: int
+    replicas: int
+
+
+def count_nodes(controllers: Iterable[tuple[str, bool]], replicas: Iterable[tuple[str, bool]]) -> NodeCount:
+    """(address, up) of every controller peer and every replica -> the one count shown
+    everywhere (status, the toolbar, the demo banner, the dashboard).  A node with two roles
+    is up if either answered."""
+    ctrl, reps = list(controllers), list(replicas)
+    nodes: dict[str, bool] = {}
+    for addr, up in ctrl + reps:
+        nodes[addr] = nodes.get(addr, False) or up
+    return NodeCount(sum(nodes.values()), len(nodes), sum(u for _, u in ctrl), len(ctrl),
+                     sum(u for _, u in reps), len(reps))
+
+
+def status_count(st: "ClusterStatus") -> NodeCount:
+    return count_nodes(((m.address, m.up) for m in st.controllers),
+                       ((m.address, m.up) for m in st.replicas))
+
+
+def format_count(c: NodeCount) -> str:
+    """"6 nodes up (3 controller peers, 6 replicas)", or "5 of 6 nodes up (2 of 3 controller
+    peers, 5 of 6 replicas)" when some are down."""
+    def part(up: int, total: int, one: str, many: str) -> str:
+        word = one if total == 1 else many
+        return f"{total} {word}" if up == total else f"{up} of {total} {word}"
+    return (part(c.up, c.total, "node", "nodes") + " up ("
+            + part(c.controllers_up, c.controllers, "controller peer", "controller peers") + ", "
+            + part(c.replicas_up, c.replicas, "replica", "replicas") + ")")
+
+
 # ---------------------------------------------------------------- status
 
 def _member_dict(m: Member) -> dict[str, Any]:
@@ -144,7 +186,9 @@ def _member_dict(m: Member) -> dict[str, Any]:
 
 
 def status_json(st: ClusterStatus) -> dict[str, Any]:
+    c = status_count(st)
     return {"config": st.config.num, "leader": st.leader,
+            "nodes": {"up": c.up, "total": c.total},
             "controllers": [_member_dict(m) for m in st.controllers],
             "replicas": [_member_dict(m) for m in st.replicas],
             "shards": [asdict(s) for s in st.shards]}
@@ -156,10 +200,8 @@ def format_status(st: ClusterStatus) -> str:
                     m.commit, human_bytes(m.storage_bytes)) for m in st.members()))
     shards = table(("shard", "gid", "status", "keys", "bytes"),
                    ((s.shard, s.gid or "-", s.status, s.keys, s.bytes) for s in st.shards))
-    down = [m for m in st.members() if not m.up]
-    up = len(st.members()) - len(down)
     head = (f"config {st.config.num}, controller leader {st.leader or 'unknown'}, "
-            f"{up} of {len(st.members())} peers answering")
+            f"{format_count(status_count(st))}")
     return "\n".join([head, "", nodes, "", shards])
 
 

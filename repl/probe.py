@@ -7,8 +7,10 @@ with the reason, never left out and never waited for longer than `timeout`.
 """
 from __future__ import annotations
 
+import ast
 import asyncio
-from typing import Sequence
+import re
+from typing import Callable, Sequence
 
 import grpc
 
@@ -22,20 +24,61 @@ from .output import DOWN, ClusterStatus, Member, ShardRow
 UNASSIGNED, UNKNOWN, PENDING = "unassigned", "unknown", "pending"
 
 
+# a gRPC status in words: what it means for the user and what to do
+_STATUS_WORDS = {
+    "UNAVAILABLE": "unreachable (is it running? is the address right?)",
+    "DEADLINE_EXCEEDED": "no answer in time",
+    "UNIMPLEMENTED": "it does not offer this service (is it the right kind of node? give the "
+                     "controller addresses)",
+    "INTERNAL": "it failed internally (see its log)",
+    "UNKNOWN": "it failed (see its log)",
+    "CANCELLED": "cancelled",
+    "RESOURCE_EXHAUSTED": "it is overloaded or the message is too big",
+    "PERMISSION_DENIED": "permission denied",
+    "UNAUTHENTICATED": "not authenticated",
+    "INVALID_ARGUMENT": "it refused the request as invalid",
+    "FAILED_PRECONDITION": "it is not ready for this request",
+    "NOT_FOUND": "not found",
+    "ALREADY_EXISTS": "already exists",
+    "ABORTED": "aborted; try again",
+    "OUT_OF_RANGE": "out of range",
+    "DATA_LOSS": "it lost data (see its log)",
+}
+_STATUS_RE = re.compile(r"(?:StatusCode\.)?\b(" + "|".join(_STATUS_WORDS) + r")\b:?")
+_BYTES_RE = re.compile(r"""\bb(['"])((?:\\.|(?!\1).)*)\1""")
+
+
+def _unbytes(m: re.Match) -> str:
+    body = m.group(2)
+    try:
+        text = ast.literal_eval("b" + m.group(0)[1:]).decode("utf-8", errors="replace")
+    except (ValueError, SyntaxError):
+        text = body
+    return text
+
+
+def scrub(text: str) -> str:
+    """One line in plain words: status names become sentences, b'..' reprs the text typed."""
+    text = _BYTES_RE.sub(_unbytes, text)
+    text = _STATUS_RE.sub(lambda m: _STATUS_WORDS[m.group(1)] + (":" if m.group(0).endswith(":") else ""),
+                          text)
+    return " ".join(text.split())
+
+
 def rpc_problem(e: BaseException) -> str:
     """A failed call in plain words."""
     if isinstance(e, grpc.aio.AioRpcError):
-        return {grpc.StatusCode.UNAVAILABLE: "unreachable",
-                grpc.StatusCode.DEADLINE_EXCEEDED: "no answer in time"}.get(
-                    e.code(), e.code().name.lower().replace("_", " "))
+        return _STATUS_WORDS.get(e.code().name, e.code().name.lower().replace("_", " "))
     if isinstance(e, asyncio.TimeoutError):
         return "no answer in time"
-    return str(e) or type(e).__name__
+    return scrub(str(e)) or type(e).__name__
 
 
 class Probe:
-    def __init__(self, ctl: ControllerClient, timeout: float = 1.0) -> None:
+    def __init__(self, ctl: ControllerClient, timeout: float = 1.0,
+                 dial: Callable[[str], str] | None = None) -> None:
         self.ctl = ctl
+        self.dial = dial or (lambda a: a)     # a --config file's [node.dial] map
         self.timeout = timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -47,7 +90,7 @@ class Probe:
     async def _replica(self, addr: str) -> skvpb.GetStatusResponse:
         ch = self._channels.get(addr)
         if ch is None:
-            ch = self._channels[addr] = grpc.aio.insecure_channel(addr)
+            ch = self._channels[addr] = grpc.aio.insecure_channel(self.dial(addr))
         return await skvpb_grpc.ShardKVServiceStub(ch).GetStatus(skvpb.GetStatusRequest(),
                                                                   timeout=self.timeout)
 

@@ -32,7 +32,7 @@ NOTHING = "nothing"      # nothing (more) goes here
 @dataclass(frozen=True)
 class Grammar:
     """The words a command takes: `slots` in order; with `repeat` the last slot repeats;
-    `options` (name -> takes a value) are recognised anywhere after the command word."""
+    `options` (name -> takes a value) are recognised anywhere after the command word, up to --."""
     slots: tuple[str, ...] = ()
     repeat: bool = False
     options: Mapping[str, bool] | None = None
@@ -114,16 +114,21 @@ def suggest(text: str, grammar: Mapping[str, Grammar]) -> Suggestion:
     opts = g.options or {}
     positional: list[str] = []
     expect_value = False
+    words_only = False                 # after --, every word is a word (commands.split_options)
     for a in args:                     # options (and their values) are not positional words
-        if expect_value:
+        if words_only:
+            positional.append(a)
+        elif expect_value:
             expect_value = False
+        elif a == "--":
+            words_only = True
         elif a in opts:
             expect_value = opts[a]
         else:
             positional.append(a)
     if expect_value:
         return Suggestion(NOTHING, **base)
-    if opts and word.startswith("-"):
+    if opts and word.startswith("-") and not words_only:
         return Suggestion(OPTION, **base)
     n = len(positional)
     if n < len(g.slots):

@@ -15,7 +15,7 @@ import signal
 import time
 from dataclasses import asdict
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import grpc
 from aiohttp import web
@@ -24,6 +24,8 @@ from .._pb import admin_pb2 as apb
 from .._pb import admin_pb2_grpc as apb_grpc
 from ..controller.client import ControllerClient
 from ..controller.state import Config
+from repl.output import format_count, status_count   # the shell's one count of nodes
+from repl.probe import scrub
 
 log = logging.getLogger("eraftd.dashboard")
 
@@ -33,12 +35,14 @@ STATIC_FILES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "applica
 
 
 class Poller:
-    def __init__(self, controllers: Sequence[str], interval_s: float, timeout_s: float = 1.0) -> None:
+    def __init__(self, controllers: Sequence[str], interval_s: float, timeout_s: float = 1.0,
+                 dial: Callable[[str], str] | None = None) -> None:
         from repl.probe import Probe       # the shell's probe: one way to ask every node
         self.interval_s = interval_s
+        self.dial = dial or (lambda a: a)  # a --config file's [node.dial] map
         self.ctl = ControllerClient(list(controllers), total_timeout=max(1.0, min(interval_s, 3.0)),
-                                    call_timeout=timeout_s)
-        self.probe = Probe(self.ctl, timeout=timeout_s)
+                                    call_timeout=timeout_s, dial=dial)
+        self.probe = Probe(self.ctl, timeout=timeout_s, dial=dial)
         self.timeout_s = timeout_s
         self.config = Config()
         self.snapshot: dict[str, Any] = {"ready": False, "error": "first poll in progress",
@@ -59,7 +63,7 @@ class Poller:
     async def _admin(self, addr: str) -> apb.NodeStatus:
         ch = self._channels.get(addr)
         if ch is None:
-            ch = self._channels[addr] = grpc.aio.insecure_channel(addr)
+            ch = self._channels[addr] = grpc.aio.insecure_channel(self.dial(addr))
         return await apb_grpc.NodeAdminStub(ch).Status(apb.StatusRequest(), timeout=self.timeout_s)
 
     async def run(self) -> None:
@@ -68,7 +72,7 @@ class Poller:
                 await self.poll()
             except Exception as e:        # never let one bad poll stop the page
                 log.exception("poll failed")
-                self.snapshot = {**self.snapshot, "error": f"poll failed: {e}"}
+                self.snapshot = {**self.snapshot, "error": f"poll failed: {scrub(str(e))}"}
             self.updated.set()
             await asyncio.sleep(self.interval_s)
 
@@ -77,7 +81,7 @@ class Poller:
         try:
             self.config = await self.ctl.query()
         except Exception as e:
-            error = f"controllers: {e}"
+            error = f"controllers: {scrub(str(e)) or type(e).__name__}"
         cfg = self.config
         addresses = list(dict.fromkeys(
             list(self.ctl.addresses) + [a for servers in cfg.groups.values() for a in servers]))
@@ -134,6 +138,7 @@ class Poller:
                           "storage_bytes": s.storage_size if s else None,
                           "ops_per_s": None if rates.get(a) is None else round(rates[a], 1)})
         shards = [asdict(r) for r in status.shards]
+        count = status_count(status)         # the one count: processes, roles apart
         return {
             "ready": True, "error": error, "time": now, "interval_ms": int(self.interval_s * 1000),
             "config": {"num": cfg.num, "shards": list(cfg.shards),
@@ -143,7 +148,8 @@ class Poller:
             "nodes": nodes, "shards": shards,
             "metrics": {
                 "config_num": cfg.num,
-                "nodes_total": len(nodes), "nodes_healthy": sum(1 for n in nodes if n["up"]),
+                "nodes_total": count.total, "nodes_healthy": count.up,
+                "nodes_summary": format_count(count),
                 "storage_bytes_total": sum(storage.values()),
                 "storage_bytes": storage,
                 "ops_per_s_by_group": {str(g["gid"]): g["ops_per_s"] for g in kv_groups},
@@ -186,8 +192,9 @@ def make_app(poller: Poller) -> web.Application:
     return app
 
 
-async def serve(controllers: Sequence[str], listen: str, interval_s: float) -> None:
-    poller = Poller(controllers, interval_s)
+async def serve(controllers: Sequence[str], listen: str, interval_s: float,
+                dial: Callable[[str], str] | None = None) -> None:
+    poller = Poller(controllers, interval_s, dial=dial)
     runner = web.AppRunner(make_app(poller), access_log=None)
     await runner.setup()
     host, _, port = listen.rpartition(":")

@@ -41,15 +41,19 @@ def processes_of(d: Path) -> list[int]:
     return pids
 
 
-@pytest.fixture
-def demo_dir(tmp_path):
-    d = tmp_path / "demo"
-    yield d
-    for pid in processes_of(d):      # last resort: nothing outlives the test
+def kill_processes_of(d: Path) -> None:
+    for pid in processes_of(d):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+@pytest.fixture
+def demo_dir(tmp_path):
+    d = tmp_path / "demo"
+    yield d
+    kill_processes_of(d)             # last resort: nothing outlives the test
 
 
 def run_demo(d: Path, script: str, timeout: float = 120, *extra: str) -> subprocess.CompletedProcess:
@@ -66,7 +70,7 @@ def controllers_line(out: str) -> str:
 def test_demo_runs_a_script_then_stops_and_a_rerun_reuses_its_files(demo_dir):
     r = run_demo(demo_dir, "put fruit apple\nappend fruit ' pie'\nget fruit\nstatus\n")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "6 nodes up, every shard served" in r.stdout
+    assert "6 nodes up (3 controller peers, 6 replicas), every shard served" in r.stdout
     assert re.search(r"^  group 100 ", r.stdout, re.M) and re.search(r"^  group 101 ", r.stdout, re.M)
     assert "OK\nOK\napple pie\n" in r.stdout
     assert r.stdout.count("Serving") == 10
@@ -94,6 +98,27 @@ def test_demo_runs_a_script_then_stops_and_a_rerun_reuses_its_files(demo_dir):
     assert r3.stderr.count("\n") == 1, r3.stderr
     assert f"port 127.0.0.1:{port}" in r3.stderr and "taken" in r3.stderr
     assert processes_of(demo_dir) == []
+
+
+def test_demo_from_a_folder_holding_a_directory_named_eraftd(tmp_path):
+    """The nodes start independent of the cwd: `python -m eraftd` from here would import the
+    empty ./eraftd (a namespace package) instead of the installed one."""
+    entry = Path(sys.executable).parent / "eraftd"       # what `pip install -e .` put on PATH
+    if not entry.exists():
+        pytest.skip("no installed eraftd entry point beside this interpreter")
+    work = tmp_path / "work"
+    (work / "eraftd").mkdir(parents=True)
+    d = work / "demo"
+    try:
+        r = subprocess.run([str(entry), "demo", "--dir", str(d), "--replicas", "1"],
+                           input="put here 1\nget here\n", text=True, capture_output=True,
+                           timeout=180, cwd=work)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        assert "every shard served" in r.stdout and r.stdout.rstrip().endswith("OK\n1")
+        assert "ImportError" not in r.stderr and "Traceback" not in r.stderr
+        assert processes_of(d) == []
+    finally:
+        kill_processes_of(d)
 
 
 def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
@@ -162,11 +187,7 @@ def test_readme_first_command_in_a_fresh_virtualenv(tmp_path):
         assert (tree / "eraft-demo" / "n1.toml").exists()
         assert processes_of(tree) == []
     finally:
-        for pid in processes_of(tree):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_processes_of(tree)
 
 
 def test_demo_on_a_terminal_opens_the_shell_and_ctrl_d_stops_everything(demo_dir, tmp_path):

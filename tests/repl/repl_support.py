@@ -96,12 +96,23 @@ def shell_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# Every error line the shell's tests see (stderr of `eraftd`, the errors of in-process
+# commands: conftest.py), checked by test_zz_error_lines.py after the other tests.
+ERROR_LINES: list[tuple[str, str]] = []     # (where, the line)
+
+
+def saw_errors(text: str, where: str) -> None:
+    ERROR_LINES.extend((where, line) for line in text.splitlines() if line.strip())
+
+
 def eraftd(*args: str, input: str | None = None, env: dict[str, str] | None = None,
            cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the real `eraftd` (stdin a pipe, or /dev/null without input) and wait for it."""
-    return subprocess.run(eraftd_command() + list(args), input=input, capture_output=True, text=True,
-                          env=env or shell_env(), cwd=cwd, timeout=timeout,
-                          stdin=None if input is not None else subprocess.DEVNULL)
+    r = subprocess.run(eraftd_command() + list(args), input=input, capture_output=True, text=True,
+                       env=env or shell_env(), cwd=cwd, timeout=timeout,
+                       stdin=None if input is not None else subprocess.DEVNULL)
+    saw_errors(r.stderr, "eraftd " + " ".join(a[:40] for a in args))
+    return r
 
 
 async def until(cond: Callable[[], object], timeout: float = 30, what: str = "a condition") -> object:

@@ -3,6 +3,7 @@ output, line-numbered errors, stop at the first failure or --keep-going, exit co
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from repl_support import G100, cluster, eraftd  # noqa: F401
@@ -25,7 +26,7 @@ query --json
 
 
 def expected_output(query_json: str) -> list[str]:
-    return ["OK", "OK", "apple pie", "", "OK", "-1", query_json, ""]
+    return ["OK", "OK", "apple pie", "OK", "-1", query_json, ""]      # a missing key: nothing
 
 
 def shell(cluster, *args, input=None):  # noqa: F811
@@ -36,14 +37,14 @@ def test_a_script_from_a_pipe_and_from_a_file(cluster, tmp_path):  # noqa: F811
     r = shell(cluster, input=SCRIPT)
     assert (r.returncode, r.stderr) == (0, "")
     lines = r.stdout.split("\n")
-    assert lines == expected_output(lines[6])
-    q = json.loads(lines[6])
+    assert lines == expected_output(lines[5])
+    q = json.loads(lines[5])
     assert q["shards"] == [G100] * 10 and q["groups"] == {str(G100): cluster.addresses}
 
     script = tmp_path / "script.eraft"
     script.write_text(SCRIPT)
     r = shell(cluster, "-f", str(script))                 # -f: stdin is not read
-    assert (r.returncode, r.stderr, r.stdout.split("\n")) == (0, "", expected_output(lines[6]))
+    assert (r.returncode, r.stderr, r.stdout.split("\n")) == (0, "", expected_output(lines[5]))
     r = shell(cluster, "-f", str(tmp_path / "missing"))
     assert r.returncode == 2 and r.stderr.startswith("eraftd: cannot read ") and r.stdout == ""
 
@@ -52,12 +53,14 @@ def test_the_first_failing_line_stops_the_script(cluster):  # noqa: F811
     script = "put stop a\n\nput " + "k" * 5000 + " v\nput stop b\n"
     r = shell(cluster, input=script)
     assert r.returncode == 1 and r.stdout == "OK\n"
-    assert r.stderr.startswith("line 3: put kkkk") and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("line 3: put kkkk") and r.stderr.count("\n") == 1   # as typed, no b''
+    assert "b'" not in r.stderr
     assert eraftd("--controllers", cluster.controllers, "get", "stop").stdout == "a\n"   # line 4 never ran
     # a usage error stops it too, with exit code 2
     r = shell(cluster, input="get stop\nput onlykey\nput stop c\n")
     assert (r.returncode, r.stdout) == (2, "a\n")
-    assert r.stderr == "line 2: put: takes 2 arguments, got 1; usage: put KEY VALUE\n"
+    assert r.stderr == ("line 2: put: takes 2 arguments, got 1; "
+                        "usage: put KEY VALUE | put KEY --file FILE | put KEY -\n")
     # exit ends a script where it stands, successfully
     r = shell(cluster, input="get stop\nexit\nput stop d\n")
     assert (r.returncode, r.stdout, r.stderr) == (0, "a\n", "")
@@ -78,16 +81,17 @@ def test_keep_going_runs_every_line_and_fails_at_the_end(cluster):  # noqa: F811
 
 def test_join_move_leave_and_every_row_of_query_and_status(cluster):  # noqa: F811
     [addr] = cluster.add_group(G101, replicas=1)
-    script = f"join {G101}={addr}\nquery --json\nquery\nmove 0 {G101}\nleave {G101}\nquery\nstatus\n"
+    script = (f"join {G101}={addr} --wait\nquery --json\nquery\nmove 0 {G101}\nleave {G101}\n"
+              f"query\nstatus\n")
     r = shell(cluster, input=script)
     assert (r.returncode, r.stderr) == (0, ""), r.stderr
     out = r.stdout.split("\n")
-    assert out[0] == "OK"
+    assert re.fullmatch(r"OK, configuration \d+", out[0])
     joined = json.loads(out[1])
     assert sorted(joined["groups"]) == [str(G100), str(G101)]
     assert sorted(joined["shards"]) == [G100] * 5 + [G101] * 5
     # the human form of the same configuration, every row
-    end = out.index("OK", 2)
+    end = next(i for i in range(2, len(out)) if out[i].startswith("OK, configuration"))
     assert out[2:end] == (
         [f"config {joined['num']}", "", "shard  gid"]
         + [f"{s}      {g}" for s, g in enumerate(joined["shards"])]
@@ -95,7 +99,8 @@ def test_join_move_leave_and_every_row_of_query_and_status(cluster):  # noqa: F8
            f"{G100}  {','.join(str(s) for s, g in enumerate(joined['shards']) if g == G100)}  "
            f"{', '.join(cluster.addresses)}",
            f"{G101}  {','.join(str(s) for s, g in enumerate(joined['shards']) if g == G101)}  {addr}"])
-    assert out[end:end + 2] == ["OK", "OK"]             # move, leave
+    assert out[end:end + 2] == [f"OK, configuration {joined['num'] + 1}",      # move, leave
+                                f"OK, configuration {joined['num'] + 2}"]
     rest = out[end + 2:]
     assert rest[:3] == [f"config {joined['num'] + 2}", "", "shard  gid"]
     assert rest[3:13] == [f"{s}      {G100}" for s in range(10)]

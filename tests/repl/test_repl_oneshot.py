@@ -21,10 +21,42 @@ def test_put_get_append_print_the_contract(cluster):  # noqa: F811
     assert eraftd(*c, "append", "one", "a b").stdout == "OK\n"
     r = eraftd(*c, "get", "one")
     assert (r.returncode, r.stdout, r.stderr) == (0, "-5a b\n", "")
-    r = eraftd(*c, "get", "never-written")                 # missing: an empty line, still ok
-    assert (r.returncode, r.stdout, r.stderr) == (0, "\n", "")
-    r = eraftd(*c, "put", "--json", "--controllers")       # after the command, nothing is an option
-    assert r.returncode == 0 and eraftd(*c, "get", "--json").stdout == "--controllers\n"
+    r = eraftd(*c, "get", "never-written")                 # missing: nothing at all, still ok
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert json.loads(eraftd(*c, "get", "never-written", "--json").stdout) == {"key": "never-written",
+                                                                              "value": None}
+    r = eraftd(*c, "put", "--", "--json", "--controllers")   # after --, every word is a word
+    assert r.returncode == 0 and eraftd(*c, "get", "--", "--json").stdout == "--controllers\n"
+    # options after the command word, as etcdctl
+    r = eraftd(*c, "get", "one", "--timeout", "5s", "--json")
+    assert (r.returncode, json.loads(r.stdout)) == (0, {"key": "one", "value": "-5a b"})
+
+
+def test_help_needs_no_cluster_and_is_never_data(cluster):  # noqa: F811
+    for args in (["help"], ["help", "put"], ["put", "-h", "x"], ["get", "--help"], ["status", "-h"]):
+        r = eraftd(*args)                                  # no controllers anywhere
+        assert r.returncode == 0 and r.stderr == "", (args, r.stderr)
+        assert r.stdout.startswith("commands:" if args == ["help"] else "usage: "), r.stdout
+    c = ["--controllers", cluster.controllers]
+    assert eraftd(*c, "get", "-h").stdout.startswith("usage: get KEY")   # -h was not stored
+    r = eraftd(*c, "put", "--", "-h", "dash key")          # ... but a key "-h" is possible
+    assert r.returncode == 0 and eraftd(*c, "get", "--", "-h").stdout == "dash key\n"
+    r = eraftd("help", "nosuch")
+    assert r.returncode == 2 and r.stderr.startswith("eraftd: help: no command 'nosuch'")
+
+
+def test_values_from_a_file_and_stdin_and_hex(cluster, tmp_path):  # noqa: F811
+    c = ["--controllers", cluster.controllers]
+    big = tmp_path / "big"
+    big.write_bytes(b"v" * 200_000)                        # too long for an argument list
+    r = eraftd(*c, "put", "big", "--file", str(big))
+    assert (r.returncode, r.stdout) == (0, "OK\n"), r.stderr
+    assert eraftd(*c, "get", "big").stdout == "v" * 200_000 + "\n"
+    r = eraftd(*c, "put", "piped", "-", input="from stdin")
+    assert (r.returncode, r.stdout) == (0, "OK\n"), r.stderr
+    assert eraftd(*c, "get", "piped").stdout == "from stdin\n"
+    assert eraftd(*c, "put", "--hex", "00ff", "0a00").returncode == 0
+    assert eraftd(*c, "get", "00ff", "--hex").stdout == "0a00\n"
 
 
 def test_where_the_controller_addresses_come_from(cluster, tmp_path):  # noqa: F811
@@ -62,10 +94,15 @@ def test_exit_codes_of_failures_and_usage_errors(cluster):  # noqa: F811
     assert "key of 5000 bytes is longer than the limit of 4096" in r.stderr and r.stderr.count("\n") == 1
     r = eraftd(*c, "move", "3", "999")                      # refused by the controller: 1
     assert r.returncode == 1 and r.stderr == "eraftd: refused by the controller: move: gid 999 is not in configuration 1\n"
+    r = eraftd(*c, "move", "3", "999", "--json")            # --json: the failure is an object too
+    assert r.returncode == 1 and "error" in json.loads(r.stdout)
     r = eraftd(*c, "move", "12", "100")                     # wrong arguments: 2
-    assert (r.returncode, r.stderr) == (2, "eraftd: move: the shard must be 0..9, got 12; usage: move SHARD GID\n")
+    assert (r.returncode, r.stderr) == (2, "eraftd: move: the shard must be 0..9, got 12; usage: move SHARD GID [--wait]\n")
     r = eraftd(*c, "put", "onlykey")
     assert r.returncode == 2 and "usage: put KEY VALUE" in r.stderr
+    r = eraftd(*c, "move", "0", str(G100))                  # already its owner: nothing proposed
+    assert (r.returncode, r.stdout) == (0, f"no change: shard 0 is already served by group {G100} "
+                                           f"(configuration 1)\n")
     r = eraftd(*c, "frobnicate")                            # not a command at all: argparse's 2
     assert r.returncode == 2
     # nobody listening: 1, one line naming the addresses tried, no traceback
@@ -112,7 +149,7 @@ def test_bench_json_native_and_unary(cluster):  # noqa: F811
 def test_status_lists_a_node_that_is_down(cluster):  # noqa: F811
     c = ["--controllers", cluster.controllers]
     r = eraftd(*c, "status")
-    assert r.returncode == 0 and "6 of 6 peers answering" in r.stdout
+    assert r.returncode == 0 and "3 nodes up (3 controller peers, 3 replicas)" in r.stdout
     down = cluster.nodes[2]
     down.kill()
     try:
@@ -129,7 +166,7 @@ def test_status_lists_a_node_that_is_down(cluster):  # noqa: F811
                 assert row[3:] == ["down", "-", "-", "-", "-"]
             else:
                 assert row[3] in ("Leader", "Follower", "Candidate") and row[4].isdigit() and row[-1] in ("B", "KiB", "MiB")
-        assert "4 of 6 peers answering" in r.stdout
+        assert "2 of 3 nodes up (2 of 3 controller peers, 2 of 3 replicas)" in r.stdout
         srows = [line.split() for line in shards.strip().split("\n")]
         assert srows[0] == ["shard", "gid", "status", "keys", "bytes"]
         assert [(s[0], s[1], s[2]) for s in srows[1:]] == [(str(i), str(G100), "Serving") for i in range(10)]

@@ -63,7 +63,7 @@ def test_status_lists_a_down_node_and_every_shard():
         leader="a:1")
     lines = output.format_status(st).split("\n")
     assert lines[:8] == [
-        "config 4, controller leader a:1, 3 of 5 peers answering",
+        "config 4, controller leader a:1, 2 of 3 nodes up (1 of 2 controller peers, 2 of 3 replicas)",
         "",
         "group  id  address  role      term  applied  commit  storage",
         "ctrl   0   a:1      Leader    3     10       10      2.0 KiB",
@@ -129,7 +129,7 @@ def test_candidates_come_from_the_cached_view():
 @pytest.mark.parametrize("line, message", [
     ("frobnicate", "unknown command 'frobnicate'; type help for the commands"),
     ("put k", "put: takes 2 arguments, got 1; usage: put KEY VALUE"),
-    ("put k a b", "put: takes 2 arguments, got 3 (quote a value that has spaces: put k 'a b'); "
+    ("put k a b", "put: takes 2 arguments, got 3 (quote a value that has spaces: put k 'two words'); "
                   "usage: put KEY VALUE"),
     ("get", "get: takes 1 argument, got 0; usage: get KEY"),
     ("get a b", "get: takes 1 argument, got 2; usage: get KEY"),

@@ -107,8 +107,12 @@ async def test_keys_history_toolbar_and_ctrl_c_at_the_prompt(cluster, typist):  
     t.inp.send_text("\x03")                                       # Ctrl-C: a fresh, empty line
     await until(lambda: t.buffer.text == "", 10, "the line to be cleared")
     await t.run("get 'greeting key'", "hello there\nhello there")   # still running
-    await t.run("move 42 100", "error: move: the shard must be 0..9, got 42; usage: move SHARD GID\n")
-    bar = await until(lambda: " · 6/6 nodes up" in (b := t.repl.toolbar()) and b, 30, "every node up")
+    await t.run("get 'no such key'", "(nil)\n")                   # missing: (nil), as redis-cli
+    await t.run("get 'greeting key' --json", '{"key": "greeting key", "value": "hello there"}')
+    await t.run("help get", "usage: get KEY")
+    await t.run("put --help", "usage: put KEY VALUE")
+    await t.run("move 42 100", "error: move: the shard must be 0..9, got 42; usage: move SHARD GID [--wait]\n")
+    bar = await until(lambda: " · 3 nodes up (3 controller peers, 3 replicas)" in (b := t.repl.toolbar()) and b, 30, "every node up")
     assert bar.startswith(" config ") and " · leader 127.0.0.1:" in bar and " · 1 group · " in bar
 
 

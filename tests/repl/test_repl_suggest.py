@@ -57,8 +57,11 @@ def test_bench_options_anywhere_and_their_values():
     assert kind("bench -n ") == NOTHING        # a number goes here
     assert kind("bench 100 ") == NOTHING
     assert suggest("bench -n 5 --v", GRAMMAR).args == ("-n", "5")
-    assert kind("query --") == OPTION          # query and status know --json
-    assert kind("put k -") == VALUE            # elsewhere a dash is just text
+    assert kind("query --") == OPTION          # every command knows --json, --help, --timeout
+    assert kind("put k -") == OPTION           # a dash: put's options are offered
+    assert kind("put -- -") == KEY             # after --, every word is a word
+    assert kind("put -- -k -") == VALUE
+    assert kind("get k --timeout ") == NOTHING  # a duration goes here
 
 
 def test_quotes_and_escapes_like_a_shell():

@@ -24,7 +24,8 @@ function drawMetrics(d) {
   const per = Object.entries(m.ops_per_s_by_group).map(([g, r]) => `${g}: ${show(r)}`).join(", ");
   $("#metrics").innerHTML = [
     card("configuration", `<span id="config-num">${m.config_num}</span>`),
-    card("nodes healthy / total", `<span id="nodes-healthy">${m.nodes_healthy}</span> / ${m.nodes_total}`),
+    card("nodes up", `<span id="nodes-healthy">${m.nodes_healthy}</span> / ${m.nodes_total}`
+         + `<div class="sub">${esc(m.nodes_summary || "")}</div>`),
     card("storage used (total)", bytes(m.storage_bytes_total)),
     card("load: ops/s per group, average", show(m.ops_per_s_avg)),
     card("ops/s by group", per || "–"),

@@ -514,7 +514,7 @@ async def _status(s: Session, _: None) -> Reply:
 
 
 BENCH_OPTIONS = {"-n": True, "-c": True, "--value-size": True, "--reads": True, "--keys": True,
-                 "--unary": False}
+                 "--prefix": True, "--keep": False, "--unary": False}
 
 
 def _parse_bench(words: list[str], opts: Opts) -> Any:
@@ -531,6 +531,8 @@ async def _bench(s: Session, opts: Any) -> Outcome:
     from . import bench
     result = await bench.run(s, opts)
     text = output.dumps(output.bench_json(result)) if s.json else output.format_bench(result)
+    if result.interrupted:
+        return Outcome(EXIT_FAILED, text, "cancelled: the summary above is of the requests made")
     if result.failed:
         return Outcome(EXIT_FAILED, text, f"bench: {result.failed} of {result.requests} requests failed")
     return Outcome(EXIT_OK, text)
@@ -566,7 +568,7 @@ async def _exit(s: Session, _: Any) -> Outcome:
 
 
 BENCH_USAGE = ("bench [N [CLIENTS]] [-n REQUESTS] [-c CLIENTS] [--value-size BYTES] "
-               "[--reads PERCENT] [--keys KEYSPACE] [--unary] [--json]")
+               "[--reads PERCENT] [--keys KEYSPACE] [--prefix PREFIX] [--keep] [--unary] [--json]")
 _WAIT = {"--wait": False}
 _WAIT_MORE = ("--wait: then wait until every shard is Serving at the new configuration "
               "(bounded by --timeout)")
@@ -610,7 +612,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             "measure put/get throughput and latency (default 1000 requests, 16 clients)",
             (suggest.NOTHING, suggest.NOTHING), _parse_bench, _bench, options=BENCH_OPTIONS,
             more=BENCH_USAGE + "\n--unary: one eRaft-compatible Command call per request instead of "
-                               "the native batched path; --reads: the percentage of gets"),
+                               "the native batched path; --reads: the percentage of gets;\n"
+                               "the keys are D + PREFIX + I (default __bench/, D = 0-9 spreads them over the "
+                               "shards), deleted at the end unless --keep; Ctrl-C prints the summary so far"),
     Command("help", "help [COMMAND]", "list the commands, or explain one (also COMMAND --help)",
             (suggest.TOPIC,), _parse_help, _help, cluster=False),
     Command("exit", "exit", "leave the shell (also quit, Ctrl-D)", (), _no_args, _exit,

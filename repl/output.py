@@ -70,6 +70,10 @@ class BenchResult:
     writes: int
     errors: dict[str, int] = field(default_factory=dict)   # kind -> count
     latency_ms: dict[str, float] = field(default_factory=dict)   # p50, p95, p99, max
+    interrupted: bool = False  # Ctrl-C stopped it
+    removed: int = 0           # bench keys deleted at the end
+    left: int = 0              # bench keys still there (--keep, or the clean-up failed/stopped)
+    prefix: str = ""
 
     @property
     def failed(self) -> int:
@@ -229,8 +233,11 @@ def format_bench(r: BenchResult) -> str:
                                    if k in lat),
         f"ok          {r.ok}",
         f"errors      {errors}",
-    ] + ([f"stopped after {r.issued} of {r.requests} requests: a group did not answer in time"]
-         if r.issued < r.requests else []))
+    ] + ([f"interrupted after {r.issued} of {r.requests} requests"] if r.interrupted else
+         [f"stopped after {r.issued} of {r.requests} requests: a group did not answer in time"]
+         if r.issued < r.requests else [])
+      + ([f"cleanup      removed {r.removed} bench keys"] if r.removed and not r.left else [])
+      + ([f"cleanup      left {r.left} bench keys (named D{r.prefix}I, D = 0-9)"] if r.left else []))
 
 
 # ---------------------------------------------------------------- help

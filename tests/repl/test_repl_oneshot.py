@@ -144,6 +144,30 @@ def test_bench_json_native_and_unary(cluster):  # noqa: F811
     assert r.returncode == 0 and r.stdout.startswith("bench: 100 requests (0 reads, 100 writes) from 4 clients")
     assert re.search(r"^latency     p50 [\d.]+ ms  p95 [\d.]+ ms  p99 [\d.]+ ms  max [\d.]+ ms$", r.stdout, re.M)
     assert "errors      none" in r.stdout
+    assert re.search(r"^cleanup      removed \d+ bench keys$", r.stdout, re.M)
+
+
+def _bench_keys_left(cluster, prefix: str) -> list[bytes]:
+    """Every key of the bench keyspace (D + prefix + I) still in the cluster."""
+    import asyncio
+
+    from eraftd.shardkv.clerk import Clerk
+
+    async def scan() -> list[bytes]:
+        async with Clerk(cluster.addresses, total_timeout=30) as kv:
+            return [k for d in range(10) async for k, _ in kv.scan(f"{d}{prefix}")]
+    return asyncio.run(scan())
+
+
+def test_bench_keeps_out_of_the_keyspace_and_cleans_up(cluster):  # noqa: F811
+    c = ["--controllers", cluster.controllers]
+    j = json.loads(eraftd(*c, "bench", "300", "8", "--json", "--prefix", "t1/").stdout)
+    assert j["writes"] == 300 and j["removed"] > 0 and j["left"] == 0 and j["prefix"] == "t1/"
+    assert _bench_keys_left(cluster, "t1/") == []
+    j = json.loads(eraftd(*c, "bench", "50", "2", "--json", "--prefix", "t2/", "--keep").stdout)
+    assert j["removed"] == 0 and j["left"] > 0
+    left = _bench_keys_left(cluster, "t2/")
+    assert len(left) == j["left"] and all(k[1:].startswith(b"t2/") for k in left)
 
 
 def test_status_lists_a_node_that_is_down(cluster):  # noqa: F811

@@ -123,3 +123,25 @@ def test_join_move_leave_and_every_row_of_query_and_status(cluster):  # noqa: F8
     states = ("Serving", "Pulling", "BePulling", "GCing", "pending")
     assert [row for row in shards[1:] if row[2] not in states] == []
     assert status[21:] == [""]
+
+
+def test_delete_exists_cas_scan_against_the_cluster(cluster):  # noqa: F811
+    """The native-only commands through the real shell and cluster (in-process tests use a fake)."""
+    script = "\n".join([
+        "put ds1 a", "put ds2 b", "scan ds", "scan ds --limit 1", "exists ds1", "delete ds1",
+        "delete ds1", "exists ds1", "get ds1", "cas ds2 b c", "cas ds2 b d", "cas ds3 --absent new",
+        "cas ds3 --absent again", "get ds3", "scan ds --json", "delete ds2 --json"]) + "\n"
+    r = shell(cluster, "--keep-going", input=script)
+    out = r.stdout.split("\n")
+    assert out[:11] == ["OK", "OK", "ds1\ta", "ds2\tb", "ds1\ta", "yes", "OK",
+                        "no change: ds1 did not exist", "no", "OK", "OK"], r.stdout
+    assert out[11] == "new"                                                   # get ds3
+    # --json: scan streams one object per pair (JSON lines), delete says what it did
+    assert [json.loads(x) for x in out[12:15]] == [{"key": "ds2", "value": "c"},
+                                                   {"key": "ds3", "value": "new"},
+                                                   {"key": "ds2", "deleted": True}]
+    errors = r.stderr.strip().split("\n")
+    assert r.returncode == 1 and len(errors) == 2, r.stderr                # the two refused swaps
+    assert errors[0] == "line 11: cas ds2: not swapped: its value is 'c'"
+    assert errors[1] == "line 13: cas ds3: not swapped: its value is 'new'"
+    assert eraftd("--controllers", cluster.controllers, "get", "ds2").stdout == ""   # deleted at the end

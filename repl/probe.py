@@ -18,33 +18,15 @@ from eraftd._pb import shardkv_pb2 as skvpb
 from eraftd._pb import shardkv_pb2_grpc as skvpb_grpc
 from eraftd.controller.client import ControllerClient
 from eraftd.controller.state import NSHARDS, Config
+from eraftd.errors import STATUS_WORDS
+from eraftd.errors import rpc_problem as _rpc_problem
 
 from .output import DOWN, ClusterStatus, Member, ShardRow
 
 UNASSIGNED, UNKNOWN, PENDING = "unassigned", "unknown", "pending"
 
 
-# a gRPC status in words: what it means for the user and what to do
-_STATUS_WORDS = {
-    "UNAVAILABLE": "unreachable (is it running? is the address right?)",
-    "DEADLINE_EXCEEDED": "no answer in time",
-    "UNIMPLEMENTED": "it does not offer this service (is it the right kind of node? give the "
-                     "controller addresses)",
-    "INTERNAL": "it failed internally (see its log)",
-    "UNKNOWN": "it failed (see its log)",
-    "CANCELLED": "cancelled",
-    "RESOURCE_EXHAUSTED": "it is overloaded or the message is too big",
-    "PERMISSION_DENIED": "permission denied",
-    "UNAUTHENTICATED": "not authenticated",
-    "INVALID_ARGUMENT": "it refused the request as invalid",
-    "FAILED_PRECONDITION": "it is not ready for this request",
-    "NOT_FOUND": "not found",
-    "ALREADY_EXISTS": "already exists",
-    "ABORTED": "aborted; try again",
-    "OUT_OF_RANGE": "out of range",
-    "DATA_LOSS": "it lost data (see its log)",
-}
-_STATUS_RE = re.compile(r"(?:StatusCode\.)?\b(" + "|".join(_STATUS_WORDS) + r")\b:?")
+_STATUS_RE = re.compile(r"(?:StatusCode\.)?\b(" + "|".join(STATUS_WORDS) + r")\b:?")
 _BYTES_RE = re.compile(r"""\bb(['"])((?:\\.|(?!\1).)*)\1""")
 
 
@@ -60,18 +42,14 @@ def _unbytes(m: re.Match) -> str:
 def scrub(text: str) -> str:
     """One line in plain words: status names become sentences, b'..' reprs the text typed."""
     text = _BYTES_RE.sub(_unbytes, text)
-    text = _STATUS_RE.sub(lambda m: _STATUS_WORDS[m.group(1)] + (":" if m.group(0).endswith(":") else ""),
+    text = _STATUS_RE.sub(lambda m: STATUS_WORDS[m.group(1)] + (":" if m.group(0).endswith(":") else ""),
                           text)
     return " ".join(text.split())
 
 
 def rpc_problem(e: BaseException) -> str:
-    """A failed call in plain words."""
-    if isinstance(e, grpc.aio.AioRpcError):
-        return _STATUS_WORDS.get(e.code().name, e.code().name.lower().replace("_", " "))
-    if isinstance(e, asyncio.TimeoutError):
-        return "no answer in time"
-    return scrub(str(e)) or type(e).__name__
+    """A failed call in plain words (eraftd.errors.rpc_problem, with the text scrubbed)."""
+    return scrub(_rpc_problem(e)) or type(e).__name__
 
 
 class Probe:

@@ -37,7 +37,7 @@ from .._pb import shardctrler_pb2 as pb
 from .._pb import shardctrler_pb2_grpc as pb_grpc
 from .._pb import shardkv_pb2 as skvpb
 from .._pb import shardkv_pb2_grpc as skvpb_grpc
-from ..errors import Refused, Unavailable
+from ..errors import Refused, Unavailable, rpc_problem
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, LEADER_METADATA_KEY, command_to_pb,
                       config_from_pb)
 from .state import OK, Command, Config, Join, Leave, Move, Op
@@ -49,25 +49,6 @@ PROBE_TIMEOUT_S = 1.0          # asking a non-controller what it is
 _ERR_WORDS = {ERR_WRONG_LEADER: "not the leader", ERR_TIMEOUT: "no result in time",
               "ErrWrongGroup": "does not serve that shard", "ErrNotReady": "not ready",
               "ErrOutDated": "out of date"}
-_STATUS_WORDS = {grpc.StatusCode.UNAVAILABLE: "unreachable",
-                 grpc.StatusCode.DEADLINE_EXCEEDED: "no answer in time",
-                 grpc.StatusCode.UNIMPLEMENTED: "does not offer this service",
-                 grpc.StatusCode.RESOURCE_EXHAUSTED: "message too large or server overloaded",
-                 grpc.StatusCode.CANCELLED: "call cancelled",
-                 grpc.StatusCode.UNKNOWN: "failed on the server",
-                 grpc.StatusCode.INTERNAL: "failed on the server"}
-
-
-def rpc_problem(e: BaseException) -> str:
-    """A failed call in plain words (never a status code name)."""
-    if isinstance(e, grpc.aio.AioRpcError):
-        code = e.code()
-        return _STATUS_WORDS.get(code, code.name.lower().replace("_", " "))
-    if isinstance(e, asyncio.TimeoutError):
-        return "no answer in time"
-    return str(e) or type(e).__name__
-
-
 def err_words(err: str) -> str:
     """An eRaft error string ("ErrWrongLeader", ...) in plain words; other text as it is."""
     return _ERR_WORDS.get(err, err)

@@ -65,9 +65,9 @@ import grpc
 
 from .._pb import kvbatch_pb2 as kvpb
 from .._pb import kvbatch_pb2_grpc as kvpb_grpc
-from ..controller.client import ControllerClient, ControllerUnavailable, err_words, rpc_problem
+from ..controller.client import ControllerClient, ControllerUnavailable, err_words
 from ..controller.state import NSHARDS, Config
-from ..errors import Refused, Unavailable
+from ..errors import Refused, Unavailable, rpc_problem
 from ..node.transport import MAX_MESSAGE_BYTES
 from .state import (APPEND, CAS, CAS_ABSENT, DELETE, ERR_WRONG_LEADER, EXISTS, GET, OP_NAMES,
                     PUT, READ_KINDS, Limits, key2shard)

@@ -36,8 +36,9 @@ import grpc
 
 from .._pb import shardkv_pb2 as pb
 from .._pb import shardkv_pb2_grpc as pb_grpc
-from ..controller.client import ControllerClient, ControllerUnavailable, err_words, rpc_problem
+from ..controller.client import ControllerClient, ControllerUnavailable, err_words
 from ..controller.state import Config
+from ..errors import rpc_problem
 from .clerk import (_OP_NAMES, CHECK_AFTER_S, ShardKVError, ShardKVUnavailable, _channel_options,
                     _show)
 from .state import (APPEND, ERR_NO_KEY, ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, OK,

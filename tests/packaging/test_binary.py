@@ -93,7 +93,7 @@ def test_binary_runs_a_cluster_and_the_shell(binary, tmp_path):
         r = subprocess.run(BARE + [str(binary), "shell", "--config", "n1.toml", "--timeout", "30s"],
                            cwd=tmp_path, input=script, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert r.stdout.startswith("OK\nOK\nOK\napple pie\n"), r.stdout
+        assert r.stdout.startswith("OK, configuration 1\nOK\nOK\napple pie\n"), r.stdout
         assert r.stdout.count("Serving") == 10, r.stdout
         assert "Traceback" not in r.stderr
 

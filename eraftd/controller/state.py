@@ -5,7 +5,10 @@ replica that applies the same commands in the same order reaches the same config
 
 A configuration is (num, shards, groups): shard s is served by group shards[s] (0 = nobody),
 groups maps gid -> server addresses.  Configuration 0 has no groups and every shard on gid 0.
-Join and Leave rebalance so that the groups' shard counts differ by at most one while moving
+A gid keeps the servers it first joined with, for good: a group decides what it owns by
+its gid, so new servers under an old gid would replay its history and wedge its shards.  A
+leave that would leave no group while shards are assigned is refused (it would delete every
+value).  Join and Leave rebalance so that the groups' shard counts differ by at most one while moving
 as few shards as possible; Move hands one shard to one group and does not rebalance.
 
 Commands carry (client_id, command_id); per client the highest applied command id is kept
@@ -127,8 +130,9 @@ def validate(op: Op) -> str | None:
     return f"unknown operation {op!r}"
 
 
-def check(cfg: Config, op: Op) -> str | None:
-    """What is wrong with applying `op` to `cfg`, or None."""
+def check(cfg: Config, op: Op, servers_of: Mapping[int, tuple[str, ...]] | None = None) -> str | None:
+    """What is wrong with applying `op` to `cfg`, or None.  `servers_of`: the servers each gid
+    had the last time it was in a configuration (ControllerState.servers_of)."""
     err = validate(op)
     if err:
         return err
@@ -137,14 +141,30 @@ def check(cfg: Config, op: Op) -> str | None:
             have = cfg.groups.get(gid)
             if have is not None and have != servers:
                 return (f"join: gid {gid} is already present with other servers "
-                        f"({', '.join(have)}); make it leave first to change them")
+                        f"({', '.join(have)}); a gid keeps its servers: join the new servers "
+                        f"under a new gid, then make gid {gid} leave")
+            had = (servers_of or {}).get(gid)
+            if have is None and had is not None and had != servers:
+                # its new servers would replay the gid's history from configuration 0, take
+                # its shards as empty and wedge them (and the old ones could still pull)
+                return (f"join: gid {gid} was served by other servers before "
+                        f"({', '.join(had)}); a gid keeps its servers: join the new servers "
+                        f"under a new gid")
     elif isinstance(op, Leave):
         for gid in op.gids:
             if gid not in cfg.groups:
                 return f"leave: gid {gid} is not in configuration {cfg.num}"
+        if any(cfg.shards) and set(cfg.groups) <= set(op.gids):
+            return (f"leave: {_listing(op.gids)} would leave no group to serve the shards, and "
+                    f"their values would be deleted; join another group first")
     elif op.gid not in cfg.groups:
         return f"move: gid {op.gid} is not in configuration {cfg.num}"
     return None
+
+
+def _listing(gids: Iterable[int]) -> str:
+    gids = sorted(gids)
+    return f"gid {gids[0]}" if len(gids) == 1 else "gids " + ", ".join(map(str, gids))
 
 
 # ---------------------------------------------------------------- configurations
@@ -209,6 +229,9 @@ class ControllerState:
             if c.num != i:
                 raise ValueError(f"configuration {i} is numbered {c.num}")
         self.sessions: dict[int, Session] = dict(sessions or {})
+        self.servers_of: dict[int, tuple[str, ...]] = {}    # derived: gid -> its last servers
+        for c in self.configs:
+            self.servers_of.update(c.groups)
 
     @property
     def latest(self) -> Config:
@@ -226,10 +249,11 @@ class ControllerState:
                 if cmd.command_id == s.command_id:
                     return Applied(s.err, s.num)
                 return Applied(OK, self.latest.num)
-        err = check(self.latest, cmd.op)
+        err = check(self.latest, cmd.op, self.servers_of)
         new = None if err else next_config(self.latest, cmd.op)
         if new is not None:
             self.configs.append(new)
+            self.servers_of.update(new.groups)
         session = None
         if cid:
             session = self.sessions[cid] = Session(cmd.command_id, err or OK, self.latest.num)

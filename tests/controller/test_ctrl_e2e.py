@@ -14,7 +14,7 @@ import re
 import pytest
 from ctrl_support import CTRL, addresses, check_config, cluster, stored_state  # noqa: F401
 
-from eraftd.controller.client import ControllerClient
+from eraftd.controller.client import ControllerClient, ControllerError
 from eraftd.controller.state import NSHARDS, Config, Join, Leave, Move, Op, check, next_config
 from eraftd.testing import Cluster, wait_for
 
@@ -65,9 +65,10 @@ async def test_basic(cluster):
         await ck.leave([1])
         check_config(await ck.query(), [2])
         cfa.append(await ck.query())
-        await ck.leave([2])
-        cfa.append(await ck.query())
-        assert [x.num for x in cfa] == [0, 1, 2, 3, 4]
+        with pytest.raises(ControllerError, match="would leave no group to serve the shards"):
+            await ck.leave([2])                  # the last group: refused, nothing changes
+        assert await ck.query() == cfa[-1]
+        assert [x.num for x in cfa] == [0, 1, 2, 3]
 
         # historical queries, each peer in turn down (kill -9) and back
         for n in c.nodes:
@@ -99,6 +100,7 @@ async def test_basic(cluster):
                 await cl.join({gid: [f"s{gid}b"]})
                 await cl.leave([gid + 1000])
         await asyncio.gather(*(one(g) for g in gids))
+        await ck.leave([2])                      # no longer the last group
         check_config(await ck.query(), gids)
 
         # minimal transfers after joins, then after leaves
@@ -129,7 +131,8 @@ async def test_multi(cluster):
         await ck.leave([1, 3])
         check_config(await ck.query(), [2])
         assert (await ck.query()).groups == {2: ("a", "b", "c")}
-        await ck.leave([2])
+        with pytest.raises(ControllerError, match="would leave no group"):
+            await ck.leave([2])                  # the last group: refused
 
         gids = [1000 + i for i in range(10)]
 
@@ -139,6 +142,7 @@ async def test_multi(cluster):
                                gid + 1000: [f"{gid + 1000}a"], gid + 2000: [f"{gid + 2000}a"]})
                 await cl.leave([gid + 1000, gid + 2000])
         await asyncio.gather(*(one(g) for g in gids))
+        await ck.leave([2])                      # no longer the last group
         check_config(await ck.query(), gids)
 
         c1 = await ck.query()
@@ -250,6 +254,8 @@ async def test_leader_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
         stop.set()
         return killed_at
 
+    async with ControllerClient(addrs, total_timeout=60) as ctl:
+        await ctl.join({1: ("base",)})             # configuration 1: the clients' leaves are never the last
     clients = [asyncio.create_task(client(i)) for i in range(4)]
     try:
         killed_at = await chaos()
@@ -266,7 +272,7 @@ async def test_leader_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
     for i, seq, op, cfg in acked:
         n = cfg.num
         assert hist[n] == cfg, f"client {i} command {seq} {op}: answer differs from history"
-        if n > 0 and check(hist[n - 1], op) is None and next_config(hist[n - 1], op) == hist[n]:
+        if n > 1 and check(hist[n - 1], op) is None and next_config(hist[n - 1], op) == hist[n]:
             assert n not in claims, f"configuration {n} claimed by {claims[n]} and {(i, seq, op)}"
             claims[n] = (i, seq, op)
         else:                                      # only a move can change nothing
@@ -275,8 +281,8 @@ async def test_leader_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
         assert n >= last_num.get(i, 0), f"client {i}'s commands applied out of order"
         last_num[i] = n
     # every configuration came from exactly one acknowledged command: none applied twice
-    assert sorted(claims) == list(range(1, len(hist)))
-    assert hist[-1].groups == {}                   # every client left its last gid
+    assert sorted(claims) == list(range(2, len(hist)))
+    assert hist[-1].groups == {1: ("base",)}       # every client left its last gid
 
     await asyncio.to_thread(wait_all_applied, c)
     for n in c.nodes:

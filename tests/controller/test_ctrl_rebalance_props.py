@@ -90,7 +90,7 @@ def test_apply_keeps_every_invariant(data, n):
         before = st_.latest
         prior = st_.sessions.get(client)
         duplicate = client != 0 and prior is not None and cid <= prior.command_id
-        err = check(before, op)
+        err = check(before, op, st_.servers_of)
         r = st_.apply(Command(op, client, cid))
         latest = st_.latest
         if duplicate:

@@ -58,10 +58,10 @@ def test_basic_join_leave_and_historical_queries(st):
     assert ck.leave([1]) == OK
     check_config(st.latest, [2])
     history.append(st.latest)
-    assert ck.leave([2]) == OK
-    check_config(st.latest, [])
-    history.append(st.latest)
-    assert [c.num for c in history] == [0, 1, 2, 3, 4]
+    # the last group may not leave (eRaft would hand every shard to gid 0 and delete the data)
+    assert ck.leave([2]).startswith("leave: gid 2 would leave no group to serve the shards")
+    assert st.latest == history[-1]
+    assert [c.num for c in history] == [0, 1, 2, 3]
     for c in history:
         assert st.query(c.num) == c
     assert st.query(-1) == st.query(99) == st.query(-7) == history[-1]
@@ -126,11 +126,33 @@ def test_more_groups_than_shards(st):
     assert after.shards[s] == 11
 
 
-def test_leave_of_every_group_gives_every_shard_to_gid_0(st):
+def test_leave_of_every_group_is_refused_and_changes_nothing(st):
     ck = Clerk(st)
     ck.join({1: ["a"], 2: ["b"], 3: ["c"]})
-    assert ck.leave([3, 1, 2]) == OK
-    assert st.latest.shards == (0,) * NSHARDS and st.latest.groups == {}
+    before = st.latest
+    assert ck.leave([3, 1, 2]) == ("leave: gids 1, 2, 3 would leave no group to serve the shards, "
+                                   "and their values would be deleted; join another group first")
+    assert st.latest == before
+    assert ck.leave([3, 1]) == OK and st.latest.groups == {2: ("b",)}   # all but one: fine
+
+
+def test_a_gid_keeps_its_servers_across_leave_and_join(st):
+    """A re-join of a gid with new servers would replay its history on them and wedge its
+    shards: refused; the same servers may come back."""
+    ck = Clerk(st)
+    ck.join({1: ["a"], 2: ["b"]})
+    assert ck.leave([1]) == OK
+    before = st.latest
+    err = ck.join({1: ["c"]})
+    assert err == ("join: gid 1 was served by other servers before (a); a gid keeps its servers: "
+                   "join the new servers under a new gid")
+    assert st.latest == before
+    assert ck.join({1: ["a"]}) == OK and st.latest.groups[1] == ("a",)
+    # still refused after a restart (the history is rebuilt from the configurations)
+    again = ControllerState(st.configs)
+    assert again.apply(Command(Join({1: ("c",)}))).err.startswith("join: gid 1 is already present")
+    again.apply(Command(Leave((1,))))
+    assert again.apply(Command(Join({1: ("c",)}))).err.startswith("join: gid 1 was served by other")
 
 
 def test_move_hands_one_shard_and_does_not_rebalance(st):

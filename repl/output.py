@@ -236,8 +236,8 @@ def format_bench(r: BenchResult) -> str:
     ] + ([f"interrupted after {r.issued} of {r.requests} requests"] if r.interrupted else
          [f"stopped after {r.issued} of {r.requests} requests: a group did not answer in time"]
          if r.issued < r.requests else [])
-      + ([f"cleanup      removed {r.removed} bench keys"] if r.removed and not r.left else [])
-      + ([f"cleanup      left {r.left} bench keys (named D{r.prefix}I, D = 0-9)"] if r.left else []))
+      + ([f"cleanup     removed {r.removed} bench keys"] if r.removed and not r.left else [])
+      + ([f"cleanup     left {r.left} bench keys (named D{r.prefix}I, D = 0-9)"] if r.left else []))
 
 
 # ---------------------------------------------------------------- help

@@ -162,7 +162,7 @@ def test_the_real_shell_on_a_terminal(cluster, tmp_path):  # noqa: F811
         p.expect(r"\] \d+/1000000")                     # its progress bar
         p.sendintr()
         p.expect(r"interrupted after \d+ of 1000000 requests")    # the summary of what was done
-        p.expect(r"cleanup      removed \d+ bench keys")         # and its keys are gone again
+        p.expect(r"cleanup     removed \d+ bench keys")         # and its keys are gone again
         p.expect("error: cancelled")
         p.expect(prompt)
         p.send("put half")                              # Ctrl-C at the prompt clears the line

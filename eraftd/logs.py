@@ -22,6 +22,23 @@ class OneLineFormatter(logging.Formatter):
         return super().format(record).replace("\r", "").replace("\n", "\\n")
 
 
+class ClientGoneFilter(logging.Filter):
+    """grpc.aio logs an ExecuteBatchError, traceback and all, at ERROR when a handler's answer
+    cannot be sent because the client has already gone (its deadline passed, it cancelled, the
+    connection closed: e.g. while this process was paused).  Nothing failed on our side and the
+    client retries; say so in one INFO line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ == "ExecuteBatchError":
+            method = record.getMessage().rpartition(" by servicer method ")[2] or "a call"
+            record.msg, record.args = "a client went away before its answer to %s could be sent", (method,)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger().isEnabledFor(logging.INFO)
+        return True
+
+
 def setup(level: str = "info", file: str = "") -> None:
     """Route every logger through one handler at `level` (one of LEVELS).
 
@@ -36,4 +53,5 @@ def setup(level: str = "info", file: str = "") -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter())
+    handler.addFilter(ClientGoneFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)

@@ -144,3 +144,38 @@ def test_log_format_is_one_line_per_event(tmp_path):
     assert " ERROR eraftd.node: failed\\nTraceback" in lines[1] and "RuntimeError: boom" in lines[1]
     with pytest.raises(ValueError, match="unknown log level"):
         logs.setup("loud")
+
+
+def test_an_answer_to_a_client_that_left_is_one_info_line(tmp_path):
+    """grpc.aio logs ExecuteBatchError with a traceback at ERROR when a client went away before
+    its answer was sent (seen after a SIGSTOP pause in the nemesis): nothing failed here."""
+    import logging
+
+    from eraftd import logs
+
+    class ExecuteBatchError(Exception):          # grpc._cython.cygrpc's, by name
+        pass
+
+    log_file = tmp_path / "n1.log"
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.setup("info", str(log_file))
+        grpc_log = logging.getLogger("grpc._cython.cygrpc")
+        try:
+            raise ExecuteBatchError('Failed "execute_batch"')
+        except ExecuteBatchError:
+            grpc_log.exception("ExecuteBatchError raised in core by servicer method [%s]",
+                               "/eraftkvpb.KVBatch/Batch")
+        try:
+            raise RuntimeError("a real one")
+        except RuntimeError:
+            grpc_log.exception("Unexpected error")
+    finally:
+        for h in root.handlers:
+            h.close()
+        root.handlers[:], root.level = saved
+    first, second = log_file.read_text().splitlines()
+    assert first.endswith(" INFO grpc._cython.cygrpc: a client went away before its answer to "
+                          "[/eraftkvpb.KVBatch/Batch] could be sent")
+    assert " ERROR " in second and "Traceback" in second        # anything else stays an error

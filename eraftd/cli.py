@@ -245,13 +245,14 @@ def _split_shell_words(parser: argparse.ArgumentParser, argv: list[str]) -> tupl
     takes_value = {o for a in parser._actions for o in a.option_strings if a.nargs is None
                    and not isinstance(a, (argparse._StoreTrueAction, argparse._VersionAction,
                                           argparse._HelpAction))}
+    shell_commands = oneshot_commands()
     i = 0
     while i < len(argv):
         w = argv[i]
         if w.startswith("-"):
             i += 2 if w in takes_value else 1
             continue
-        if w in oneshot_commands():
+        if w in shell_commands:
             return argv[:i + 1], argv[i + 1:]
         break
     return argv, None

@@ -20,7 +20,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, TextIO
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TextIO
 
 import grpc
 
@@ -30,7 +30,7 @@ from eraftd.durations import DurationError, parse_duration
 from eraftd.shardkv.clerk import Clerk, ShardKVError, ShardKVUnavailable
 
 from . import output, suggest
-from .probe import Probe, rpc_problem, scrub
+from .probe import Probe, rpc_problem
 from .suggest import Grammar
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -307,16 +307,9 @@ async def _get(s: Session, a: KV) -> Reply:
     return Reply(value.hex() if a.hex else value, {"key": key, "value": shown(value, a.hex)})
 
 
-def _needs(s: Session, method: str) -> Any:
-    fn = getattr(s.clerk, method, None)
-    if fn is None:
-        raise CommandFailed(f"this client library cannot {method} yet (upgrade eraftd)")
-    return fn
-
-
 async def _delete(s: Session, a: KV) -> Reply:
     s.used_key(a.key)
-    existed = await _needs(s, "delete")(a.key)
+    existed = await s.clerk.delete(a.key)
     key = shown(a.key, a.hex)
     return Reply("OK" if existed else f"no change: {key} did not exist",
                  {"key": key, "deleted": bool(existed)})
@@ -324,7 +317,7 @@ async def _delete(s: Session, a: KV) -> Reply:
 
 async def _exists(s: Session, a: KV) -> Reply:
     s.used_key(a.key)
-    yes = await _needs(s, "exists")(a.key)
+    yes = await s.clerk.exists(a.key)
     return Reply("yes" if yes else "no", {"key": shown(a.key, a.hex), "exists": bool(yes)})
 
 
@@ -348,7 +341,7 @@ def _parse_cas(words: list[str], opts: Opts) -> Cas:
 
 async def _cas(s: Session, a: Cas) -> Reply | Outcome:
     s.used_key(a.key)
-    swapped, current = await _needs(s, "cas")(a.key, a.expected, a.new)
+    swapped, current = await s.clerk.cas(a.key, a.expected, a.new)
     key = shown(a.key, a.hex)
     if swapped:
         return Reply("OK", {"key": key, "swapped": True})
@@ -377,7 +370,7 @@ def _parse_scan(words: list[str], opts: Opts) -> Scan:
 async def _scan(s: Session, a: Scan) -> Reply:
     """Streams: one line per key as the pages come (--json: one object per key)."""
     prefix = a.prefix.encode() if isinstance(a.prefix, str) else a.prefix
-    pairs: AsyncIterator = _needs(s, "scan")(prefix, a.limit)
+    pairs = s.clerk.scan(prefix, a.limit)
     n = 0
     async for key, value in pairs:
         n += 1
@@ -629,8 +622,7 @@ GRAMMAR: dict[str, Grammar] = {name: c.grammar for name, c in COMMANDS.items()}
 
 def plain(e: BaseException) -> str:
     """A failure in plain words, one line: no status code names, no b'' reprs."""
-    text = rpc_problem(e) if isinstance(e, (grpc.aio.AioRpcError, asyncio.TimeoutError)) else str(e)
-    return scrub(text) or type(e).__name__
+    return rpc_problem(e)
 
 
 async def execute(session: Session, line: str) -> Outcome:

@@ -45,10 +45,12 @@ from .state import OK, Command, Config, Join, Leave, Move, Op
 _RETRYABLE = (ERR_WRONG_LEADER, ERR_TIMEOUT)
 PROBE_TIMEOUT_S = 1.0          # asking a non-controller what it is
 
-# eRaft's error strings and gRPC statuses, as the clients' messages say them
+# eRaft's error strings as the clients' messages say them (gRPC statuses: errors.rpc_problem)
 _ERR_WORDS = {ERR_WRONG_LEADER: "not the leader", ERR_TIMEOUT: "no result in time",
               "ErrWrongGroup": "does not serve that shard", "ErrNotReady": "not ready",
               "ErrOutDated": "out of date"}
+
+
 def err_words(err: str) -> str:
     """An eRaft error string ("ErrWrongLeader", ...) in plain words; other text as it is."""
     return _ERR_WORDS.get(err, err)

@@ -9,6 +9,16 @@ durable (a leader's appends and heartbeats: they promise nothing about our own d
 `msgs_after_persist` carry promises (votes, acknowledgements) and must wait for the write.
 A leader counts its own entries toward commit only once they are durable (see
 RawNode.advance), which is what makes sending appends before persisting safe.
+
+Membership (`conf`: voters and learners) changes one member at a time, through CONF_CHANGE
+entries that take effect when the driver applies them (`apply_conf_change`), as in etcd-io/raft.
+What keeps two configurations in use at once adjacent (their majorities overlap):
+  * a leader proposes a change only once an entry of its own term is committed (the
+    single-server bug found after Ongaro's thesis) and no earlier change is unapplied
+    (`pending_conf_index`, conservatively the last index when it became leader);
+  * a node does not campaign while a committed change is not yet applied;
+  * learners never vote, never count toward commit, ReadIndex or check-quorum, and never
+    campaign; a removed leader steps down once its removal is applied.
 """
 from __future__ import annotations
 
@@ -16,7 +26,8 @@ import random
 from typing import Any
 
 from .log import RaftLog
-from .messages import NONE, Entry, Message, MsgType, ReadState, Role, SnapshotMeta
+from .messages import (NONE, ConfChange, ConfChangeOp, ConfState, Entry, EntryType, Message,
+                       MsgType, Notice, ReadState, Role, SnapshotMeta)
 from .options import RaftOptions
 from .progress import Progress, ProgressState
 from .quorum import VoteResult, committed_index, majority, vote_result
@@ -24,6 +35,13 @@ from .storage import CompactedError, LogStorage, UnavailableError
 
 T = MsgType
 TRANSFER_CONTEXT = b"transfer"
+# APP_RESP context of a node that knows no membership yet (it waits to be added): it can start
+# only from a snapshot, which carries the membership; entries from index 1 would be applied
+# against no configuration at all
+NEED_SNAPSHOT = b"need-snapshot"
+# from a node that is not a member we take only what a leader sends to a node that does not
+# know yet that it was added (a removed node's campaigns and answers are ignored)
+_FROM_NON_MEMBERS = frozenset({T.APP, T.HEARTBEAT, T.SNAP})
 # kinds of campaign
 _PRE_VOTE, _ELECTION, _TRANSFER = "pre-vote", "election", "transfer"
 
@@ -33,7 +51,8 @@ _SEND_BEFORE_PERSIST = frozenset({T.APP, T.HEARTBEAT, T.SNAP, T.TIMEOUT_NOW, T.R
 
 
 class ProposalDropped(Exception):
-    """The proposal was not appended: this node is not the leader, or a transfer is under way."""
+    """The proposal was not appended: this node is not the leader, or a transfer is under way,
+    or (for a membership change) str() says why the change cannot be made now."""
 
 
 class _ReadIndexStatus:
@@ -87,8 +106,10 @@ class _ReadOnly:
 class Raft:
     def __init__(self, opts: RaftOptions, storage: LogStorage, rng: random.Random) -> None:
         self.id = opts.id
-        self.peers = tuple(sorted(opts.peers))
         self.opts = opts
+        self.conf = ConfState(tuple(sorted(opts.peers)), tuple(sorted(opts.learners)))
+        self.pending_conf_index = 0
+        self.notices: list[Notice] = []
         self.rng = rng
         self.log = RaftLog(storage, opts.applied, opts.max_committed_per_ready)
         hs, _ = storage.initial_state()
@@ -110,7 +131,7 @@ class Raft:
         self.read_states: list[ReadState] = []
         self.msgs: list[Message] = []
         self.msgs_after_persist: list[Message] = []
-        self.quorum = majority(len(self.peers))
+        self.quorum = majority(len(self.conf.voters))
         self.become_follower(self.term, NONE)
 
     # ------------------------------------------------------------------ helpers
@@ -145,13 +166,25 @@ class Raft:
         self.votes = {}
         last = self.log.last_index()
         cap = self.opts.max_inflight_msgs
-        self.prs = {p: Progress(last + 1, cap) for p in self.peers}
-        self.prs[self.id].match = self.log.stable_last_index()
+        self.prs = {p: Progress(last + 1, cap) for p in self.conf.members()}
+        if self.id in self.prs:
+            self.prs[self.id].match = self.log.stable_last_index()
         self.read_only = _ReadOnly()
         self.pending_read_msgs = []
 
     def _promotable(self) -> bool:
-        return self.id in self.prs
+        return self.id in self.conf.voters
+
+    def is_member(self, nid: int) -> bool:
+        return nid in self.conf
+
+    def accepts_from(self, m: Message) -> bool:
+        """Whether a network message from m.frm may be stepped (see _FROM_NON_MEMBERS)."""
+        return m.frm in self.conf or m.type in _FROM_NON_MEMBERS
+
+    def _others(self) -> list[int]:
+        """Every member but us: where a leader's appends and heartbeats go."""
+        return [p for p in self.conf.members() if p != self.id]
 
     def past_election_timeout(self) -> bool:
         return self.election_elapsed >= self.randomized_election_timeout
@@ -188,6 +221,8 @@ class Raft:
         pr.recent_active = True
         # the no-op entry of the new term: it lets the leader commit (Figure 8) and serve reads
         self._append_entries([b""])
+        # our log may hold changes not applied yet: no new one until all of it is applied
+        self.pending_conf_index = self.log.last_index()
 
     # ------------------------------------------------------------------ ticks
     def tick(self) -> None:
@@ -239,17 +274,21 @@ class Raft:
         ctx = TRANSFER_CONTEXT if kind == _TRANSFER else b""
         last = self.log.last_index()
         lt = self.log.last_term()
-        for p in self.peers:
+        for p in self.conf.voters:
             if p != self.id:
                 self._send(Message(vote_msg, to=p, term=term, index=last, log_term=lt, context=ctx))
 
     def _poll(self) -> VoteResult:
-        return vote_result(self.peers, self.votes)
+        return vote_result(self.conf.voters, self.votes)
 
     def _hup(self, transfer: bool = False) -> None:
         if self.role == Role.LEADER:
             return
         if not self._promotable():
+            return
+        if self._has_unapplied_conf_change():
+            # our membership may be about to change: campaigning with the old one could make
+            # two configurations that differ by more than one member both elect leaders
             return
         if transfer:
             self._campaign(_TRANSFER)
@@ -308,6 +347,16 @@ class Raft:
             self._step_candidate(m)
 
     # ------------------------------------------------------------------ leader
+    def _has_unapplied_conf_change(self) -> bool:
+        lo, hi = self.log.applied + 1, self.log.committed + 1
+        if lo >= hi:
+            return False
+        try:
+            ents = self.log.slice(lo, hi, 1 << 62)
+        except (CompactedError, UnavailableError):
+            return False
+        return any(e.type == EntryType.CONF_CHANGE for e in ents)
+
     def _step_leader(self, m: Message) -> None:
         t = m.type
         if t == T.BEAT:
@@ -338,11 +387,18 @@ class Raft:
             return
         if t == T.APP_RESP:
             pr.recent_active = True
+            if m.reject and m.context == NEED_SNAPSHOT:
+                if pr.state != ProgressState.SNAPSHOT:
+                    self._send_snapshot(m.frm, pr)
+                return
             if m.reject:
                 next_probe = m.reject_hint
                 if m.log_term > 0:
                     next_probe = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+                old_match = pr.match
                 if pr.maybe_decr_to(m.index, next_probe):
+                    if pr.match < old_match:
+                        self.notices.append(Notice("lost-log", m.frm, old_match, pr.match))
                     if pr.state == ProgressState.REPLICATE:
                         pr.become_probe()
                     self._send_append(m.frm)
@@ -368,6 +424,14 @@ class Raft:
         if t == T.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
+            if m.reject and m.index < pr.match:
+                # it lacks entries it had acknowledged (we sent it commit <= its Match): its
+                # log was lost; send it again from where it is, and do not count its ack
+                self.notices.append(Notice("lost-log", m.frm, pr.match, m.index))
+                pr.match = m.index
+                pr.become_probe()
+                self._send_append(m.frm)
+                return
             if pr.state == ProgressState.REPLICATE and pr.inflights.full():
                 pr.inflights.free_first()  # appends may have been lost: let one more through
             if pr.match < self.log.last_index():
@@ -375,7 +439,7 @@ class Raft:
             if not m.context:
                 return
             acks = self.read_only.recv_ack(m.frm, m.context)
-            if acks is None or len(acks) < self.quorum:
+            if acks is None or self._voters_in(acks) < self.quorum:
                 return
             for rs in self.read_only.advance(m.context):
                 self._respond_read(rs.req, rs.index)
@@ -394,7 +458,7 @@ class Raft:
             return
 
     def _transfer(self, transferee: int) -> None:
-        if transferee == NONE or transferee not in self.prs:
+        if transferee == NONE or transferee not in self.conf.voters:
             return
         if self.lead_transferee != NONE:
             if self.lead_transferee == transferee:
@@ -410,14 +474,19 @@ class Raft:
             self._send_append(transferee)
 
     def _quorum_active(self) -> bool:
-        active = sum(1 for p, pr in self.prs.items() if p == self.id or pr.recent_active)
+        prs = self.prs
+        active = sum(1 for p in self.conf.voters if p == self.id or prs[p].recent_active)
         return active >= self.quorum
+
+    def _voters_in(self, ids: set[int]) -> int:
+        voters = self.conf.voters
+        return sum(1 for i in ids if i in voters)
 
     def _committed_in_current_term(self) -> bool:
         return self.log.term_or_none(self.log.committed) == self.term
 
     def _send_read_index(self, m: Message) -> None:
-        if len(self.peers) == 1:
+        if self.conf.voters == (self.id,):
             self._respond_read(m, self.log.committed)  # our own acknowledgement is the quorum
             return
         self.read_only.add(self.log.committed, m)
@@ -446,15 +515,85 @@ class Raft:
         self._bcast_append()
         return first
 
-    def _append_entries(self, datas: list[bytes]) -> int:
+    # ------------------------------------------------------------------ membership
+    def conf_change_refusal(self, cc: ConfChange) -> str:
+        """Why the leader cannot propose `cc` now ("" if it can)."""
+        if self.role != Role.LEADER:
+            return "not the leader"
+        if self.lead_transferee != NONE:
+            return "a leadership transfer is in progress; try again"
+        if not self._committed_in_current_term():
+            return "the leader has not committed an entry of its term yet; try again"
+        if self.pending_conf_index > self.log.applied:
+            return "another membership change is still in progress; try again when it is done"
+        nid, op = cc.node_id, cc.op
+        if cc.applied_to(self.conf) is None:
+            if op == ConfChangeOp.ADD_LEARNER:
+                return f"node {nid} is already a member"
+            if op == ConfChangeOp.PROMOTE:
+                return (f"node {nid} is already a voter" if nid in self.conf.voters
+                        else f"node {nid} is not a learner of this group")
+            if op == ConfChangeOp.REMOVE:
+                return (f"node {nid} is the group's last voter" if nid in self.conf.voters
+                        else f"node {nid} is not a member of this group")
+            return f"unknown membership change {op}"
+        if op == ConfChangeOp.PROMOTE:
+            match, last = self.prs[nid].match, self.log.last_index()
+            if match + self.opts.promote_lag < last:
+                return f"learner {nid} has not caught up yet (it has {match} of {last} entries)"
+        return ""
+
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        """Append one membership change and start replicating it; returns its index."""
+        why = self.conf_change_refusal(cc)
+        if why:
+            raise ProposalDropped(why)
+        first = self._append_entries([cc.encode()], EntryType.CONF_CHANGE)
+        self.pending_conf_index = first
+        self._bcast_append()
+        return first
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """A committed CONF_CHANGE entry was applied: the membership changes now."""
+        new = cc.applied_to(self.conf)
+        if new is not None:
+            self._set_conf(new)
+        return self.conf
+
+    def _set_conf(self, cs: ConfState) -> None:
+        was_member = self.id in self.conf
+        self.conf = cs
+        self.quorum = majority(len(cs.voters))
+        members = cs.members()
+        last, cap = self.log.last_index(), self.opts.max_inflight_msgs
+        for p in members:
+            if p not in self.prs:
+                self.prs[p] = Progress(last + 1, cap)
+        for p in [p for p in self.prs if p not in cs]:
+            del self.prs[p]
+        if was_member and self.id not in cs:
+            self.notices.append(Notice("removed", self.id))
+        if self.role == Role.LEADER:
+            if self.id not in cs.voters:
+                self.become_follower(self.term, NONE)  # removed (thesis 4.2.2): step down
+                return
+            if self.lead_transferee not in cs.voters:
+                self.lead_transferee = NONE
+            if self._maybe_commit():  # a smaller quorum may commit more
+                self._bcast_append()
+        elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE) and self.id not in cs.voters:
+            self.become_follower(self.term, NONE)
+
+    def _append_entries(self, datas: list[bytes], typ: int = EntryType.NORMAL) -> int:
         first = self.log.last_index() + 1
         term = self.term
-        ents = [Entry(term, first + i, d) for i, d in enumerate(datas)]
+        ents = [Entry(term, first + i, d, typ) for i, d in enumerate(datas)]
         self.log.append(ents)
         return first
 
     def _maybe_commit(self) -> bool:
-        mci = committed_index(pr.match for pr in self.prs.values())
+        prs = self.prs
+        mci = committed_index(prs[v].match for v in self.conf.voters)
         if self.log.maybe_commit(mci, self.term):
             self._release_pending_reads()
             return True
@@ -468,16 +607,15 @@ class Raft:
             self._bcast_append()
 
     def _bcast_append(self) -> None:
-        for p in self.peers:
-            if p != self.id:
-                self._send_append(p)
+        for p in self._others():
+            self._send_append(p)
 
     def _bcast_heartbeat(self, ctx: bytes) -> None:
         committed = self.log.committed
-        for p in self.peers:
-            if p != self.id:
-                pr = self.prs[p]
-                self._send(Message(T.HEARTBEAT, to=p, commit=min(pr.match, committed), context=ctx))
+        prs = self.prs
+        for p in self._others():
+            self._send(Message(T.HEARTBEAT, to=p, commit=min(prs[p].match, committed),
+                               context=ctx))
 
     def _send_append(self, to: int) -> None:
         self._maybe_send_append(to, send_if_empty=True)
@@ -574,6 +712,10 @@ class Raft:
             self.read_states.append(ReadState(m.index, m.context))
 
     def _handle_append(self, m: Message) -> None:
+        if not self.conf.voters and not self.conf.learners:
+            self._send(Message(T.APP_RESP, to=m.frm, index=m.index, reject=True,
+                               context=NEED_SNAPSHOT))
+            return
         if m.index < self.log.committed:
             self._send(Message(T.APP_RESP, to=m.frm, index=self.log.committed))
             return
@@ -589,7 +731,14 @@ class Raft:
                            reject_hint=hint, log_term=hint_term))
 
     def _handle_heartbeat(self, m: Message) -> None:
-        self.log.commit_to(min(m.commit, self.log.last_index()))
+        last = self.log.last_index()
+        self.log.commit_to(min(m.commit, last))
+        if m.commit > last:
+            # the leader sends commit <= what we acknowledged: we lost entries we had (a
+            # wiped or damaged disk); say so, so that it sends them again
+            self._send(Message(T.HEARTBEAT_RESP, to=m.frm, context=m.context, reject=True,
+                               index=last))
+            return
         self._send(Message(T.HEARTBEAT_RESP, to=m.frm, context=m.context))
 
     def _handle_snapshot(self, m: Message) -> None:
@@ -607,4 +756,6 @@ class Raft:
             self.log.commit_to(snap.index)
             return False
         self.log.restore(snap, data)
+        if snap.conf is not None:
+            self._set_conf(snap.conf)
         return True

@@ -2,22 +2,90 @@
 
 Everything that happens to a Raft node is a Message, local events included
 (HUP to start an election, BEAT to send heartbeats, PROP to propose).  Peer ids
-are small ints: the 0-based position of a node in its group's peer list.
+are small ints, unique within a group and never reused by the driver for another
+disk (a group built from a TOML starts with ids 0..n-1, the positions in its peer list).
+
+Membership is a ConfState (voters, learners).  It changes only through CONF_CHANGE
+entries, one member at a time, and a change takes effect when the entry is applied
+(RawNode.apply_conf_change); snapshots carry the ConfState at their index.
 
 The core never looks inside Entry.data or Message.snapshot_data: they are
 opaque to it.  This module imports nothing but the standard library.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NamedTuple, Any
 
 NONE = -1  # "no peer" (no leader known, no vote cast)
+_CC_HEAD = struct.Struct(">BI")  # ConfChange: op, node id; the context follows
 
 
 class EntryType(IntEnum):
-    NORMAL = 0  # data is a state-machine command; empty data = the leader's no-op
+    NORMAL = 0       # data is a state-machine command; empty data = the leader's no-op
+    CONF_CHANGE = 1  # data is ConfChange.encode(): one membership change
+
+
+class ConfChangeOp(IntEnum):
+    ADD_LEARNER = 1  # a new member that receives the log but neither votes nor counts
+    PROMOTE = 2      # a learner becomes a voter
+    REMOVE = 3       # a voter or learner leaves the group
+
+
+class ConfState(NamedTuple):
+    """A group's membership: sorted tuples of ids (a node is in at most one of them)."""
+    voters: tuple = ()
+    learners: tuple = ()
+
+    def members(self) -> tuple:
+        return tuple(sorted(self.voters + self.learners))
+
+    def __contains__(self, nid: object) -> bool:  # type: ignore[override]
+        return nid in self.voters or nid in self.learners
+
+
+class ConfChange(NamedTuple):
+    """One membership change.  `context` is the driver's (e.g. the new member's address);
+    the core reads only op and node_id."""
+    op: int
+    node_id: int
+    context: bytes = b""
+
+    def encode(self) -> bytes:
+        return _CC_HEAD.pack(self.op, self.node_id) + self.context
+
+    @classmethod
+    def decode(cls, data: bytes) -> "ConfChange":
+        if len(data) < _CC_HEAD.size:
+            raise ValueError(f"conf change entry too short ({len(data)} bytes)")
+        op, nid = _CC_HEAD.unpack_from(data)
+        return cls(ConfChangeOp(op), nid, bytes(data[_CC_HEAD.size:]))
+
+    def applied_to(self, cs: ConfState) -> ConfState | None:
+        """The membership after this change, or None when it does not apply to `cs` (then
+        it is a no-op: the leader checks before proposing, this guards replays)."""
+        v, ln, nid = set(cs.voters), set(cs.learners), self.node_id
+        if self.op == ConfChangeOp.ADD_LEARNER:
+            if nid in v or nid in ln:
+                return None
+            ln.add(nid)
+        elif self.op == ConfChangeOp.PROMOTE:
+            if nid not in ln:
+                return None
+            ln.discard(nid)
+            v.add(nid)
+        elif self.op == ConfChangeOp.REMOVE:
+            if nid not in v and nid not in ln:
+                return None
+            if v == {nid}:
+                return None  # never remove the last voter
+            v.discard(nid)
+            ln.discard(nid)
+        else:
+            return None
+        return ConfState(tuple(sorted(v)), tuple(sorted(ln)))
 
 
 class Entry(NamedTuple):
@@ -40,9 +108,11 @@ EMPTY_HARD_STATE = HardState()
 
 
 class SnapshotMeta(NamedTuple):
-    """The last log position a snapshot covers."""
+    """The last log position a snapshot covers, and the membership at that position (None:
+    the one the node was configured with, for snapshots taken before membership changes)."""
     index: int = 0
     term: int = 0
+    conf: ConfState | None = None
 
 
 EMPTY_SNAPSHOT = SnapshotMeta()
@@ -154,8 +224,22 @@ class Ready:
     messages: list = field(default_factory=list)          # send now
     persisted_messages: list = field(default_factory=list)  # send after the write is durable
     read_states: list = field(default_factory=list)       # list[ReadState]
+    notices: list = field(default_factory=list)           # list[Notice]: for the driver's log
 
     def empty(self) -> bool:
         return not (self.soft_state or self.hard_state or self.entries or self.snapshot
                     or self.committed or self.messages or self.persisted_messages
-                    or self.read_states)
+                    or self.read_states or self.notices)
+
+
+class Notice(NamedTuple):
+    """Something the core saw that an operator should hear of (the driver logs it).
+
+    kind "lost-log": peer `peer` no longer holds entries up to `index` that it had
+    acknowledged (its disk was wiped or damaged); the leader sends it the log again from
+    `hint`.  kind "removed": this node was removed from the group (it stops campaigning).
+    """
+    kind: str
+    peer: int
+    index: int = 0
+    hint: int = 0

@@ -95,14 +95,24 @@ class Progress:
         return updated
 
     def maybe_decr_to(self, rejected: int, match_hint: int) -> bool:
-        """The follower rejected an APP whose previous index was `rejected`."""
+        """The follower rejected an APP whose previous index was `rejected`.
+
+        A rejection at or below Match means either an old answer overtaken by later ones or a
+        follower that lost entries it had acknowledged (a wiped disk).  In REPLICATE, one at
+        Match itself makes us probe there; if the probe at Match is rejected too, the follower
+        did lose them, and Match comes down to what it says it has (etcd-io/raft assumes a
+        disk never forgets, and would never send such a follower anything again).  Lowering
+        Match is safe: the commit index never goes back, and a follower that did have the
+        entries just acknowledges them again."""
         if self.state == ProgressState.REPLICATE:
-            if rejected <= self.match:
+            if rejected < self.match:
                 return False  # stale rejection
             self.next = self.match + 1
             return True
         if self.next - 1 != rejected:
             return False  # stale: not the probe we sent last
+        if rejected <= self.match:
+            self.match = min(match_hint, rejected - 1)
         self.next = max(min(rejected, match_hint + 1), self.match + 1)
         self.probe_sent = False
         return True

@@ -15,7 +15,8 @@ import random
 from dataclasses import dataclass
 
 from .core import ProposalDropped, Raft
-from .messages import NONE, HardState, Message, MsgType, Ready, Role, SoftState
+from .messages import (NONE, ConfChange, ConfState, HardState, Message, MsgType, Ready, Role,
+                       SoftState)
 from .options import RaftOptions
 from .storage import LogStorage
 
@@ -33,6 +34,7 @@ class Status:
     role: Role
     last_index: int
     progress: dict  # leader only: peer -> (match, next, state name)
+    conf: ConfState = ConfState()
 
 
 class RawNode:
@@ -53,12 +55,30 @@ class RawNode:
         """Append one entry per item (leader only); returns the index of the first."""
         return self.raft.propose(datas)
 
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        """Append one membership change (leader only); returns its index.  Raises
+        ProposalDropped with the reason when the change cannot be made now."""
+        return self.raft.propose_conf_change(cc)
+
+    def conf_change_refusal(self, cc: ConfChange) -> str:
+        """Why propose_conf_change(cc) would be refused now ("" if it would not)."""
+        return self.raft.conf_change_refusal(cc)
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Call for each committed CONF_CHANGE entry, in apply order, as it is applied (a
+        change that does not fit the current membership is a no-op); returns the membership."""
+        return self.raft.apply_conf_change(cc)
+
+    @property
+    def conf_state(self) -> ConfState:
+        return self.raft.conf
+
     def step(self, m: Message) -> None:
         if m.type in (MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.PROP,
                       MsgType.SNAP_STATUS, MsgType.UNREACHABLE):
             raise ValueError(f"local message {MsgType(m.type).name} cannot arrive from the network")
-        if m.frm not in self.raft.prs:
-            return  # not one of our peers
+        if not self.raft.accepts_from(m):
+            return  # a campaign or an answer from a node that is not (or no longer) a member
         self.raft.step(m)
 
     def read_index(self, ctx: bytes) -> None:
@@ -76,7 +96,7 @@ class RawNode:
     # ---------------------------------------------------------------- outputs
     def has_ready(self) -> bool:
         r = self.raft
-        return bool(r.msgs or r.msgs_after_persist or r.read_states
+        return bool(r.msgs or r.msgs_after_persist or r.read_states or r.notices
                     or r.log.unstable.entries or r.log.unstable.snapshot is not None
                     or r.log.has_next_committed()
                     or SoftState(r.lead, r.role) != self._prev_soft
@@ -100,6 +120,7 @@ class RawNode:
         rd.messages, r.msgs = r.msgs, []
         rd.persisted_messages, r.msgs_after_persist = r.msgs_after_persist, []
         rd.read_states, r.read_states = r.read_states, []
+        rd.notices, r.notices = r.notices, []
         return rd
 
     def advance(self, rd: Ready) -> None:
@@ -115,7 +136,7 @@ class RawNode:
             r.log.stable_to(last.index, last.term)
         if rd.committed:
             r.log.applied_to(rd.committed[-1].index)
-        if rd.entries or rd.snapshot is not None:
+        if (rd.entries or rd.snapshot is not None) and r.id in r.prs:
             r.own_entries_stable(r.log.stable_last_index())
 
     # ---------------------------------------------------------------- introspection
@@ -149,4 +170,4 @@ class RawNode:
         if r.role == Role.LEADER:
             prog = {p: (pr.match, pr.next, pr.state.name) for p, pr in r.prs.items()}
         return Status(r.id, r.term, r.vote, r.log.committed, r.log.applied, r.lead, r.role,
-                      r.log.last_index(), prog)
+                      r.log.last_index(), prog, r.conf)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Protocol
 
-from .messages import Entry, HardState, SnapshotMeta, EMPTY_HARD_STATE, EMPTY_SNAPSHOT
+from .messages import ConfState, Entry, HardState, SnapshotMeta, EMPTY_HARD_STATE, EMPTY_SNAPSHOT
 
 
 _data = itemgetter(2)  # Entry.data
@@ -122,13 +122,15 @@ class MemoryStorage:
         self.snap_data = data
         self.ents = [Entry(snap.term, snap.index)]
 
-    def create_snapshot(self, index: int, data: object = None) -> SnapshotMeta:
-        """Record a snapshot of the state machine at `index` (which must be applied)."""
+    def create_snapshot(self, index: int, data: object = None,
+                        conf: ConfState | None = None) -> SnapshotMeta:
+        """Record a snapshot of the state machine at `index` (which must be applied), with the
+        membership at that index."""
         if index <= self.snap.index:
             return self.snap
         if index > self.last_index():
             raise UnavailableError(index)
-        self.snap = SnapshotMeta(index, self.term(index))
+        self.snap = SnapshotMeta(index, self.term(index), conf)
         self.snap_data = data
         return self.snap
 

@@ -15,7 +15,7 @@ if _TESTS not in sys.path:
 
 from eraftd.raft import core as raft_core  # noqa: E402
 from eraftd.raft import log as raft_log  # noqa: E402
-from eraftd.raft.messages import NONE, Entry, HardState, Message, MsgType, ReadState  # noqa: E402
+from eraftd.raft.messages import NONE, ConfState, Entry, HardState, Message, MsgType, ReadState  # noqa: E402
 from sim.chaos import Chaos, run_seed  # noqa: E402
 from sim.invariants import Invariants, Violation  # noqa: E402
 from sim.scripted import figure8  # noqa: E402
@@ -142,10 +142,10 @@ def test_crash_loses_in_flight_messages_and_keeps_disk() -> None:
 # ------------------------------------------------------------------ invariants, directly
 class _FakeCluster:
     def __init__(self, n: int = 3) -> None:
-        self.nodes = [SimNode(i) for i in range(n)]
+        self.initial_conf = ConfState(tuple(range(n)))
+        self.nodes = [SimNode(i, self.initial_conf) for i in range(n)]
         for sn in self.nodes:
             sn.storage.set_hard_state(HardState(1, NONE, 0))
-        self.quorum = n // 2 + 1
 
 
 def test_invariants_catch_planted_violations() -> None:
@@ -166,7 +166,7 @@ def test_invariants_catch_planted_violations() -> None:
         inv.on_hard_state(a, HardState(1, 0, 0), HardState(1, 2, 0))
     # commit must be on a majority
     c.storage.append([Entry(1, 1, b"x"), Entry(1, 2, b"z")])
-    with pytest.raises(Violation, match="only 1 of 3"):
+    with pytest.raises(Violation, match=r"only nodes \[2\] hold it"):
         inv.on_hard_state(c, HardState(1, 2, 0), HardState(1, 2, 2))
     # state machine safety
     inv2 = Invariants(fc)

@@ -21,6 +21,11 @@ after every event of a long simulation.  The checks, with the paper's names:
                          decreases and never passes the durable log; a message that promises
                          durability (a granted VOTE_RESP, an accepting APP_RESP) is backed by
                          what is on disk when it is sent
+  membership             every node applies the same changes in the same order (state machine
+                         safety covers it); a commit is durable on a majority of the voters of
+                         the reporting node or of its leader; a new leader's membership is at
+                         most one change behind the newest applied anywhere (two configurations
+                         in use at once are adjacent, so their majorities overlap)
   read index             a ReadState(index, ctx) reaches only the node that asked (possibly a later
                          incarnation of it: an answer can outlive a restart), and its index is
                          >= every commit index reported anywhere before the read was issued
@@ -31,6 +36,7 @@ the seed and the trace.
 """
 from __future__ import annotations
 
+import bisect
 import zlib
 
 from eraftd.raft.messages import NONE, MsgType, Role
@@ -72,6 +78,8 @@ class Invariants:
         self.data_index: dict[bytes, int] = {}          # proposal data -> index it was applied at
         self.max_applied = 0
         self.read_states = 0
+        self.conf_at: list[int] = []                    # indexes of applied conf changes, in order
+        self.confs: dict[int, tuple] = {}               # index -> (voters, learners) after it
 
     def fail(self, what: str) -> None:
         raise Violation(what)
@@ -84,8 +92,26 @@ class Invariants:
         elif cur != nid:
             self.fail(f"election safety: term {term} has two leaders {cur} and {nid} ({how})")
 
+    def on_conf_applied(self, sn, index: int, cs) -> None:
+        rec = self.confs.get(index)
+        if rec is None:
+            if self.conf_at and index < self.conf_at[-1]:
+                self.fail(f"membership: node {sn.id} applies a change at {index} below the newest "
+                          f"one at {self.conf_at[-1]} that nobody had applied")
+            self.confs[index] = (cs.voters, cs.learners)
+            self.conf_at.append(index)
+        elif rec != (cs.voters, cs.learners):
+            self.fail(f"membership: node {sn.id} has voters {cs.voters} learners {cs.learners} "
+                      f"after the change at {index}; elsewhere {rec}")
+
     def on_became_leader(self, sn, term: int) -> None:
         self.leader_seen(term, sn.id, "soft state")
+        if self.conf_at:
+            behind = len(self.conf_at) - bisect.bisect_right(self.conf_at, sn.sm_index)
+            if behind > 1:
+                self.fail(f"membership: node {sn.id} leads term {term} with a membership "
+                          f"{behind} changes behind the newest applied (it applied up to "
+                          f"{sn.sm_index}; changes at {self.conf_at[-behind:]})")
         # leader completeness: every committed entry is in the new leader's durable log
         st = sn.storage
         ents = st.ents
@@ -231,13 +257,16 @@ class Invariants:
         t = ct.get(c)
         if t is None:
             return  # below our snapshot: recorded by whoever committed it
-        n = 0
-        for other in self.cluster.nodes:
-            if _has_entry(other.storage, c, t):
-                n += 1
-        if n < self.cluster.quorum:
-            self.fail(f"commit: node {sn.id} reports commit {c} (term {t}) but only {n} of "
-                      f"{len(self.cluster.nodes)} nodes hold it durably")
+        nodes = self.cluster.nodes
+        holders = {o.id for o in nodes if _has_entry(o.storage, c, t)}
+        vsets = [sn.raw.conf_state.voters if sn.raw is not None
+                 else self.cluster.initial_conf.voters]
+        lead = sn.raw.lead if sn.raw is not None else NONE
+        if 0 <= lead < len(nodes) and nodes[lead].raw is not None:
+            vsets.append(nodes[lead].raw.conf_state.voters)
+        if not any(2 * len(holders.intersection(v)) > len(v) for v in vsets):
+            self.fail(f"commit: node {sn.id} reports commit {c} (term {t}) but only nodes "
+                      f"{sorted(holders)} hold it durably (voters {[list(v) for v in vsets]})")
         # leader completeness, the other way round: current leaders of later terms hold it
         u = cin[c]
         for other in self.cluster.nodes:

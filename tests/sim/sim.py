@@ -30,6 +30,14 @@ snapshot data; later committed entries come again through Ready.committed.
 
 The state machine is a chained hash (index, term, hash) of the applied entries: that is the
 snapshot data too, and it makes state machine safety a comparison of integers.
+
+Membership: nodes 0..voters-1 start as the group's voters, the others (spares) start knowing
+no membership, as a real node started to join a group does.  add_learner / promote / remove
+propose one change at the leader; committed CONF_CHANGE entries are applied with
+apply_conf_change as the driver does.  wipe(i) replaces a node's disk by an empty one (only for a
+node that is no member in anyone's eyes: reusing an id with a wiped disk is safe only then).
+With membership on (voters < n), storage makes a snapshot on demand at the applied index, like
+the real store, since a node that joins must start from one.
 """
 from __future__ import annotations
 
@@ -39,7 +47,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, fields, replace
 
-from eraftd.raft.messages import Message, MsgType, Role
+from eraftd.raft.messages import ConfChange, ConfChangeOp, ConfState, EntryType, Message, MsgType, Role
 from eraftd.raft.options import RaftOptions
 from eraftd.raft.storage import MemoryStorage
 
@@ -76,6 +84,7 @@ class SimConfig:
     snap_every: int = 0            # snapshot + compact every this many applied entries (0: never)
     keep: int = 0                  # entries kept below the snapshot when compacting
     torn: float = 0.0              # probability that a node crashes between send and write
+    voters: int = 0                # the initial voters are nodes 0..voters-1 (0: all n)
     # harness
     check: bool = True             # run the invariants
     trace_len: int = 400           # events kept for failure reports
@@ -87,13 +96,34 @@ class SimConfig:
                         if getattr(self, f.name) != getattr(d, f.name) or f.name == "n")
 
 
+class SimStorage(MemoryStorage):
+    """MemoryStorage that, when `on_demand` is set, answers snapshot() with a fresh snapshot at
+    the node's applied index (the real store builds the snapshot it sends from its current
+    state)."""
+
+    def __init__(self, node: "SimNode | None" = None, on_demand: bool = False) -> None:
+        super().__init__()
+        self.node = node
+        self.on_demand = on_demand
+
+    def snapshot(self):
+        sn = self.node
+        if self.on_demand and sn.up and sn.sm_index > self.snap.index:
+            data = (sn.sm_index, sn.sm_term, sn.sm_hash)
+            self.create_snapshot(sn.sm_index, data, sn.raw.conf_state)
+            sn.snaps[sn.sm_index] = data
+        return self.snap
+
+
 class SimNode:
     __slots__ = ("id", "storage", "snaps", "raw", "up", "epoch", "sm_index", "sm_term",
-                 "sm_hash", "reads", "done_reads", "all_reads", "read_results", "incarnations")
+                 "sm_hash", "reads", "done_reads", "all_reads", "read_results", "incarnations",
+                 "base_conf")
 
-    def __init__(self, nid: int) -> None:
+    def __init__(self, nid: int, base_conf: ConfState, on_demand: bool = False) -> None:
         self.id = nid
-        self.storage = MemoryStorage()   # the disk: survives crashes
+        self.base_conf = base_conf       # the membership at index 0 as this disk knows it
+        self.storage = SimStorage(self, on_demand)   # the disk: survives crashes
         self.snaps: dict[int, tuple] = {}  # snapshots this node created (on disk too)
         self.raw = None
         self.up = False
@@ -122,14 +152,17 @@ class Cluster:
         self.cfg = cfg
         self.seed = seed
         self.n = cfg.n
-        self.quorum = cfg.n // 2 + 1
+        nv = cfg.voters or cfg.n
+        self.membership = nv < cfg.n
+        self.initial_conf = ConfState(tuple(range(nv)), ())
         self.rng = random.Random(seed)
         self.now = 0
         self.steps = 0
         self._in_event = False
         self._seq = 0
         self._q: list = []
-        self.nodes = [SimNode(i) for i in range(cfg.n)]
+        self.nodes = [SimNode(i, self.initial_conf if i < nv else ConfState(), self.membership)
+                      for i in range(cfg.n)]
         self.inv = Invariants(self) if cfg.check else None
         self.trace: deque = deque(maxlen=cfg.trace_len)
         self._hasher = hashlib.blake2b(digest_size=16) if cfg.trace_hash else None
@@ -143,8 +176,8 @@ class Cluster:
         self._reads = 0
         self.stats = dict(delivered=0, dropped=0, dup=0, ticks=0, snaps_sent=0, snaps_installed=0,
                           crashes=0, torn=0, restarts=0, proposals=0, dropped_proposals=0,
-                          read_states=0)
-        self._opts = RaftOptions(id=0, peers=tuple(range(cfg.n)), election_tick=cfg.election_tick,
+                          read_states=0, conf_changes=0, conf_refused=0, wipes=0)
+        self._opts = RaftOptions(id=0, peers=(), election_tick=cfg.election_tick,
                                  heartbeat_tick=cfg.heartbeat_tick, pre_vote=cfg.pre_vote,
                                  check_quorum=cfg.check_quorum,
                                  max_size_per_msg=cfg.max_size_per_msg,
@@ -463,6 +496,11 @@ class Cluster:
                 sn.sm_hash = h
                 sn.sm_index = e.index
                 sn.sm_term = e.term
+                if e.type == EntryType.CONF_CHANGE:
+                    cs = raw.apply_conf_change(ConfChange.decode(e.data))
+                    self._note("conf", sn.id, e.index, cs.voters, cs.learners)
+                    if inv is not None:
+                        inv.on_conf_applied(sn, e.index, cs)
         for rs in rd.read_states:
             self.stats["read_states"] += 1
             if inv is not None:
@@ -478,7 +516,7 @@ class Cluster:
         se = cfg.snap_every
         if se and sn.sm_index - st.snap.index >= se:
             data = (sn.sm_index, sn.sm_term, sn.sm_hash)
-            st.create_snapshot(sn.sm_index, data)
+            st.create_snapshot(sn.sm_index, data, raw.conf_state)
             sn.snaps[sn.sm_index] = data
             if len(sn.snaps) > 8:
                 for k in sorted(sn.snaps)[:-8]:
@@ -490,7 +528,9 @@ class Cluster:
     def _start(self, i: int) -> None:
         sn = self.nodes[i]
         st = sn.storage
-        opts = replace(self._opts, id=i, applied=st.snap.index)
+        conf = st.snap.conf if st.snap.conf is not None else sn.base_conf
+        opts = replace(self._opts, id=i, applied=st.snap.index, peers=conf.voters,
+                       learners=conf.learners)
         sn.incarnations += 1
         rng = random.Random((self.seed * 1_000_003 + i) * 1_009 + sn.incarnations)
         sn.raw = self._RawNode(opts, st, rng)
@@ -528,6 +568,53 @@ class Cluster:
         self._count()
         self._note("restart", i)
         self._guard(self._start, i)
+
+    def wipe(self, i: int) -> None:
+        """Node i loses its disk and comes back empty, knowing no membership (a replaced
+        machine that waits to be added)."""
+        sn = self.nodes[i]
+        self.crash(i, _counted=False)
+        sn.storage = SimStorage(sn, self.membership)
+        sn.snaps = {}
+        sn.base_conf = ConfState()
+        self.stats["wipes"] += 1
+        self._count()
+        self._note("wipe", i)
+        self._guard(self._start, i)
+
+    # ================================================================ membership
+    def conf_change(self, i: int, op: int, nid: int) -> int | None:
+        """Propose one membership change at node i; its index, or None when refused."""
+        sn = self.nodes[i]
+        self._count()
+        if not sn.up:
+            return None
+        cc = ConfChange(op, nid, b"n%d" % nid)
+        try:
+            idx = self._guard(sn.raw.propose_conf_change, cc)
+        except self.ProposalDropped as e:
+            self.stats["conf_refused"] += 1
+            self._note("conf-refused", i, ConfChangeOp(op).name, nid, str(e))
+            return None
+        self.stats["conf_changes"] += 1
+        self._note("conf-propose", i, ConfChangeOp(op).name, nid, idx)
+        self._guard(self._drain, sn)
+        return idx
+
+    def conf(self, i: int) -> ConfState:
+        """Node i's applied membership (its disk's, when it is down)."""
+        sn = self.nodes[i]
+        if sn.up:
+            return sn.raw.conf_state
+        st = sn.storage
+        return st.snap.conf if st.snap.conf is not None else sn.base_conf
+
+    def members(self) -> tuple:
+        """The members of the group as the stable (or else the newest) leader sees them."""
+        ld = self.leader()
+        if ld is None:
+            return tuple(range(self.n))
+        return self.nodes[ld].raw.conf_state.members()
 
     def _guard(self, fn, *args):
         try:
@@ -637,8 +724,10 @@ class Cluster:
         if ld is None:
             return None
         t = self.nodes[ld].raw.term
+        members = self.nodes[ld].raw.conf_state
         for sn in self.nodes:
-            if sn.up and (sn.raw.term > t or (self.reachable(ld, sn.id) and sn.raw.lead != ld)):
+            if sn.up and sn.id in members and (
+                    sn.raw.term > t or (self.reachable(ld, sn.id) and sn.raw.lead != ld)):
                 return None
         return ld
 
@@ -648,8 +737,10 @@ class Cluster:
             st = sn.storage
             if sn.up:
                 r = sn.raw
+                cs = r.conf_state
                 s = (f"up {r.role.name:<13} term={r.term} lead={r.lead} commit={r.commit} "
-                     f"applied={sn.sm_index}")
+                     f"applied={sn.sm_index} voters={list(cs.voters)} "
+                     f"learners={list(cs.learners)}")
             else:
                 s = f"DOWN (disk term={st.hard_state.term} vote={st.hard_state.vote})"
             lines.append(f"  node {sn.id}: {s} disk: hs={tuple(st.hard_state)} "

@@ -39,9 +39,10 @@ TRANSFER_CONTEXT = b"transfer"
 # only from a snapshot, which carries the membership; entries from index 1 would be applied
 # against no configuration at all
 NEED_SNAPSHOT = b"need-snapshot"
-# from a node that is not a member we take only what a leader sends to a node that does not
-# know yet that it was added (a removed node's campaigns and answers are ignored)
-_FROM_NON_MEMBERS = frozenset({T.APP, T.HEARTBEAT, T.SNAP})
+# from a node that is not a member we take only what a leader sends: to a node that does not
+# know yet that it was added, or (a removed leader handing over) TIMEOUT_NOW; a removed node's
+# campaigns and answers are ignored
+_FROM_NON_MEMBERS = frozenset({T.APP, T.HEARTBEAT, T.SNAP, T.TIMEOUT_NOW})
 # kinds of campaign
 _PRE_VOTE, _ELECTION, _TRANSFER = "pre-vote", "election", "transfer"
 
@@ -251,6 +252,8 @@ class Raft:
                 self.step(Message(T.CHECK_QUORUM, frm=self.id))
         if self.role != Role.LEADER:
             return
+        if self.id not in self.conf.voters:
+            self._hand_over()  # (again, after a transfer that timed out)
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
             self.heartbeat_elapsed = 0
             self.step(Message(T.BEAT, frm=self.id))
@@ -332,7 +335,10 @@ class Raft:
                         or (self.vote == NONE and self.lead == NONE)
                         or (t == T.PRE_VOTE and m.term > self.term))
             resp = T.VOTE_RESP if t == T.VOTE else T.PRE_VOTE_RESP
-            if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            # a node that knows no membership waits to be added (maybe after losing its disk,
+            # and with it the votes it cast): it grants nothing until a snapshot tells it more
+            knows = bool(self.conf.voters or self.conf.learners)
+            if can_vote and knows and self.log.is_up_to_date(m.index, m.log_term):
                 self._send(Message(resp, to=m.frm, term=m.term))
                 if t == T.VOTE:
                     self.election_elapsed = 0
@@ -569,20 +575,32 @@ class Raft:
         for p in members:
             if p not in self.prs:
                 self.prs[p] = Progress(last + 1, cap)
-        for p in [p for p in self.prs if p not in cs]:
+        leading = self.role == Role.LEADER
+        for p in [p for p in self.prs if p not in cs and not (leading and p == self.id)]:
             del self.prs[p]
         if was_member and self.id not in cs:
             self.notices.append(Notice("removed", self.id))
-        if self.role == Role.LEADER:
-            if self.id not in cs.voters:
-                self.become_follower(self.term, NONE)  # removed (thesis 4.2.2): step down
-                return
+        if leading:
             if self.lead_transferee not in cs.voters:
                 self.lead_transferee = NONE
             if self._maybe_commit():  # a smaller quorum may commit more
                 self._bcast_append()
+            if self.id not in cs.voters:
+                self._hand_over()
         elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE) and self.id not in cs.voters:
             self.become_follower(self.term, NONE)
+
+    def _hand_over(self) -> None:
+        """We lead but are no voter any more (thesis 4.2.2): we keep leading, without counting
+        ourselves, until the voter furthest ahead has the whole log, and then hand it the
+        leadership (TIMEOUT_NOW).  Stepping down at once could leave the new voters without
+        knowing that our removal committed; then they would campaign with the old
+        configuration, which needs our vote, and our longer log would refuse it."""
+        voters = self.conf.voters
+        if not voters or self.lead_transferee != NONE:
+            return
+        best = max(voters, key=lambda v: (self.prs[v].match, -v))
+        self._transfer(best)
 
     def _append_entries(self, datas: list[bytes], typ: int = EntryType.NORMAL) -> int:
         first = self.log.last_index() + 1

@@ -17,6 +17,12 @@ forced campaigns), with a steady stream of client proposals and read-index reque
     abandoned transfer legitimately starts an election), no election at all (same leader,
     same term everywhere) for 10 more.
 Safety invariants (tests/sim/invariants.py) are checked after every step throughout.
+
+Membership (about 2 seeds in 5, drawn from a stream of their own so the other seeds keep their
+plans): one or two spare nodes that know no membership, and the fault "member", which at the
+leader adds a non-member as a learner (a node no one counts as a member may first lose its
+disk), promotes a learner, or removes a voter (the leader itself, sometimes).  Liveness is then
+judged on the members the final leader sees.
 """
 from __future__ import annotations
 
@@ -26,8 +32,10 @@ from dataclasses import dataclass
 from .invariants import Violation
 from .sim import EV_DELIVER, TICK, Cluster, SimConfig
 
+from eraftd.raft.messages import ConfChangeOp
+
 FAULTS = ("crash", "restart", "partition", "isolate", "oneway", "heal", "net", "transfer",
-          "campaign")
+          "campaign", "member")
 
 
 @dataclass
@@ -76,8 +84,14 @@ def make_config(seed: int, n: int | None = None) -> tuple[SimConfig, Plan]:
         keep=r.choice([0, 0, 2, 10]),
         report_unreachable=r.random() < 0.8,
     )
-    faults = tuple(f for f in FAULTS if r.random() < 0.6)
+    faults = tuple(f for f in FAULTS if f != "member" and r.random() < 0.6)
     weights = tuple(r.choice([1, 2, 4]) for _ in faults)
+    rm = random.Random(seed * 101 + 4242)  # membership: its own stream
+    if rm.random() < 0.4:
+        cfg.voters = n
+        cfg.n = n + rm.choice([1, 2])
+        faults += ("member",)
+        weights += (rm.choice([2, 4, 8]),)
     plan = Plan(
         faults=faults,
         weights=weights,
@@ -198,6 +212,29 @@ class Chaos:
                 c.transfer_leader(i, r.choice([j for j in range(n) if j != i]))
         elif kind == "campaign" and up:
             c.campaign(r.choice(up))
+        elif kind == "member":
+            self._member()
+
+    def _member(self) -> None:
+        c, r = self.c, self.r
+        ld = c.leader()
+        if ld is None:
+            return
+        cs = c.conf(ld)
+        others = [i for i in range(c.n) if i not in cs]
+        x = r.random()
+        if cs.learners and x < 0.5:
+            c.conf_change(ld, ConfChangeOp.PROMOTE, r.choice(cs.learners))
+        elif others and (x < 0.75 or len(cs.voters) <= 1):
+            i = r.choice(others)
+            # reusing an id with a wiped disk is safe only for a node that no disk counts as
+            # a member (the real system gives a replaced disk a new id)
+            if r.random() < 0.5 and all(i not in c.conf(j) for j in range(c.n)):
+                c.wipe(i)
+            c.conf_change(ld, ConfChangeOp.ADD_LEARNER, i)
+        elif len(cs.voters) > 1:
+            i = ld if r.random() < 0.3 else r.choice(cs.voters)
+            c.conf_change(ld, ConfChangeOp.REMOVE, i)
 
     # ------------------------------------------------------------ phases
     def run(self, steps: int) -> dict:
@@ -242,7 +279,7 @@ class Chaos:
 
         def committed_everywhere() -> bool:
             for idx, data in markers:
-                if c.applied_data(idx) == data and c.n_applied(idx) == c.n:
+                if c.applied_data(idx) == data and c.n_applied(idx, c.members()) == len(c.members()):
                     return True
             ld = c.leader()
             if ld is not None and state["proposed_to"] != (ld, c.term(ld)):
@@ -265,13 +302,14 @@ class Chaos:
         rstate = {"next": c.now}
 
         def reads_done() -> bool:
+            members = c.members()  # (a change proposed before the heal may apply during it)
             done = all(any(c.read_result(i, ctx) is not None for ctx in asked[i])
-                       for i in range(c.n))
+                       for i in members)
             if done:
                 return True
             if c.now >= rstate["next"]:
                 rstate["next"] = c.now + 2 * eto
-                for i in range(c.n):
+                for i in members:
                     if not any(c.read_result(i, ctx) is not None for ctx in asked[i]):
                         ctx = c.read_index(i)
                         if ctx is not None:
@@ -279,7 +317,7 @@ class Chaos:
             return False
 
         if not c.run_until(reads_done, 10 * eto):
-            missing = [i for i in range(c.n)
+            missing = [i for i in c.members()
                        if not any(c.read_result(i, ctx) is not None for ctx in asked[i])]
             raise Liveness(f"liveness: read index not answered on nodes {missing} within "
                            f"{10 * eto} time units (asked since t={t2})\n{c.describe()}")
@@ -297,8 +335,9 @@ class Chaos:
                                f"last stale message (t={stale_until})\n{c.describe()}")
         ld = c.leader()
         term = c.term(ld)
+        members = c.members()
         t3 = c.now
-        if c.run_until(lambda: c.leader() != ld or any(c.term(i) != term for i in range(c.n)),
+        if c.run_until(lambda: c.leader() != ld or any(c.term(i) != term for i in members),
                        10 * eto):
             raise Liveness(f"stability: leader {ld} of term {term} lost its place on a healthy "
                            f"network (healed at t={t0}, stable since t={t3})\n{c.describe()}")

@@ -23,7 +23,8 @@ after every event of a long simulation.  The checks, with the paper's names:
                          what is on disk when it is sent
   membership             every node applies the same changes in the same order (state machine
                          safety covers it); a commit is durable on a majority of the voters of
-                         the reporting node or of its leader; a new leader's membership is at
+                         the reporting node, of its leader, or of one of the two newest
+                         configurations changed below the entry; a new leader's membership is at
                          most one change behind the newest applied anywhere (two configurations
                          in use at once are adjacent, so their majorities overlap)
   read index             a ReadState(index, ctx) reaches only the node that asked (possibly a later
@@ -103,6 +104,16 @@ class Invariants:
         elif rec != (cs.voters, cs.learners):
             self.fail(f"membership: node {sn.id} has voters {cs.voters} learners {cs.learners} "
                       f"after the change at {index}; elsewhere {rec}")
+
+    def _voters_before(self, index: int) -> list[tuple]:
+        """The voters of the newest configuration applied anywhere whose change is below
+        `index`, and of the one before it: an entry there is committed under one of them (a
+        leader that has not applied the newest yet still counts with the one before)."""
+        k = bisect.bisect_left(self.conf_at, index)
+        out = [self.confs[i][0] for i in self.conf_at[max(0, k - 2):k]]
+        if k < 2:
+            out.append(self.cluster.initial_conf.voters)
+        return out
 
     def on_became_leader(self, sn, term: int) -> None:
         self.leader_seen(term, sn.id, "soft state")
@@ -264,6 +275,7 @@ class Invariants:
         lead = sn.raw.lead if sn.raw is not None else NONE
         if 0 <= lead < len(nodes) and nodes[lead].raw is not None:
             vsets.append(nodes[lead].raw.conf_state.voters)
+        vsets.extend(self._voters_before(c))
         if not any(2 * len(holders.intersection(v)) > len(v) for v in vsets):
             self.fail(f"commit: node {sn.id} reports commit {c} (term {t}) but only nodes "
                       f"{sorted(holders)} hold it durably (voters {[list(v) for v in vsets]})")

@@ -589,7 +589,7 @@ class Cluster:
         self._count()
         if not sn.up:
             return None
-        cc = ConfChange(op, nid, b"n%d" % nid)
+        cc = ConfChange(op, nid, b"n%d-c%d" % (nid, self.stats["conf_changes"] + self.stats["conf_refused"]))
         try:
             idx = self._guard(sn.raw.propose_conf_change, cc)
         except self.ProposalDropped as e:
@@ -713,9 +713,10 @@ class Cluster:
         rec = self.inv.applied.get(index) if self.inv is not None else None
         return None if rec is None else rec[1]
 
-    def n_applied(self, index: int) -> int:
-        """How many up nodes have applied `index`."""
-        return sum(1 for sn in self.nodes if sn.up and sn.sm_index >= index)
+    def n_applied(self, index: int, among=None) -> int:
+        """How many up nodes (of `among`, default all) have applied `index`."""
+        return sum(1 for sn in self.nodes if sn.up and sn.sm_index >= index
+                   and (among is None or sn.id in among))
 
     def stable_leader(self) -> int | None:
         """A leader whose term is the highest of any up node's and that every up node it can

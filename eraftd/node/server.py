@@ -23,7 +23,7 @@ from ..shardkv.node import ShardKVNode
 from .admin import AdminService
 from .driver import Driver, GroupSpec
 from .statemachine import TEST_MACHINES
-from .storage import NodeStore, StorageError
+from .storage import NodeStore, StorageError, uid_text
 from .transport import Transport, server_options
 
 log = logging.getLogger("eraftd.node")
@@ -172,7 +172,7 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
             + ([f"shardkv gid {cfg.shardkv.gid}"] if cfg.shardkv else []))
         line = (f"eraftd {__version__} ready: listening on {cfg.node.listen}"
                 + (f" (advertise {cfg.node.advertise})" if cfg.node.advertise != cfg.node.listen else "")
-                + f", roles: {roles}, data_dir: {cfg.node.data_dir}")
+                + f", roles: {roles}, node uid {uid_text(store.node_uid)}, data_dir: {cfg.node.data_dir}")
         print(line, flush=True)
         log.info("%s", line)
 

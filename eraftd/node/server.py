@@ -114,7 +114,18 @@ async def _start_http(cfg: Config, driver: Driver, store: NodeStore) -> Any:
     return http
 
 
+def _refuse_join(cfg: Config) -> None:
+    """join = true parses (eraftd/config.py) but the node side is not built yet: say so before
+    anything is written.  (Goes away when a joining node waits to be added.)"""
+    for name, section in (("controller", cfg.controller), ("shardkv", cfg.shardkv)):
+        if section is not None and section.join:
+            raise StartupError(f"[{name}] join = true in {cfg.path}: this eraftd cannot join a running "
+                               f"group yet (adding members is not built); start it only as a founding "
+                               f"member (no join, listed in every member's peers)")
+
+
 async def _serve(cfg: Config, test_machine: str | None) -> int:
+    _refuse_join(cfg)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -77,8 +77,8 @@ def command_from_pb(req: pb.CommandRequest) -> Command:
     elif req.op == pb.QUERY:
         raise BadRequest("query is not a log command")
     else:
-        raise BadRequest(f"unknown op {req.op}: expected JOIN (0), LEAVE (1), MOVE (2), QUERY (3) "
-                         f"or SET_SERVERS (4)")
+        names = [f"{name} ({number})" for name, number in pb.Op.items()]
+        raise BadRequest(f"unknown op {req.op}: expected {', '.join(names[:-1])} or {names[-1]}")
     return Command(op, req.client_id, req.command_id)
 
 

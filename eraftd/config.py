@@ -54,6 +54,7 @@ class ControllerSection:
     ([node] advertise says who it is; it is in peers when a member at that address is replaced,
     e.g. after a wiped disk) but must name at least one other node. `id` is None: the group's
     leader assigns it when it adds the node (`eraftd member add`); until then it serves nothing.
+    (Not built yet: `eraftd run` refuses join = true; eraftd/node/server.py _refuse_join.)
     """
     peers: tuple[str, ...]
     id: int | None              # position of this node's advertise address in peers; None when joining

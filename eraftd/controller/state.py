@@ -5,8 +5,9 @@ replica that applies the same commands in the same order reaches the same config
 
 A configuration is (num, shards, groups): shard s is served by group shards[s] (0 = nobody),
 groups maps gid -> server addresses.  Configuration 0 has no groups and every shard on gid 0.
-A gid keeps the servers it first joined with, for good: a group decides what it owns by
-its gid, so new servers under an old gid would replay its history and wedge its shards.  A
+A gid keeps the servers it joined with (only SetServers, below, changes them): a group decides
+what it owns by its gid, so new servers under an old gid would replay its history and wedge its
+shards.  A
 leave that would leave no group while shards are assigned is refused (it would delete every
 value).  Join and Leave rebalance so that the groups' shard counts differ by at most one while moving
 as few shards as possible; Move hands one shard to one group and does not rebalance.

@@ -80,11 +80,18 @@ def summary(cfg: config.Config) -> str:
     if cfg.node.listen != cfg.node.advertise:
         parts.append(f"listen {cfg.node.listen}")
     if c := cfg.controller:
-        parts.append(f"controller id {c.id} of {len(c.peers)}")
+        parts.append(f"controller {_member(c)}")
     if s := cfg.shardkv:
-        parts.append(f"shardkv gid {s.gid} id {s.id} of {len(s.peers)}")
+        parts.append(f"shardkv gid {s.gid} {_member(s)}")
     parts.append(f"data_dir {cfg.node.data_dir}")
     return ", ".join(parts)
+
+
+def _member(section: config.ControllerSection | config.ShardKVSection) -> str:
+    n = len(section.peers)
+    if section.join:
+        return f"joining via {n} existing peer{'s' if n != 1 else ''}"
+    return f"id {section.id} of {n}"
 
 
 # ---------------------------------------------------------------- shell and one-shot commands

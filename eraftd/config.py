@@ -1,7 +1,8 @@
 """A node's TOML file -> frozen dataclasses, validated; the first problem found is one ConfigError line.
 
 A node is a controller peer ([controller]), a shardkv replica ([shardkv]) or both, on one port. Its id in
-a peer list is the 0-based position of its advertise address there. Durations are integer milliseconds
+a peer list is the 0-based position of its advertise address there, except in a section with
+`join = true` (a node joining an existing group: see ControllerSection). Durations are integer milliseconds
 in keys ending `_ms`. Relative paths are relative to the TOML file's directory. Loading never creates
 anything on disk. See eraft.toml.example for every key.
 """
@@ -43,18 +44,33 @@ class NodeSection:
 
 @dataclass(frozen=True)
 class ControllerSection:
+    """A Raft group's membership as the TOML gives it (the [shardkv] section's peers/id/join alike).
+
+    join = false (the default): this node is one of the group's founding members; `peers` lists
+    them all, in id order, this node's [node] advertise address among them, and `id` is its position.
+
+    join = true: this node joins a group that already runs. `peers` names (some of) the group's
+    existing members, whom it asks to be added; it need not include this node's own address
+    ([node] advertise says who it is; it is in peers when a member at that address is replaced,
+    e.g. after a wiped disk) but must name at least one other node. `id` is None: the group's
+    leader assigns it when it adds the node (`eraftd member add`); until then it serves nothing.
+    (Not built yet: `eraftd run` refuses join = true; eraftd/node/server.py _refuse_join.)
+    """
     peers: tuple[str, ...]
-    id: int                     # position of this node's advertise address in peers
+    id: int | None              # position of this node's advertise address in peers; None when joining
+    join: bool = False
 
 
 @dataclass(frozen=True)
 class ShardKVSection:
+    """peers, id and join as in ControllerSection, for the replicas of group `gid`."""
     gid: int
     peers: tuple[str, ...]
-    id: int                     # position of this node's advertise address in peers
+    id: int | None              # position of this node's advertise address in peers; None when joining
     controllers: tuple[str, ...]
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20
+    join: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +212,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
     },
     "controller": {
         "peers": _Key(_STRS, _peers, required=True),
+        "join": _Key(_BOOL),
     },
     "shardkv": {
         "gid": _Key(_INT, _positive, required=True),
@@ -203,6 +220,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "controllers": _Key(_STRS, _peers),              # default: [controller] peers, if any
         "max_key_bytes": _Key(_INT, _positive),
         "max_value_bytes": _Key(_INT, _positive),
+        "join": _Key(_BOOL),
     },
     "raft": {
         "heartbeat_ms": _Key(_INT, _positive),
@@ -294,16 +312,25 @@ class _Loader:
         return NodeSection(listen=t["listen"], data_dir=data_dir, advertise=advertise, http=http,
                            dial=MappingProxyType(dict(t.get("dial", {}))))
 
-    def own_id(self, key: str, peers: list[str], node: NodeSection) -> int:
+    def own_id(self, section: str, t: dict[str, Any], node: NodeSection) -> int | None:
+        """This node's id in the section's peers: its advertise address's position; None when it
+        joins an existing group (the group assigns the id when it adds the node)."""
+        key, peers = f"[{section}] peers", t["peers"]
+        if t.get("join", False):
+            if peers == [node.advertise]:
+                raise self.error(key, f"with join = true, must name at least one existing member of the "
+                                 f"group other than this node {_show(node.advertise)}, got {_show(peers)}")
+            return None
         if node.advertise not in peers:
             raise self.error(key, f"must include this node's advertise address {_show(node.advertise)}, "
-                             f"got {_show(peers)}")
+                             f"got {_show(peers)} (or set join = true in [{section}] to join a running group)")
         return peers.index(node.advertise)
 
     def controller(self, t: dict[str, Any] | None, node: NodeSection) -> ControllerSection | None:
         if t is None:
             return None
-        return ControllerSection(peers=tuple(t["peers"]), id=self.own_id("[controller] peers", t["peers"], node))
+        return ControllerSection(peers=tuple(t["peers"]), id=self.own_id("controller", t, node),
+                                 join=t.get("join", False))
 
     def shardkv(self, t: dict[str, Any] | None, node: NodeSection,
                 controller: ControllerSection | None) -> ShardKVSection | None:
@@ -316,9 +343,9 @@ class _Loader:
         else:
             raise self.error("[shardkv] controllers", "missing (required on a node without a [controller] "
                              "section: list the controller peers' addresses)")
-        return ShardKVSection(gid=t["gid"], peers=tuple(t["peers"]),
-                              id=self.own_id("[shardkv] peers", t["peers"], node), controllers=controllers,
-                              **{k: t[k] for k in ("max_key_bytes", "max_value_bytes") if k in t})
+        return ShardKVSection(gid=t["gid"], peers=tuple(t["peers"]), id=self.own_id("shardkv", t, node),
+                              controllers=controllers,
+                              **{k: t[k] for k in ("max_key_bytes", "max_value_bytes", "join") if k in t})
 
     def raft(self, t: dict[str, Any] | None) -> RaftSection:
         raft = RaftSection(**(t or {}))

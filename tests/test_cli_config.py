@@ -79,6 +79,21 @@ def test_check_config_ok_prints_a_summary(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_check_config_summary_of_a_joining_node(tmp_path):
+    path = tmp_path / "n4.toml"
+    path.write_text(dump_toml({"node": {"listen": "127.0.0.1:6004", "data_dir": "d"},
+                               "controller": {"peers": PEERS, "join": True},
+                               "shardkv": {"gid": 100, "peers": PEERS[:1], "join": True}}))
+    r = eraftd_cmd("check-config", "--config", str(path))
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout == (f"eraftd: config ok: {path}: advertise 127.0.0.1:6004, controller joining via 3 "
+                        f"existing peers, shardkv gid 100 joining via 1 existing peer, data_dir {tmp_path / 'd'}\n")
+    r = eraftd_cmd("run", "--config", str(path))      # the node side of joining is not built yet
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"eraftd: [controller] join = true in {path}: this eraftd cannot join")
+    assert not (tmp_path / "d").exists()
+
+
 def test_check_config_accepts_the_example():
     r = eraftd_cmd("check-config", "--config", str(ROOT / "eraft.toml.example"))
     assert r.returncode == 0, r.stderr

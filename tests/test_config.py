@@ -110,12 +110,40 @@ def test_example_documents_every_key():
             assert f"\n{key} = " in text or f"[{section}.{key}]" in text, key
 
 
-def test_example_replica_only_block_is_valid(tmp_path):
+def example_block(after: str) -> str:
+    """The commented-out TOML of eraft.toml.example that follows `after`, up to the next block."""
     text = (ROOT / "eraft.toml.example").read_text()
-    block = text.split("must name the controllers.", 1)[1]
-    uncommented = "\n".join(line.removeprefix("# ").removeprefix("#") for line in block.splitlines())
-    cfg = loads(uncommented)
+    block = text.split(after, 1)[1].split("\n# ----", 1)[0]
+    return "\n".join(line.removeprefix("# ").removeprefix("#") for line in block.splitlines())
+
+
+def test_example_replica_only_block_is_valid(tmp_path):
+    cfg = loads(example_block("must name the controllers."))
     assert cfg.roles() == ["shardkv"] and cfg.shardkv.gid == 101 and cfg.shardkv.id == 0
+    assert not cfg.shardkv.join
+
+
+def test_example_joining_block_is_valid(tmp_path):
+    cfg = loads(example_block("cannot start such a node yet.)"))
+    assert cfg.roles() == ["shardkv"] and cfg.shardkv.join and cfg.shardkv.id is None
+    assert cfg.node.advertise not in cfg.shardkv.peers
+
+
+def test_join_defaults_false_and_parses(tmp_path):
+    cfg = load(str(write(tmp_path, all_in_one())))
+    assert not cfg.controller.join and not cfg.shardkv.join
+    # a joining node: peers names the running group; its own address is not there; no id yet
+    doc = with_(with_(all_in_one("127.0.0.1:6004"), "controller", join=True), "shardkv", join=True)
+    cfg = load(str(write(tmp_path, doc)))
+    assert cfg.controller == config.ControllerSection(peers=tuple(CTRL), id=None, join=True)
+    assert (cfg.shardkv.join, cfg.shardkv.id, cfg.shardkv.peers) == (True, None, tuple(CTRL))
+    # a replaced member at the same address joins too: its address is in peers, still no id
+    cfg = load(str(write(tmp_path, with_(all_in_one(), "shardkv", join=True))))
+    assert (cfg.shardkv.join, cfg.shardkv.id, cfg.controller.join, cfg.controller.id) == (True, None, False, 1)
+    # join = false is the default spelled out
+    cfg = load(str(write(tmp_path, with_(all_in_one(), "controller", join=False))))
+    assert cfg.controller == config.ControllerSection(peers=tuple(CTRL), id=1, join=False)
+    assert "join" not in cfg.identity()       # the data_dir belongs to the group, however it came in
 
 
 # ---------------------------------------------------------------- errors: one line naming file and key
@@ -161,6 +189,15 @@ BAD = [
      'advertise address "127.0.0.1:6009"'),
     (with_(all_in_one(), "node", advertise="127.0.0.1:6009"), "[controller] peers", "127.0.0.1:6009"),
     (with_(all_in_one(), "shardkv", peers=GROUP101), "[shardkv] peers", "advertise address"),
+    (with_(all_in_one(), "shardkv", peers=GROUP101), "[shardkv] peers",
+     "(or set join = true in [shardkv] to join a running group)"),
+    (with_(all_in_one(), "controller", join="yes"), "[controller] join",
+     'must be a boolean (true or false), got "yes"'),
+    (with_(all_in_one(), "shardkv", join=1), "[shardkv] join", "must be a boolean (true or false), got 1"),
+    (with_(all_in_one(), "shardkv", join=True, peers=["127.0.0.1:6002"]), "[shardkv] peers",
+     'with join = true, must name at least one existing member of the group other than this node '
+     '"127.0.0.1:6002", got ["127.0.0.1:6002"]'),
+    (with_(all_in_one(), "controller", join=True, peers=[]), "[controller] peers", "at least one"),
     (with_(all_in_one(), "controller", peers=CTRL + ["127.0.0.1:6001"]), "[controller] peers",
      'lists "127.0.0.1:6001" twice'),
     (with_(all_in_one(), "controller", peers=[]), "[controller] peers", "at least one"),

@@ -51,7 +51,7 @@ class GroupStatus(_message.Message):
     def __init__(self, group: _Optional[int] = ..., id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., last_index: _Optional[int] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., proposals: _Optional[int] = ..., entries_appended: _Optional[int] = ..., entries_applied: _Optional[int] = ..., leader_changes: _Optional[int] = ..., elections: _Optional[int] = ..., snapshots: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("address", "version", "roles", "storage_size", "groups", "requests", "operations")
+    __slots__ = ("address", "version", "roles", "storage_size", "groups", "requests", "operations", "node_uid")
     class RequestsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class NodeStatus(_message.Message):
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    NODE_UID_FIELD_NUMBER: _ClassVar[int]
     address: str
     version: str
     roles: _containers.RepeatedScalarFieldContainer[str]
@@ -73,7 +74,8 @@ class NodeStatus(_message.Message):
     groups: _containers.RepeatedCompositeFieldContainer[GroupStatus]
     requests: _containers.ScalarMap[str, int]
     operations: int
-    def __init__(self, address: _Optional[str] = ..., version: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., storage_size: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., requests: _Optional[_Mapping[str, int]] = ..., operations: _Optional[int] = ...) -> None: ...
+    node_uid: int
+    def __init__(self, address: _Optional[str] = ..., version: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., storage_size: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., requests: _Optional[_Mapping[str, int]] = ..., operations: _Optional[int] = ..., node_uid: _Optional[int] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
     __slots__ = ("group", "commands")

@@ -13,10 +13,12 @@ class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEAVE: _ClassVar[Op]
     MOVE: _ClassVar[Op]
     QUERY: _ClassVar[Op]
+    SET_SERVERS: _ClassVar[Op]
 JOIN: Op
 LEAVE: Op
 MOVE: Op
 QUERY: Op
+SET_SERVERS: Op
 
 class Config(_message.Message):
     __slots__ = ("num", "shards", "groups")

@@ -40,7 +40,7 @@ from .._pb import shardkv_pb2_grpc as skvpb_grpc
 from ..errors import Refused, Unavailable, rpc_problem
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, LEADER_METADATA_KEY, command_to_pb,
                       config_from_pb)
-from .state import OK, Command, Config, Join, Leave, Move, Op
+from .state import OK, Command, Config, Join, Leave, Move, Op, SetServers
 
 _RETRYABLE = (ERR_WRONG_LEADER, ERR_TIMEOUT)
 PROBE_TIMEOUT_S = 1.0          # asking a non-controller what it is
@@ -127,6 +127,12 @@ class ControllerClient:
 
     async def move(self, shard: int, gid: int, timeout: float | None = None) -> Config:
         return await self._command(Move(shard, gid), timeout)
+
+    async def set_servers(self, gid: int, servers: Iterable[str], timeout: float | None = None) -> Config:
+        """Give present gid `gid` the server list `servers`, its shards unchanged (after its
+        replica group changed members); the latest configuration once it applied.  A
+        controller older than the command refuses it as an unknown op (ControllerError)."""
+        return await self._command(SetServers(gid, tuple(servers)), timeout)
 
     async def query(self, num: int = -1, timeout: float | None = None) -> Config:
         """Configuration `num` (-1: the latest), read linearizably from the leader."""

@@ -1,8 +1,9 @@
 """The controller's replicated state machine, and its byte formats.
 
-Log entry: b"\\x01" + a shardctrlerpb.CommandRequest (the wire message itself, JOIN, LEAVE or
-MOVE; the version byte keeps a future format apart, and no command encodes to empty data,
-which is the leader's no-op).
+Log entry: b"\\x01" + a shardctrlerpb.CommandRequest (the wire message itself, JOIN, LEAVE,
+MOVE or SET_SERVERS; the version byte keeps a future format apart, and no command encodes to
+empty data, which is the leader's no-op).  SET_SERVERS (eraftd's, not eRaft's) carries its gid
+and servers as the one entry of the `servers` map, as a JOIN of one group would.
 
 Group data (the group's GroupStore, so snapshots ship it as is):
     b"c" u64(num)          configuration num >= 1, a shardctrlerpb.Config
@@ -21,7 +22,8 @@ from typing import Any
 
 from .._pb import shardctrler_pb2 as pb
 from ..raft.messages import Entry
-from .state import Applied, Command, Config, ControllerState, Join, Leave, Move, Op, Session
+from .state import (Applied, Command, Config, ControllerState, Join, Leave, Move, Op, Session,
+                    SetServers)
 
 # the wire's answers besides OK and bad-input messages, and the leader hint's metadata key
 ERR_WRONG_LEADER = "ErrWrongLeader"
@@ -59,17 +61,24 @@ def config_from_pb(m: pb.Config) -> Config:
 
 
 def command_from_pb(req: pb.CommandRequest) -> Command:
-    """The command a JOIN / LEAVE / MOVE request asks for; BadRequest for anything else."""
+    """The command a JOIN / LEAVE / MOVE / SET_SERVERS request asks for; BadRequest for anything else."""
     if req.op == pb.JOIN:
         op: Op = Join({g: tuple(s.servers) for g, s in req.servers.items()})
     elif req.op == pb.LEAVE:
         op = Leave(tuple(req.gids))
     elif req.op == pb.MOVE:
         op = Move(req.shard, req.gid)
+    elif req.op == pb.SET_SERVERS:
+        if len(req.servers) != 1:
+            raise BadRequest(f"set-servers: give exactly one gid and its servers, "
+                             f"got {len(req.servers)} gids")
+        (gid, servers), = req.servers.items()
+        op = SetServers(gid, tuple(servers.servers))
     elif req.op == pb.QUERY:
         raise BadRequest("query is not a log command")
     else:
-        raise BadRequest(f"unknown op {req.op}: expected JOIN (0), LEAVE (1), MOVE (2) or QUERY (3)")
+        names = [f"{name} ({number})" for name, number in pb.Op.items()]
+        raise BadRequest(f"unknown op {req.op}: expected {', '.join(names[:-1])} or {names[-1]}")
     return Command(op, req.client_id, req.command_id)
 
 
@@ -83,6 +92,9 @@ def command_to_pb(cmd: Command) -> pb.CommandRequest:
     elif isinstance(op, Leave):
         m.op = pb.LEAVE
         m.gids.extend(op.gids)
+    elif isinstance(op, SetServers):
+        m.op = pb.SET_SERVERS
+        m.servers[op.gid].servers.extend(op.servers)
     else:
         m.op = pb.MOVE
         m.shard, m.gid = op.shard, op.gid

@@ -1,6 +1,6 @@
 """shardctrlerpb.ShardCtrlerService: eRaft's controller API on top of the driver.
 
-JOIN / LEAVE / MOVE: checked on their own first (a bad one is answered at once, nothing is
+JOIN / LEAVE / MOVE / SET_SERVERS: checked on their own first (a bad one is answered at once, nothing is
 proposed), then proposed to group 0's log and answered with the outcome of their apply and
 the latest configuration at that point.  QUERY: a ReadIndex barrier, then the local state;
 it never touches the log.  A follower answers ErrWrongLeader at once, with the leader's

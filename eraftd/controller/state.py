@@ -5,11 +5,15 @@ replica that applies the same commands in the same order reaches the same config
 
 A configuration is (num, shards, groups): shard s is served by group shards[s] (0 = nobody),
 groups maps gid -> server addresses.  Configuration 0 has no groups and every shard on gid 0.
-A gid keeps the servers it first joined with, for good: a group decides what it owns by
-its gid, so new servers under an old gid would replay its history and wedge its shards.  A
+A gid keeps the servers it joined with (only SetServers, below, changes them): a group decides
+what it owns by its gid, so new servers under an old gid would replay its history and wedge its
+shards.  A
 leave that would leave no group while shards are assigned is refused (it would delete every
 value).  Join and Leave rebalance so that the groups' shard counts differ by at most one while moving
 as few shards as possible; Move hands one shard to one group and does not rebalance.
+SetServers is the one way a gid's servers change: its replica group changed members (the same
+group, its history carried on by the new list), so the next configuration has the same shards
+and the new list, which is then the servers the gid keeps (a later re-join must name them).
 
 Commands carry (client_id, command_id); per client the highest applied command id is kept
 with its outcome.  A command whose id is not above it is a duplicate: not applied again,
@@ -68,7 +72,18 @@ class Move:
     gid: int
 
 
-Op = Union[Join, Leave, Move]
+@dataclass(frozen=True)
+class SetServers:
+    """The servers of a present gid are now `servers` (its replica group's membership changed)."""
+    gid: int
+    servers: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gid", int(self.gid))
+        object.__setattr__(self, "servers", tuple(self.servers))
+
+
+Op = Union[Join, Leave, Move, SetServers]
 
 
 @dataclass(frozen=True)
@@ -103,13 +118,15 @@ def validate(op: Op) -> str | None:
         if not op.groups:
             return "join: no groups given"
         for gid, servers in op.groups.items():
-            if gid <= 0:
-                return f"join: gid {gid} is not valid: group ids must be > 0"
-            if not servers:
-                return f"join: gid {gid} has an empty server list"
-            if any(not s for s in servers):
-                return f"join: gid {gid} has an empty server address"
+            if err := _group_problem("join", gid, servers):
+                return err
         return None
+    if isinstance(op, SetServers):
+        if err := _group_problem("set-servers", op.gid, op.servers):
+            return err
+        # (a join may repeat a server: eRaft's tests do; a new member list names each once)
+        twice = [s for i, s in enumerate(op.servers) if s in op.servers[:i]]
+        return f"set-servers: gid {op.gid} lists server {twice[0]} twice" if twice else None
     if isinstance(op, Leave):
         if not op.gids:
             return "leave: no gids given"
@@ -128,6 +145,17 @@ def validate(op: Op) -> str | None:
             return f"move: gid {op.gid} is not valid: group ids must be > 0"
         return None
     return f"unknown operation {op!r}"
+
+
+def _group_problem(verb: str, gid: int, servers: Sequence[str]) -> str | None:
+    """What is wrong with naming `servers` as the servers of `gid`, or None."""
+    if gid <= 0:
+        return f"{verb}: gid {gid} is not valid: group ids must be > 0"
+    if not servers:
+        return f"{verb}: gid {gid} has an empty server list"
+    if any(not s for s in servers):
+        return f"{verb}: gid {gid} has an empty server address"
+    return None
 
 
 def check(cfg: Config, op: Op, servers_of: Mapping[int, tuple[str, ...]] | None = None) -> str | None:
@@ -157,6 +185,9 @@ def check(cfg: Config, op: Op, servers_of: Mapping[int, tuple[str, ...]] | None 
         if any(cfg.shards) and set(cfg.groups) <= set(op.gids):
             return (f"leave: {_listing(op.gids)} would leave no group to serve the shards, and "
                     f"their values would be deleted; join another group first")
+    elif isinstance(op, SetServers):
+        if op.gid not in cfg.groups:
+            return f"set-servers: gid {op.gid} is not in configuration {cfg.num}"
     elif op.gid not in cfg.groups:
         return f"move: gid {op.gid} is not in configuration {cfg.num}"
     return None
@@ -213,6 +244,10 @@ def next_config(cfg: Config, op: Op) -> Config | None:
         gone = set(op.gids)
         groups = {g: s for g, s in cfg.groups.items() if g not in gone}
         return Config(cfg.num + 1, rebalance(cfg.shards, groups), groups)
+    if isinstance(op, SetServers):
+        if cfg.groups[op.gid] == op.servers:
+            return None                              # already its servers
+        return Config(cfg.num + 1, cfg.shards, {**cfg.groups, op.gid: op.servers})
     if cfg.shards[op.shard] == op.gid:
         return None
     shards = list(cfg.shards)

@@ -26,7 +26,8 @@ class AdminService(pb_grpc.NodeAdminServicer):
 
     async def Status(self, request, context):
         out = pb.NodeStatus(address=self.cfg.node.advertise, version=__version__,
-                            roles=self.cfg.roles(), storage_size=self.store.size_bytes())
+                            roles=self.cfg.roles(), storage_size=self.store.size_bytes(),
+                            node_uid=self.store.node_uid)
         for g in self.driver.groups.values():
             st = g.node.status()
             out.groups.append(pb.GroupStatus(

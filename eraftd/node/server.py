@@ -23,7 +23,7 @@ from ..shardkv.node import ShardKVNode
 from .admin import AdminService
 from .driver import Driver, GroupSpec
 from .statemachine import TEST_MACHINES
-from .storage import NodeStore, StorageError
+from .storage import NodeStore, StorageError, uid_text
 from .transport import Transport, server_options
 
 log = logging.getLogger("eraftd.node")
@@ -114,7 +114,18 @@ async def _start_http(cfg: Config, driver: Driver, store: NodeStore) -> Any:
     return http
 
 
+def _refuse_join(cfg: Config) -> None:
+    """join = true parses (eraftd/config.py) but the node side is not built yet: say so before
+    anything is written.  (Goes away when a joining node waits to be added.)"""
+    for name, section in (("controller", cfg.controller), ("shardkv", cfg.shardkv)):
+        if section is not None and section.join:
+            raise StartupError(f"[{name}] join = true in {cfg.path}: this eraftd cannot join a running "
+                               f"group yet (adding members is not built); start it only as a founding "
+                               f"member (no join, listed in every member's peers)")
+
+
 async def _serve(cfg: Config, test_machine: str | None) -> int:
+    _refuse_join(cfg)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -172,7 +183,7 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
             + ([f"shardkv gid {cfg.shardkv.gid}"] if cfg.shardkv else []))
         line = (f"eraftd {__version__} ready: listening on {cfg.node.listen}"
                 + (f" (advertise {cfg.node.advertise})" if cfg.node.advertise != cfg.node.listen else "")
-                + f", roles: {roles}, data_dir: {cfg.node.data_dir}")
+                + f", roles: {roles}, node uid {uid_text(store.node_uid)}, data_dir: {cfg.node.data_dir}")
         print(line, flush=True)
         log.info("%s", line)
 

@@ -3,7 +3,8 @@ position, applied index and state-machine data.
 
 Key layout (big-endian fixed-width ints, so key order = numeric order)::
 
-    b"I"                                  identity record (JSON)
+    b"I"                                  identity record (JSON): what the config says this
+                                          data_dir belongs to, plus "node_uid" (below)
     b"g" u32(group) b"h"                  hard state        >QqQ  term, vote, commit
     b"g" u32(group) b"s"                  snapshot position >QQI  index, term, active generation
     b"g" u32(group) b"a"                  applied index     >Q
@@ -11,6 +12,13 @@ Key layout (big-endian fixed-width ints, so key order = numeric order)::
     b"g" u32(group) b"d" u32(gen) key     state-machine data of generation `gen`
 
 Group 0 is the controller group, gid > 0 a shardkv group.
+
+The node uid: a random 64-bit id (never 0) drawn when a data_dir is first used
+and kept in the identity record under "node_uid".  It names this data_dir, not
+the config: it is left out of the comparison that refuses a data_dir created
+for another config, survives every restart, and a data_dir written before uids
+existed gets one on its next open.  A node that comes back with an empty disk
+under the same address thus has a new uid.
 
 Writes are *staged* into a Batch (one rocksdict WriteBatch plus, per touched
 group, the pending in-memory change) and made durable by ONE NodeStore.write();
@@ -36,6 +44,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import struct
 import weakref
 from typing import Callable, Iterable, Iterator
@@ -48,7 +57,7 @@ from eraftd.raft.storage import CompactedError, UnavailableError, limit_size
 
 __all__ = [
     "StorageError", "NodeStore", "GroupStore", "Batch", "Restore", "SnapshotReader",
-    "encode_chunk", "decode_chunk", "StaleBatchError",
+    "encode_chunk", "decode_chunk", "StaleBatchError", "uid_text",
 ]
 
 _U32 = struct.Struct(">I").pack
@@ -65,6 +74,7 @@ _CHUNK_MAGIC = b"EKV1"
 _CHUNK_HDR = struct.Struct(">4sI")          # magic, pair count
 
 _IDENTITY_KEY = b"I"
+_UID_FIELD = "node_uid"                    # the identity record's field that is not the config's
 _CONFIG_FILE = "rocksdict-config.json"     # rewritten by rocksdict on every open, even a failed one
 _RESTORE_BATCH_BYTES = 4 << 20             # bound on one restore write (it holds the GIL)
 _POINT_DELETE_MAX = 64                     # truncations longer than this use delete_range
@@ -222,11 +232,12 @@ class _Pending:
 class NodeStore:
     """The node's single RocksDB.  Open with NodeStore.open()."""
 
-    def __init__(self, db: Rdict, data_dir: str, identity: dict, fsync: bool,
+    def __init__(self, db: Rdict, data_dir: str, identity: dict, node_uid: int, fsync: bool,
                  cache_entries: int, cache_bytes: int) -> None:
         self._db = db
         self.data_dir = data_dir
-        self.identity = identity
+        self.identity = identity            # as the config gives it (without the uid)
+        self.node_uid = node_uid            # this data_dir's random 64-bit id (module docstring)
         self.fsync = fsync
         self._wopts = WriteOptions()
         self._wopts.sync = fsync
@@ -245,22 +256,25 @@ class NodeStore:
              cache_entries: int = 4096, cache_bytes: int = 4 << 20) -> "NodeStore":
         """Open (or create) the node's store at data_dir.
 
-        First start: create the directory and record `identity`.  Later
-        starts: the recorded identity must equal `identity`, else
-        StorageError and nothing is written.  A data_dir that is not an
-        eraftd RocksDB directory is refused (StorageError), never repaired or
-        created over.  cache_entries / cache_bytes bound each group's
-        in-memory log tail."""
+        First start: create the directory and record `identity` with a new
+        random node uid.  Later starts: the recorded identity (its uid left
+        out) must equal `identity`, else StorageError and nothing is written;
+        the recorded uid is kept (and one is added to a record that predates
+        uids).  A data_dir that is not an eraftd RocksDB directory is refused
+        (StorageError), never repaired or created over.  cache_entries /
+        cache_bytes bound each group's in-memory log tail."""
         path = os.fspath(data_dir)
         try:
             want = json.loads(json.dumps(identity, sort_keys=True))
         except (TypeError, ValueError) as e:
             raise ValueError(f"identity must be JSON-serialisable: {e}") from None
+        if not isinstance(want, dict) or _UID_FIELD in want:
+            raise ValueError(f"identity must be a dict without {_UID_FIELD!r} (the store draws the uid)")
 
         if os.path.lexists(path) and not os.path.isdir(path):
             raise StorageError(f"data_dir {path} exists but is not a directory; "
                                f"point data_dir at a directory")
-        fresh = True
+        uid: int | None = None                  # None: draw one (first start, or a record from before uids)
         if os.path.isdir(path):
             try:
                 names = os.listdir(path)
@@ -268,16 +282,17 @@ class NodeStore:
                 raise StorageError(f"data_dir {path} cannot be read ({e.strerror}); "
                                    f"fix its permissions or use another data_dir") from None
             if names:
-                fresh = False
                 _check_rocksdb_dir(path, names)
                 stored, others = _probe(path)
                 if stored is None and others:
                     raise StorageError(
                         f"data_dir {path} holds data but no (readable) identity record; it was not "
                         f"created by eraftd or is damaged; use a fresh data_dir (or restore a backup)")
-                if stored is not None and stored != want:
-                    raise StorageError(_identity_mismatch(path, stored, want))
-                fresh = stored is None          # an empty database: first start never finished
+                if stored is not None:
+                    uid = _stored_uid(path, stored)
+                    if stored != want:
+                        raise StorageError(_identity_mismatch(path, stored, want))
+                # no record at all: an empty database, a first start that never finished
         else:
             try:
                 os.makedirs(path)
@@ -286,12 +301,12 @@ class NodeStore:
                                    f"fix the path or its parent's permissions") from None
 
         db = _open_rw(path, create=not os.path.exists(os.path.join(path, "CURRENT")))
-        store = cls(db, path, want, fsync, cache_entries, cache_bytes)
-        if fresh:
+        if uid is None:
+            uid = secrets.randbelow((1 << 64) - 1) + 1
             wo = WriteOptions()
             wo.sync = True
-            db.put(_IDENTITY_KEY, json.dumps(want, sort_keys=True).encode(), wo)
-        return store
+            db.put(_IDENTITY_KEY, json.dumps({**want, _UID_FIELD: uid}, sort_keys=True).encode(), wo)
+        return cls(db, path, want, uid, fsync, cache_entries, cache_bytes)
 
     # -- groups ----------------------------------------------------------
     def group(self, group: int) -> "GroupStore":
@@ -1125,6 +1140,21 @@ def _open_rw(path: str, create: bool) -> Rdict:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
+
+
+def _stored_uid(path: str, stored: dict) -> int | None:
+    """Take the node uid out of a recorded identity (which is then the config's part only);
+    None when the record predates uids."""
+    uid = stored.pop(_UID_FIELD, None)
+    if uid is not None and not (isinstance(uid, int) and not isinstance(uid, bool) and 0 < uid < 1 << 64):
+        raise StorageError(f"data_dir {path}: its identity record has an invalid {_UID_FIELD} "
+                           f"({json.dumps(uid)}); the data is damaged; use a fresh data_dir")
+    return uid
+
+
+def uid_text(uid: int) -> str:
+    """A node uid as people see it (logs, status): 16 hex digits."""
+    return f"{uid:016x}"
 
 
 def _identity_mismatch(path: str, stored: dict, want: dict) -> str:

@@ -12,7 +12,7 @@ from eraftd._pb import shardctrler_pb2 as pb
 from eraftd.controller.machine import (BadRequest, ControllerMachine, command_from_pb,
                                        config_from_pb, config_to_pb, decode_command,
                                        encode_command, load_state)
-from eraftd.controller.state import OK, Applied, Command, Config, Join, Leave, Move
+from eraftd.controller.state import OK, Applied, Command, Config, Join, Leave, Move, SetServers
 from eraftd.node.storage import NodeStore
 from eraftd.raft.messages import Entry
 
@@ -91,6 +91,7 @@ def snapshot_of(sm: ControllerMachine):
     Command(Leave((4, 2, 9)), 1 << 62, 0),
     Command(Move(0, 1)),
     Command(Move(9, 2_000_000_000), 3, 4),
+    Command(SetServers(100, ("b", "a")), 5, 6),
 ])
 def test_commands_round_trip_and_never_encode_empty(c):
     data = encode_command(c)
@@ -104,6 +105,11 @@ def test_commands_round_trip_and_never_encode_empty(c):
     (b"\x01\xff\xff\xff", "undecodable controller log entry"),
     (b"\x01" + pb.CommandRequest(op=pb.QUERY).SerializeToString(), "query is not a log command"),
     (b"\x01" + pb.CommandRequest(op=7).SerializeToString(), "unknown op 7"),
+    (b"\x01" + pb.CommandRequest(op=pb.SET_SERVERS).SerializeToString(),
+     "set-servers: give exactly one gid and its servers, got 0 gids"),
+    (b"\x01" + pb.CommandRequest(op=pb.SET_SERVERS, servers={1: pb.Servers(servers=["a"]),
+                                                              2: pb.Servers(servers=["b"])}).SerializeToString(),
+     "got 2 gids"),
 ])
 def test_bad_entries_are_refused(data, msg):
     with pytest.raises(BadRequest, match=msg):
@@ -157,6 +163,7 @@ def test_restored_reloads_from_an_installed_snapshot(replicas):
 
 OPS = st.one_of(
     st.dictionaries(st.integers(0, 6), st.sampled_from([("a",), ("b",), ()]), max_size=2).map(Join),
+    st.builds(SetServers, st.integers(0, 6), st.sampled_from([("a",), ("c", "d"), ()])),
     st.lists(st.integers(0, 6), max_size=2).map(lambda g: Leave(tuple(g))),
     st.builds(Move, st.integers(-1, 10), st.integers(0, 6)),
 )

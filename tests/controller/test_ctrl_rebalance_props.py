@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eraftd.controller.state import (NSHARDS, OK, Command, ControllerState, Join, Leave, Move,
-                                     check, next_config, rebalance)
+                                     SetServers, check, next_config, rebalance)
 
 GIDS = st.integers(min_value=1, max_value=20)
 OWNERS = st.integers(min_value=0, max_value=25)       # includes 0 and gids that are not live
@@ -58,6 +58,7 @@ def any_op():
         st.dictionaries(gid, servers, max_size=3).map(Join),
         st.lists(gid, max_size=2).map(lambda g: Leave(tuple(g))),
         st.builds(Move, st.integers(-1, NSHARDS), gid),
+        st.builds(SetServers, gid, st.sampled_from([("x",), (), ("",), ("x", "x"), ("y", "z")])),
     )
 
 
@@ -65,7 +66,7 @@ def likely_op(data, cfg):
     """Mostly operations that apply to `cfg` (joins of new gids, leaves and moves of present
     ones), sometimes anything at all."""
     present = sorted(cfg.groups)
-    kind = data.draw(st.sampled_from(["join", "join", "leave", "move", "any"]))
+    kind = data.draw(st.sampled_from(["join", "join", "leave", "move", "set", "any"]))
     if kind == "join":
         gids = data.draw(st.lists(st.integers(1, 15), min_size=1, max_size=3))
         return Join({g: cfg.groups.get(g, (f"s{g}", "t")) for g in gids})
@@ -74,6 +75,9 @@ def likely_op(data, cfg):
         return Leave(tuple(gids))
     if kind == "move" and present:
         return Move(data.draw(st.integers(0, NSHARDS - 1)), data.draw(st.sampled_from(present)))
+    if kind == "set" and present:
+        gid = data.draw(st.sampled_from(present))
+        return SetServers(gid, data.draw(st.sampled_from([cfg.groups[gid], (f"s{gid}",), (f"n{gid}", "t")])))
     return data.draw(any_op())
 
 
@@ -110,6 +114,9 @@ def test_apply_keeps_every_invariant(data, n):
                 moved = sum(1 for a, b in zip(before.shards, latest.shards) if a != b)
                 if isinstance(op, Move):
                     assert moved == 1
+                elif isinstance(op, SetServers):      # same shards, one gid's servers changed
+                    assert moved == 0 and latest.groups == {**before.groups, op.gid: op.servers}
+                    assert before.groups[op.gid] != op.servers
                 else:                             # balanced over live groups, fewest moves
                     counts = Counter(latest.shards)
                     loads = [counts[g] for g in latest.groups] or [0]
@@ -118,6 +125,8 @@ def test_apply_keeps_every_invariant(data, n):
                     assert moved == fewest_moves(before.shards, sorted(latest.groups))
         if client:
             assert st_.sessions[client].command_id == cid
+        # the servers a gid keeps are the ones of the last configuration it was in
+        assert st_.servers_of == {g: s for c in st_.configs for g, s in c.groups.items()}
     assert [c.num for c in st_.configs] == list(range(len(st_.configs)))
 
 

@@ -166,6 +166,14 @@ BAD = [
     (dict(op=pb.MOVE, shard=2, gid=8), "move: gid 8 is not in configuration 1"),
     (dict(op=pb.MOVE, shard=2, gid=0), "move: gid 0 is not valid"),
     (dict(op=9), "unknown op 9"),
+    (dict(op=pb.SET_SERVERS), "set-servers: give exactly one gid and its servers, got 0 gids"),
+    (dict(op=pb.SET_SERVERS, servers={1: pb.Servers(servers=["a"]), 2: pb.Servers(servers=["b"])}),
+     "set-servers: give exactly one gid and its servers, got 2 gids"),
+    (dict(op=pb.SET_SERVERS, servers={2: pb.Servers(servers=["a"])}),
+     "set-servers: gid 2 is not in configuration 1"),
+    (dict(op=pb.SET_SERVERS, servers={1: pb.Servers()}), "set-servers: gid 1 has an empty server list"),
+    (dict(op=pb.SET_SERVERS, servers={1: pb.Servers(servers=["c", "c"])}),
+     "set-servers: gid 1 lists server c twice"),
 ]
 
 
@@ -198,6 +206,25 @@ async def test_controller_client_finds_the_leader_and_raises_clear_errors(cluste
             await ctl.move(1, 4)
         st = await ctl.status(leader)
         assert st.state == "Leader"
+
+
+async def test_set_servers_through_the_client_keeps_shards_and_moves_the_gid_to_its_new_servers(cluster):
+    c = cluster(n=3).start()
+    async with ControllerClient(addresses(c), total_timeout=60) as ctl:
+        await ctl.join({1: ["a1", "a2", "a3"]})
+        before = await ctl.join({2: ["b1"]})
+        after = await ctl.set_servers(1, ["a1", "a2", "a4"])
+        assert after.num == before.num + 1 and after.shards == before.shards
+        assert after.groups == {1: ("a1", "a2", "a4"), 2: ("b1",)}
+        assert (await ctl.query()) == after                       # every replica applied it alike
+        assert (await ctl.set_servers(1, ("a1", "a2", "a4"))) == after    # no change: no config
+        with pytest.raises(ControllerError, match="^set-servers: gid 7 is not in configuration 3$"):
+            await ctl.set_servers(7, ["x"])
+        # a re-join must name the new servers
+        await ctl.leave([1])
+        with pytest.raises(ControllerError, match=r"gid 1 was served by other servers before \(a1, a2, a4\)"):
+            await ctl.join({1: ["a1", "a2", "a3"]})
+        assert (await ctl.join({1: ["a1", "a2", "a4"]})).groups[1] == ("a1", "a2", "a4")
 
 
 async def test_controller_client_gives_up_naming_what_it_tried():

@@ -7,7 +7,7 @@ import pytest
 from ctrl_support import check_config
 
 from eraftd.controller.state import (NSHARDS, OK, Command, Config, ControllerState, Join, Leave,
-                                     Move, rebalance)
+                                     Move, SetServers, rebalance)
 
 
 class Clerk:
@@ -32,6 +32,9 @@ class Clerk:
 
     def move(self, shard, gid) -> str:
         return self.do(Move(shard, gid))
+
+    def set_servers(self, gid, servers) -> str:
+        return self.do(SetServers(gid, tuple(servers)))
 
 
 @pytest.fixture
@@ -185,6 +188,53 @@ def test_join_of_a_present_gid(st):
     assert "gid 1" in err and st.latest is before
     assert ck.join({1: ["a", "b"], 2: ["x"]}) == OK   # the present one is ignored
     assert st.latest.num == before.num + 1 and st.latest.groups == {1: ("a", "b"), 2: ("x",)}
+
+
+def test_set_servers_keeps_the_shards_and_changes_one_gid(st):
+    ck = Clerk(st)
+    ck.join({1: ["a", "b", "c"], 2: ["x"]})
+    ck.move(0, 2)                                 # an unbalanced config: set-servers keeps it as it is
+    before = st.latest
+    assert ck.set_servers(1, ["a", "b", "d"]) == OK
+    after = st.latest
+    assert after.num == before.num + 1 and after.shards == before.shards
+    assert after.groups == {1: ("a", "b", "d"), 2: ("x",)}
+    assert st.query(before.num) == before         # history unchanged
+    assert ck.set_servers(1, ["a", "b", "d"]) == OK and st.latest is after   # no change: no config
+    assert ck.set_servers(1, ["a", "b", "d", "e"]) == OK and st.latest.groups[1] == ("a", "b", "d", "e")
+
+
+def test_set_servers_decides_which_servers_a_rejoin_must_name(st):
+    """After set-servers the gid's servers are the new ones: a re-join with them is accepted,
+    with the old ones refused, also after a restart (rebuilt from the configurations)."""
+    ck = Clerk(st)
+    ck.join({1: ["a"], 2: ["b"]})
+    assert ck.set_servers(1, ["a2", "a3"]) == OK
+    assert ck.join({1: ["a"]}).startswith("join: gid 1 is already present with other servers (a2, a3)")
+    assert ck.leave([1]) == OK
+    before = st.latest
+    assert ck.join({1: ["a"]}) == ("join: gid 1 was served by other servers before (a2, a3); a gid "
+                                   "keeps its servers: join the new servers under a new gid")
+    assert st.latest is before
+    again = ControllerState(st.configs)
+    assert again.apply(Command(Join({1: ("a",)}))).err.startswith("join: gid 1 was served by other")
+    assert again.apply(Command(Join({1: ("a2", "a3")}))).err == OK
+    assert ck.join({1: ["a2", "a3"]}) == OK and st.latest.groups[1] == ("a2", "a3")
+
+
+@pytest.mark.parametrize("op, want", [
+    (SetServers(7, ("a",)), "set-servers: gid 7 is not in configuration 1"),
+    (SetServers(0, ("a",)), "set-servers: gid 0 is not valid: group ids must be > 0"),
+    (SetServers(1, ()), "set-servers: gid 1 has an empty server list"),
+    (SetServers(1, ("a", "")), "set-servers: gid 1 has an empty server address"),
+    (SetServers(1, ("a", "b", "a")), "set-servers: gid 1 lists server a twice"),
+])
+def test_set_servers_bad_input_is_refused_and_changes_nothing(st, op, want):
+    ck = Clerk(st)
+    ck.join({1: ["a"]})
+    configs = list(st.configs)
+    assert ck.do(op) == want
+    assert st.configs == configs and st.servers_of == {1: ("a",)}
 
 
 @pytest.mark.parametrize("op, want", [

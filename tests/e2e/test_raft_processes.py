@@ -93,10 +93,15 @@ def test_sigterm_stops_cleanly_and_restart_keeps_state(cluster):
     c.wait_leader()
     idx = put_many(c, "k", 10)
     c.wait_applied(CTRL, idx)
+    uids = [n.status(timeout=5).node_uid for n in c.nodes]
+    assert len(set(uids)) == 3 and 0 not in uids      # one random uid per data_dir
     for n in c.nodes:
         assert n.stop() == 0
     c.start()
     c.wait_leader()
-    for n in c.nodes:  # applied progress is recovered, not replayed from scratch
+    for n, uid in zip(c.nodes, uids):  # applied progress is recovered, not replayed from scratch
         wait_for(lambda: n.group_status(CTRL).last_applied >= idx, 60, f"{n.name} to recover")
         assert local_value(n, b"k9") == b"v9"
+        assert n.status(timeout=5).node_uid == uid       # the uid is the data_dir's: kept
+        ready = [line for line in n.log_text().splitlines() if " ready: listening on " in line]
+        assert len(ready) >= 2 and all(f", node uid {uid:016x}, data_dir: " in r for r in ready)

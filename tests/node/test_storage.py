@@ -6,6 +6,7 @@ atomic switch."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 
@@ -13,7 +14,7 @@ import pytest
 from rocksdict import Options, Rdict
 
 from eraftd.node.storage import (NodeStore, StaleBatchError, StorageError, decode_chunk,
-                                 encode_chunk)
+                                 encode_chunk, uid_text)
 from eraftd.raft.messages import Entry, HardState, SnapshotMeta
 from eraftd.raft.storage import CompactedError, MemoryStorage, UnavailableError
 
@@ -485,6 +486,67 @@ def test_identity_mismatch_refused_and_nothing_written(tmp_path, change, words):
     s = open_store(d)
     assert s.group(1).get(b"k") == b"v"
     s.close()
+
+
+def test_node_uid_is_stable_over_reopen_and_differs_between_data_dirs(tmp_path):
+    s = open_store(tmp_path / "a")
+    uid = s.node_uid
+    assert isinstance(uid, int) and 0 < uid < 1 << 64
+    assert "node_uid" not in s.identity
+    s.close()
+    for _ in range(2):
+        s = open_store(tmp_path / "a", dict(IDENT))
+        assert s.node_uid == uid
+        s.close()
+    s = open_store(tmp_path / "b")
+    assert s.node_uid != uid
+    s.close()
+    assert uid_text(uid) == f"{uid:016x}" and len(uid_text(1)) == 16
+
+
+def test_node_uid_is_not_part_of_the_identity_check(tmp_path):
+    d = tmp_path / "d"
+    s = open_store(d)
+    uid = s.node_uid
+    s.close()
+    with pytest.raises(StorageError) as ei:
+        open_store(d, {**IDENT, "gid": 2})
+    said = str(ei.value).split(" was created for ", 1)[1]
+    assert said == "gid=1; the config now says gid=2; use the matching config or a fresh data_dir"
+    s = open_store(d)
+    assert s.node_uid == uid
+    s.close()
+    with pytest.raises(ValueError, match="node_uid"):
+        open_store(tmp_path / "e", {**IDENT, "node_uid": 5})
+    assert not (tmp_path / "e").exists()
+
+
+def test_old_format_identity_gets_a_uid_and_keeps_it(tmp_path):
+    d = tmp_path / "d"
+    o = Options(raw_mode=True)
+    o.create_if_missing(True)
+    db = Rdict(str(d), o)            # as eraftd wrote it before uids: the config's identity only
+    db.put(b"I", json.dumps(IDENT, sort_keys=True).encode())
+    db.put(b"g\x00\x00\x00\x01a", (0).to_bytes(8, "big"))
+    db.close()
+    s = open_store(d)
+    uid = s.node_uid
+    assert 0 < uid < 1 << 64 and s.identity == IDENT
+    s.close()
+    s = open_store(d)
+    assert s.node_uid == uid
+    s.close()
+    with pytest.raises(StorageError, match="gid=1.*gid=2"):
+        open_store(d, {**IDENT, "gid": 2})
+
+
+def test_damaged_node_uid_refused(tmp_path):
+    d = tmp_path / "d"
+    open_store(d).close()
+    db = Rdict(str(d), Options(raw_mode=True))
+    db.put(b"I", json.dumps({**IDENT, "node_uid": "x"}).encode())
+    db.close()
+    assert "node_uid" in check_refused(d, "invalid node_uid", "fresh data_dir")
 
 
 def check_refused(d, *fragments):

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61\x64min.proto\x12\x0c\x65raftadminpb\"\x0f\n\rStatusRequest\"\xef\x02\n\x0bGroupStatus\x12\r\n\x05group\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\x03\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x03\x12\x11\n\tleader_id\x18\x05 \x01(\x03\x12\x16\n\x0eleader_address\x18\x06 \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x07 \x01(\x03\x12\x14\n\x0clast_applied\x18\x08 \x01(\x03\x12\x12\n\nlast_index\x18\t \x01(\x03\x12\x13\n\x0b\x66irst_index\x18\n \x01(\x03\x12\x16\n\x0esnapshot_index\x18\x0b \x01(\x03\x12\r\n\x05peers\x18\x0c \x03(\t\x12\x11\n\tproposals\x18\r \x01(\x03\x12\x18\n\x10\x65ntries_appended\x18\x0e \x01(\x03\x12\x17\n\x0f\x65ntries_applied\x18\x0f \x01(\x03\x12\x16\n\x0eleader_changes\x18\x10 \x01(\x03\x12\x11\n\telections\x18\x11 \x01(\x03\x12\x11\n\tsnapshots\x18\x12 \x01(\x03\"\x8f\x02\n\nNodeStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x14\n\x0cstorage_size\x18\x04 \x01(\x03\x12)\n\x06groups\x18\x05 \x03(\x0b\x32\x19.eraftadminpb.GroupStatus\x12\x38\n\x08requests\x18\x06 \x03(\x0b\x32&.eraftadminpb.NodeStatus.RequestsEntry\x12\x12\n\noperations\x18\x07 \x01(\x03\x12\x10\n\x08node_uid\x18\x08 \x01(\x04\x1a/\n\rRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"1\n\x0eProposeRequest\x12\r\n\x05group\x18\x01 \x01(\r\x12\x10\n\x08\x63ommands\x18\x02 \x03(\x0c\"S\n\x0fProposeResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x13\n\x0bleader_hint\x18\x02 \x01(\t\x12\x0f\n\x07results\x18\x03 \x03(\x0c\x12\r\n\x05index\x18\x04 \x01(\x03\"8\n\x0bReadRequest\x12\r\n\x05group\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05local\x18\x03 \x01(\x08\"b\n\x0cReadResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x13\n\x0bleader_hint\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x66ound\x18\x04 \x01(\x08\x12\x12\n\nread_index\x18\x05 \x01(\x03\x32\xd3\x01\n\tNodeAdmin\x12?\n\x06Status\x12\x1b.eraftadminpb.StatusRequest\x1a\x18.eraftadminpb.NodeStatus\x12\x46\n\x07Propose\x12\x1c.eraftadminpb.ProposeRequest\x1a\x1d.eraftadminpb.ProposeResponse\x12=\n\x04Read\x12\x19.eraftadminpb.ReadRequest\x1a\x1a.eraftadminpb.ReadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61\x64min.proto\x12\x0c\x65raftadminpb\"\x0f\n\rStatusRequest\"\xa3\x03\n\x0bGroupStatus\x12\r\n\x05group\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\x03\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x03\x12\x11\n\tleader_id\x18\x05 \x01(\x03\x12\x16\n\x0eleader_address\x18\x06 \x01(\t\x12\x14\n\x0c\x63ommit_index\x18\x07 \x01(\x03\x12\x14\n\x0clast_applied\x18\x08 \x01(\x03\x12\x12\n\nlast_index\x18\t \x01(\x03\x12\x13\n\x0b\x66irst_index\x18\n \x01(\x03\x12\x16\n\x0esnapshot_index\x18\x0b \x01(\x03\x12\r\n\x05peers\x18\x0c \x03(\t\x12\x11\n\tproposals\x18\r \x01(\x03\x12\x18\n\x10\x65ntries_appended\x18\x0e \x01(\x03\x12\x17\n\x0f\x65ntries_applied\x18\x0f \x01(\x03\x12\x16\n\x0eleader_changes\x18\x10 \x01(\x03\x12\x11\n\telections\x18\x11 \x01(\x03\x12\x11\n\tsnapshots\x18\x12 \x01(\x03\x12\x10\n\x08learners\x18\x13 \x03(\t\x12\x0f\n\x07problem\x18\x14 \x01(\t\x12\x0f\n\x07refused\x18\x15 \x03(\t\"\x8f\x02\n\nNodeStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x14\n\x0cstorage_size\x18\x04 \x01(\x03\x12)\n\x06groups\x18\x05 \x03(\x0b\x32\x19.eraftadminpb.GroupStatus\x12\x38\n\x08requests\x18\x06 \x03(\x0b\x32&.eraftadminpb.NodeStatus.RequestsEntry\x12\x12\n\noperations\x18\x07 \x01(\x03\x12\x10\n\x08node_uid\x18\x08 \x01(\x04\x1a/\n\rRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"1\n\x0eProposeRequest\x12\r\n\x05group\x18\x01 \x01(\r\x12\x10\n\x08\x63ommands\x18\x02 \x03(\x0c\"S\n\x0fProposeResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x13\n\x0bleader_hint\x18\x02 \x01(\t\x12\x0f\n\x07results\x18\x03 \x03(\x0c\x12\r\n\x05index\x18\x04 \x01(\x03\"8\n\x0bReadRequest\x12\r\n\x05group\x18\x01 \x01(\r\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\r\n\x05local\x18\x03 \x01(\x08\"b\n\x0cReadResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x13\n\x0bleader_hint\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x0c\x12\r\n\x05\x66ound\x18\x04 \x01(\x08\x12\x12\n\nread_index\x18\x05 \x01(\x03\"\x1f\n\x0eMembersRequest\x12\r\n\x05group\x18\x01 \x01(\r\"o\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\x04\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\r\n\x05match\x18\x05 \x01(\x03\x12\r\n\x05state\x18\x06 \x01(\t\x12\x0f\n\x07problem\x18\x07 \x01(\t\"\xc2\x01\n\x0fMembersResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x13\n\x0bleader_hint\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x03\x12\x12\n\nlast_index\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x03\x12%\n\x07members\x18\x06 \x03(\x0b\x32\x14.eraftadminpb.Member\x12\x16\n\x0e\x63hange_pending\x18\x07 \x01(\x08\x12\x11\n\tis_leader\x18\x08 \x01(\x08\"R\n\x13\x43hangeMemberRequest\x12\r\n\x05group\x18\x01 \x01(\r\x12\n\n\x02op\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\x03\"X\n\x14\x43hangeMemberResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x13\n\x0bleader_hint\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x03\x12\r\n\x05index\x18\x04 \x01(\x03\x32\xf2\x02\n\tNodeAdmin\x12?\n\x06Status\x12\x1b.eraftadminpb.StatusRequest\x1a\x18.eraftadminpb.NodeStatus\x12\x46\n\x07Propose\x12\x1c.eraftadminpb.ProposeRequest\x1a\x1d.eraftadminpb.ProposeResponse\x12=\n\x04Read\x12\x19.eraftadminpb.ReadRequest\x1a\x1a.eraftadminpb.ReadResponse\x12\x46\n\x07Members\x12\x1c.eraftadminpb.MembersRequest\x1a\x1d.eraftadminpb.MembersResponse\x12U\n\x0c\x43hangeMember\x12!.eraftadminpb.ChangeMemberRequest\x1a\".eraftadminpb.ChangeMemberResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,19 +36,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=29
   _globals['_STATUSREQUEST']._serialized_end=44
   _globals['_GROUPSTATUS']._serialized_start=47
-  _globals['_GROUPSTATUS']._serialized_end=414
-  _globals['_NODESTATUS']._serialized_start=417
-  _globals['_NODESTATUS']._serialized_end=688
-  _globals['_NODESTATUS_REQUESTSENTRY']._serialized_start=641
-  _globals['_NODESTATUS_REQUESTSENTRY']._serialized_end=688
-  _globals['_PROPOSEREQUEST']._serialized_start=690
-  _globals['_PROPOSEREQUEST']._serialized_end=739
-  _globals['_PROPOSERESPONSE']._serialized_start=741
-  _globals['_PROPOSERESPONSE']._serialized_end=824
-  _globals['_READREQUEST']._serialized_start=826
-  _globals['_READREQUEST']._serialized_end=882
-  _globals['_READRESPONSE']._serialized_start=884
-  _globals['_READRESPONSE']._serialized_end=982
-  _globals['_NODEADMIN']._serialized_start=985
-  _globals['_NODEADMIN']._serialized_end=1196
+  _globals['_GROUPSTATUS']._serialized_end=466
+  _globals['_NODESTATUS']._serialized_start=469
+  _globals['_NODESTATUS']._serialized_end=740
+  _globals['_NODESTATUS_REQUESTSENTRY']._serialized_start=693
+  _globals['_NODESTATUS_REQUESTSENTRY']._serialized_end=740
+  _globals['_PROPOSEREQUEST']._serialized_start=742
+  _globals['_PROPOSEREQUEST']._serialized_end=791
+  _globals['_PROPOSERESPONSE']._serialized_start=793
+  _globals['_PROPOSERESPONSE']._serialized_end=876
+  _globals['_READREQUEST']._serialized_start=878
+  _globals['_READREQUEST']._serialized_end=934
+  _globals['_READRESPONSE']._serialized_start=936
+  _globals['_READRESPONSE']._serialized_end=1034
+  _globals['_MEMBERSREQUEST']._serialized_start=1036
+  _globals['_MEMBERSREQUEST']._serialized_end=1067
+  _globals['_MEMBER']._serialized_start=1069
+  _globals['_MEMBER']._serialized_end=1180
+  _globals['_MEMBERSRESPONSE']._serialized_start=1183
+  _globals['_MEMBERSRESPONSE']._serialized_end=1377
+  _globals['_CHANGEMEMBERREQUEST']._serialized_start=1379
+  _globals['_CHANGEMEMBERREQUEST']._serialized_end=1461
+  _globals['_CHANGEMEMBERRESPONSE']._serialized_start=1463
+  _globals['_CHANGEMEMBERRESPONSE']._serialized_end=1551
+  _globals['_NODEADMIN']._serialized_start=1554
+  _globals['_NODEADMIN']._serialized_end=1924
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GroupStatus(_message.Message):
-    __slots__ = ("group", "id", "role", "term", "leader_id", "leader_address", "commit_index", "last_applied", "last_index", "first_index", "snapshot_index", "peers", "proposals", "entries_appended", "entries_applied", "leader_changes", "elections", "snapshots")
+    __slots__ = ("group", "id", "role", "term", "leader_id", "leader_address", "commit_index", "last_applied", "last_index", "first_index", "snapshot_index", "peers", "proposals", "entries_appended", "entries_applied", "leader_changes", "elections", "snapshots", "learners", "problem", "refused")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,9 @@ class GroupStatus(_message.Message):
     LEADER_CHANGES_FIELD_NUMBER: _ClassVar[int]
     ELECTIONS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    LEARNERS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     group: int
     id: int
     role: str
@@ -48,7 +51,10 @@ class GroupStatus(_message.Message):
     leader_changes: int
     elections: int
     snapshots: int
-    def __init__(self, group: _Optional[int] = ..., id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., last_index: _Optional[int] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., proposals: _Optional[int] = ..., entries_appended: _Optional[int] = ..., entries_applied: _Optional[int] = ..., leader_changes: _Optional[int] = ..., elections: _Optional[int] = ..., snapshots: _Optional[int] = ...) -> None: ...
+    learners: _containers.RepeatedScalarFieldContainer[str]
+    problem: str
+    refused: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, group: _Optional[int] = ..., id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., last_index: _Optional[int] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., proposals: _Optional[int] = ..., entries_appended: _Optional[int] = ..., entries_applied: _Optional[int] = ..., leader_changes: _Optional[int] = ..., elections: _Optional[int] = ..., snapshots: _Optional[int] = ..., learners: _Optional[_Iterable[str]] = ..., problem: _Optional[str] = ..., refused: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
     __slots__ = ("address", "version", "roles", "storage_size", "groups", "requests", "operations", "node_uid")
@@ -120,3 +126,71 @@ class ReadResponse(_message.Message):
     found: bool
     read_index: int
     def __init__(self, err: _Optional[str] = ..., leader_hint: _Optional[str] = ..., value: _Optional[bytes] = ..., found: _Optional[bool] = ..., read_index: _Optional[int] = ...) -> None: ...
+
+class MembersRequest(_message.Message):
+    __slots__ = ("group",)
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: int
+    def __init__(self, group: _Optional[int] = ...) -> None: ...
+
+class Member(_message.Message):
+    __slots__ = ("id", "address", "uid", "role", "match", "state", "problem")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    address: str
+    uid: int
+    role: str
+    match: int
+    state: str
+    problem: str
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., uid: _Optional[int] = ..., role: _Optional[str] = ..., match: _Optional[int] = ..., state: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class MembersResponse(_message.Message):
+    __slots__ = ("err", "leader_hint", "leader_id", "last_index", "commit_index", "members", "change_pending", "is_leader")
+    ERR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_PENDING_FIELD_NUMBER: _ClassVar[int]
+    IS_LEADER_FIELD_NUMBER: _ClassVar[int]
+    err: str
+    leader_hint: str
+    leader_id: int
+    last_index: int
+    commit_index: int
+    members: _containers.RepeatedCompositeFieldContainer[Member]
+    change_pending: bool
+    is_leader: bool
+    def __init__(self, err: _Optional[str] = ..., leader_hint: _Optional[str] = ..., leader_id: _Optional[int] = ..., last_index: _Optional[int] = ..., commit_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., change_pending: _Optional[bool] = ..., is_leader: _Optional[bool] = ...) -> None: ...
+
+class ChangeMemberRequest(_message.Message):
+    __slots__ = ("group", "op", "address", "node_id")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    group: int
+    op: str
+    address: str
+    node_id: int
+    def __init__(self, group: _Optional[int] = ..., op: _Optional[str] = ..., address: _Optional[str] = ..., node_id: _Optional[int] = ...) -> None: ...
+
+class ChangeMemberResponse(_message.Message):
+    __slots__ = ("err", "leader_hint", "node_id", "index")
+    ERR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    err: str
+    leader_hint: str
+    node_id: int
+    index: int
+    def __init__(self, err: _Optional[str] = ..., leader_hint: _Optional[str] = ..., node_id: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...

@@ -49,6 +49,16 @@ class NodeAdminStub:
                 request_serializer=admin__pb2.ReadRequest.SerializeToString,
                 response_deserializer=admin__pb2.ReadResponse.FromString,
                 _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/eraftadminpb.NodeAdmin/Members',
+                request_serializer=admin__pb2.MembersRequest.SerializeToString,
+                response_deserializer=admin__pb2.MembersResponse.FromString,
+                _registered_method=True)
+        self.ChangeMember = channel.unary_unary(
+                '/eraftadminpb.NodeAdmin/ChangeMember',
+                request_serializer=admin__pb2.ChangeMemberRequest.SerializeToString,
+                response_deserializer=admin__pb2.ChangeMemberResponse.FromString,
+                _registered_method=True)
 
 
 class NodeAdminServicer:
@@ -73,6 +83,20 @@ class NodeAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Members(self, request, context):
+        """Membership of a group this node hosts (answered by any member; progress only by the leader).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeMember(self, request, context):
+        """One membership change, at the group's leader (a follower answers ErrWrongLeader + hint).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +114,16 @@ def add_NodeAdminServicer_to_server(servicer, server):
                     servicer.Read,
                     request_deserializer=admin__pb2.ReadRequest.FromString,
                     response_serializer=admin__pb2.ReadResponse.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=admin__pb2.MembersRequest.FromString,
+                    response_serializer=admin__pb2.MembersResponse.SerializeToString,
+            ),
+            'ChangeMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeMember,
+                    request_deserializer=admin__pb2.ChangeMemberRequest.FromString,
+                    response_serializer=admin__pb2.ChangeMemberResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +207,60 @@ class NodeAdmin:
             '/eraftadminpb.NodeAdmin/Read',
             admin__pb2.ReadRequest.SerializeToString,
             admin__pb2.ReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eraftadminpb.NodeAdmin/Members',
+            admin__pb2.MembersRequest.SerializeToString,
+            admin__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eraftadminpb.NodeAdmin/ChangeMember',
+            admin__pb2.ChangeMemberRequest.SerializeToString,
+            admin__pb2.ChangeMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,

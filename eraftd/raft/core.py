@@ -671,7 +671,12 @@ class Raft:
             return False  # do not ship a snapshot to a node that may be down
         snap = self.log.snapshot()
         if snap.index == 0:
-            raise AssertionError("need a snapshot but storage has none")
+            # nothing compacted yet (a node that joins asks for one all the same): the driver
+            # sends its state at the applied index, which is what this stands for
+            applied = self.log.applied
+            if applied == 0:
+                return False  # nothing applied yet: nothing to send; it asks again
+            snap = SnapshotMeta(applied, self.log.term(applied))
         self._send(Message(T.SNAP, to=to, snapshot=snap))
         pr.become_snapshot(snap.index)
         return True

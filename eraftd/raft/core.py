@@ -545,7 +545,9 @@ class Raft:
             return f"unknown membership change {op}"
         if op == ConfChangeOp.PROMOTE:
             match, last = self.prs[nid].match, self.log.last_index()
-            if match + self.opts.promote_lag < last:
+            # (match 0: it has not even installed its first snapshot; as a voter that knows
+            # no membership it would grant no vote and could block every election)
+            if match == 0 or match + self.opts.promote_lag < last:
                 return f"learner {nid} has not caught up yet (it has {match} of {last} entries)"
         return ""
 

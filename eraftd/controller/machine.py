@@ -1,8 +1,9 @@
 """The controller's replicated state machine, and its byte formats.
 
-Log entry: b"\\x01" + a shardctrlerpb.CommandRequest (the wire message itself, JOIN, LEAVE or
-MOVE; the version byte keeps a future format apart, and no command encodes to empty data,
-which is the leader's no-op).
+Log entry: b"\\x01" + a shardctrlerpb.CommandRequest (the wire message itself, JOIN, LEAVE,
+MOVE or ABANDON, without `force`, which only decides whether the service asks first; the
+version byte keeps a future format apart, and no command encodes to empty data, which is the
+leader's no-op).
 
 Group data (the group's GroupStore, so snapshots ship it as is):
     b"c" u64(num)          configuration num >= 1, a shardctrlerpb.Config
@@ -21,7 +22,8 @@ from typing import Any
 
 from .._pb import shardctrler_pb2 as pb
 from ..raft.messages import Entry
-from .state import Applied, Command, Config, ControllerState, Join, Leave, Move, Op, Session
+from .state import (Abandon, Applied, Command, Config, ControllerState, Join, Leave, Move, Op,
+                    Session)
 
 # the wire's answers besides OK and bad-input messages, and the leader hint's metadata key
 ERR_WRONG_LEADER = "ErrWrongLeader"
@@ -50,26 +52,31 @@ class BadRequest(ValueError):
 
 def config_to_pb(cfg: Config) -> pb.Config:
     return pb.Config(num=cfg.num, shards=cfg.shards,
-                     groups={g: pb.Servers(servers=s) for g, s in cfg.groups.items()})
+                     groups={g: pb.Servers(servers=s) for g, s in cfg.groups.items()},
+                     abandoned=cfg.abandoned)
 
 
 def config_from_pb(m: pb.Config) -> Config:
     shards = list(m.shards) or [0] * len(Config().shards)   # an empty message: config 0
-    return Config(m.num, shards, {g: tuple(s.servers) for g, s in m.groups.items()})
+    return Config(m.num, shards, {g: tuple(s.servers) for g, s in m.groups.items()},
+                  dict(m.abandoned))
 
 
 def command_from_pb(req: pb.CommandRequest) -> Command:
-    """The command a JOIN / LEAVE / MOVE request asks for; BadRequest for anything else."""
+    """The command a JOIN / LEAVE / MOVE / ABANDON request asks for; BadRequest for anything else."""
     if req.op == pb.JOIN:
         op: Op = Join({g: tuple(s.servers) for g, s in req.servers.items()})
     elif req.op == pb.LEAVE:
         op = Leave(tuple(req.gids))
     elif req.op == pb.MOVE:
         op = Move(req.shard, req.gid)
+    elif req.op == pb.ABANDON:
+        op = Abandon(tuple(req.abandon_shards))
     elif req.op == pb.QUERY:
         raise BadRequest("query is not a log command")
     else:
-        raise BadRequest(f"unknown op {req.op}: expected JOIN (0), LEAVE (1), MOVE (2) or QUERY (3)")
+        raise BadRequest(f"unknown op {req.op}: expected JOIN (0), LEAVE (1), MOVE (2), QUERY (3) "
+                         f"or ABANDON (4)")
     return Command(op, req.client_id, req.command_id)
 
 
@@ -83,6 +90,9 @@ def command_to_pb(cmd: Command) -> pb.CommandRequest:
     elif isinstance(op, Leave):
         m.op = pb.LEAVE
         m.gids.extend(op.gids)
+    elif isinstance(op, Abandon):
+        m.op = pb.ABANDON
+        m.abandon_shards.extend(op.shards)
     else:
         m.op = pb.MOVE
         m.shard, m.gid = op.shard, op.gid

@@ -62,9 +62,9 @@ class Shell:
 
 
 async def join_phantom(ctl: ControllerClient, gid: int, servers: list[str]) -> None:
-    """Join a group whose servers do not exist (a mistyped join).  The controller accepts it
-    today; when it refuses unreachable servers unless forced, force it here."""
-    await ctl.join({gid: servers})
+    """Join a group whose servers do not exist (a mistyped join): the controller refuses it
+    unless forced (precheck.py), so it is forced here."""
+    await ctl.join({gid: servers}, force=True)
 
 
 async def test_long_lived_clients_follow_a_group_that_left_and_stopped(sharded):  # noqa: F811
@@ -229,7 +229,9 @@ async def test_dial_maps_advertised_addresses_to_real_ones(sharded):  # noqa: F8
     dial = {"controller.invalid:7000": real_ctrl, "replica.invalid:7100": real_node}.get
     through = lambda a: dial(a, a)                   # noqa: E731
     async with ControllerClient(["controller.invalid:7000"], dial=through) as ctl:
-        await ctl.join({G1: ["replica.invalid:7100"]})      # the group advertised by name
+        # the group advertised by a name only this client's dial map knows: the controller
+        # cannot ask it whether it is gid G1, so the join is forced
+        await ctl.join({G1: ["replica.invalid:7100"]}, force=True)
         assert ctl.leader == "controller.invalid:7000"
         async with Clerk(["controller.invalid:7000"], dial=through, total_timeout=30) as kv:
             await kv.put("k", "v")

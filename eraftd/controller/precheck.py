@@ -4,8 +4,10 @@ A join of a gid whose servers do not answer as replicas of that gid (a mistyped 
 group not started yet) would hand shards to a group nobody runs: they would wait for it for
 ever.  So before a JOIN is proposed, every server of every new group is asked
 (ShardKVService.GetStatus, all at once, each call bounded by `timeout`); a group passes when
-at least ONE of its servers answers as that gid (a group with one live replica is a real
-group: a join while a replica is down, or restarting, must work).  A request with `force`
+at least ONE of its servers answers as that gid, under an address the join lists (a group
+with one live replica is a real group: a join while a replica is down, or restarting, must
+work; a server that advertises another address would not take the configuration as its own:
+shardkv/state.py, is_ours).  A request with `force`
 skips the question (the shell's `join --force`); eRaft's clients never set it, so they get
 the check too: the safe default.
 
@@ -31,8 +33,10 @@ from .state import Config, last_handoff
 PROBE_TIMEOUT_S = 1.5          # per server; the servers are asked at once
 
 
-async def _answer(addr: str, gid: int, dial: Callable[[str], str], timeout: float) -> str:
-    """'' when `addr` answers as a replica of `gid`, else what it did instead, in words."""
+async def _answer(addr: str, gid: int, servers: Sequence[str], dial: Callable[[str], str],
+                  timeout: float) -> str:
+    """'' when `addr` answers as a replica of `gid` advertising one of `servers`, else what it
+    did instead, in words."""
     try:
         async with grpc.aio.insecure_channel(dial(addr)) as ch:
             st = await skvpb_grpc.ShardKVServiceStub(ch).GetStatus(skvpb.GetStatusRequest(),
@@ -47,6 +51,8 @@ async def _answer(addr: str, gid: int, dial: Callable[[str], str], timeout: floa
         return f"{addr}: {e}"
     if st.gid != gid:
         return f"{addr} answers as gid {st.gid}"
+    if st.address and st.address not in servers:
+        return f"{addr} answers as gid {gid} but advertises {st.address}"
     return ""
 
 
@@ -55,7 +61,8 @@ async def ask(groups: Mapping[int, Sequence[str]], dial: Callable[[str], str] = 
     """For each gid: [] when at least one of its servers answers as that gid, else what each
     server did instead."""
     pairs = [(gid, a) for gid, servers in groups.items() for a in dict.fromkeys(servers)]
-    answers = await asyncio.gather(*(_answer(a, gid, dial, timeout) for gid, a in pairs))
+    answers = await asyncio.gather(*(_answer(a, gid, groups[gid], dial, timeout)
+                                     for gid, a in pairs))
     out: dict[int, list[str]] = {gid: [] for gid in groups}
     ok: set[int] = set()
     for (gid, _), why in zip(pairs, answers):

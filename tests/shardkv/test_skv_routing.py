@@ -14,6 +14,7 @@ import pytest
 from skv_support import group_shards, in_thread, key_in, sharded, wait_settled  # noqa: F401
 
 from eraftd.controller.client import ControllerClient, ControllerUnavailable, NotAController
+from eraftd.config import dump_toml
 from eraftd.controller.state import NSHARDS
 from eraftd.shardkv.clerk import Clerk, ShardKVUnavailable
 from eraftd.shardkv.unary import UnaryClerk
@@ -224,8 +225,15 @@ async def test_deadlines_hold_and_a_non_controller_fails_at_once(sharded):  # no
 
 
 async def test_dial_maps_advertised_addresses_to_real_ones(sharded):  # noqa: F811
-    c = sharded(gids=(G1,), controllers=1, replicas=1).start()
+    c = sharded(gids=(G1,), controllers=1, replicas=1)
     real_ctrl, real_node = c.controller_addresses()[0], c.addresses(G1)[0]
+    # the replica advertises a name (its group's servers, as joined, are that name: a group
+    # takes only configurations that list its own servers); only the clients' dial maps it
+    n = c.group(G1)[0]
+    n.config["node"]["advertise"] = "replica.invalid:7100"
+    n.config["shardkv"]["peers"] = ["replica.invalid:7100"]
+    n.toml.write_text(dump_toml(n.config))
+    c.start()
     dial = {"controller.invalid:7000": real_ctrl, "replica.invalid:7100": real_node}.get
     through = lambda a: dial(a, a)                   # noqa: E731
     async with ControllerClient(["controller.invalid:7000"], dial=through) as ctl:

@@ -1,11 +1,13 @@
 """shardctrlerpb.ShardCtrlerService: eRaft's controller API on top of the driver.
 
-JOIN / LEAVE / MOVE / ABANDON: checked first (on their own, then against the latest
-configuration: a bad one is answered at once, nothing is proposed); on the leader a JOIN
-without `force` and every ABANDON then ask the shardkv servers (precheck.py: a join of
-servers that do not answer as that gid, an abandon while the shard's previous owner still
-answers, are refused the same way); a retry of a command already applied (its session says
-so) skips the asking.  Then proposed to group 0's log and answered with the outcome of their apply and
+JOIN / LEAVE / MOVE / ABANDON: checked on their own first (a bad one is answered at once,
+nothing is proposed).  A JOIN without `force` and every ABANDON then ask the shardkv servers
+(precheck.py: a join of servers that do not answer as that gid, an abandon while the shard's
+previous owner still answers, are refused the same way): on the leader only, after a ReadIndex
+barrier (so the state they are checked against is current, not a lagging leader's), first
+against the latest configuration (a join the log would refuse anyway is not asked about),
+and not for a retry of a command already applied (its session says so: the log answers it as
+before).  Then proposed to group 0's log and answered with the outcome of their apply and
 the latest configuration at that point.  QUERY: a ReadIndex barrier, then the local state;
 it never touches the log.  A follower answers ErrWrongLeader at once, with the leader's
 address (when known) in the trailing metadata key "leader"; a command or query that does not
@@ -25,7 +27,7 @@ from ..node.driver import NotLeader
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, BadRequest, send_leader_hint,
                       command_from_pb, config_to_pb, encode_command)
 from .precheck import PROBE_TIMEOUT_S, abandon_problem, join_problem
-from .state import OK, Abandon, Command, Join, check
+from .state import OK, Abandon, Command, Join, check, validate
 
 COMMAND_TIMEOUT_S = 2.0
 
@@ -53,10 +55,7 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
                 cmd = command_from_pb(request)
             except BadRequest as e:
                 return pb.CommandResponse(err=str(e))
-            st = g.sm.state
-            err = check(st.latest, cmd.op, st.servers_of)
-            if err is None:
-                err = await self._ask_first(g, cmd, request.force)
+            err = validate(cmd.op) or await self._ask_first(g, cmd, request.force)
             if err:
                 return pb.CommandResponse(err=err)
             res = await asyncio.wait_for(self.driver.propose(self.gid, encode_command(cmd)),
@@ -72,12 +71,14 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
         """The shardkv servers' say on a join (unless forced) or an abandon (precheck.py)."""
         if not isinstance(cmd.op, (Join, Abandon)) or (force and isinstance(cmd.op, Join)):
             return None
-        if not g.is_leader():
-            raise NotLeader(g.leader_address)        # asking would only delay the answer
+        await asyncio.wait_for(self.driver.read_barrier(self.gid), self.timeout)  # NotLeader
         st = g.sm.state
         done = st.sessions.get(cmd.client_id) if cmd.client_id else None
         if done is not None and cmd.command_id <= done.command_id:
             return None                              # a retry: the log answers it as before
+        err = check(st.latest, cmd.op, st.servers_of)
+        if err:
+            return err
         if isinstance(cmd.op, Join):
             new = {gid: s for gid, s in cmd.op.groups.items() if gid not in st.latest.groups}
             return await join_problem(new, self.dial, self.probe_timeout) if new else None

@@ -148,7 +148,8 @@ def _gid_meta(cfg: Config, gid: int) -> str:
 
 
 def candidates(s: sg.Suggestion, view: ClusterView, keys: Iterable[str],
-               commands: Mapping[str, str], options: Sequence[str] = ()) -> list[tuple[str, str, str]]:
+               commands: Mapping[str, str], options: Sequence[str] = (),
+               subcommands: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
     """(word to insert, what to display, display_meta) for suggestion `s`, whose word they all
     start with.  `commands`: name -> help; `keys`: the keys used, oldest first."""
     cfg = view.config
@@ -178,6 +179,8 @@ def candidates(s: sg.Suggestion, view: ClusterView, keys: Iterable[str],
         return [c for c in out if c[1].startswith(s.word)]
     elif s.kind == sg.OPTION:
         out = [(o, o, "") for o in options]
+    elif s.kind == sg.SUBCOMMAND:
+        out = [(name, name, help) for name, help in (subcommands or {}).items()]
     return [c for c in out if c[0].startswith(s.word)]
 
 
@@ -193,7 +196,9 @@ class ShellCompleter(Completer):
         s = sg.suggest(document.text_before_cursor, self.grammar)
         g = self.grammar.get(s.command)
         options = list(g.options or ()) if g is not None else []
-        for text, display, meta in candidates(s, self.metadata(), self.keys(), self.commands, options):
+        subcommands = g.subcommands if g is not None else None
+        for text, display, meta in candidates(s, self.metadata(), self.keys(), self.commands, options,
+                                              subcommands):
             yield Completion(shlex.quote(text), start_position=-len(s.raw), display=display,
                              display_meta=meta)
 

@@ -26,6 +26,7 @@ ADDRESS = "address"      # one server address inside a GROUP_SPEC, after the '='
 CONFIG_NUM = "num"       # a configuration number
 TOPIC = "topic"          # help's argument: a command name
 OPTION = "option"        # an option of a command that takes options (bench)
+SUBCOMMAND = "subcommand"  # the first word of a command with subcommands (shard abandon)
 NOTHING = "nothing"      # nothing (more) goes here
 
 
@@ -36,6 +37,7 @@ class Grammar:
     slots: tuple[str, ...] = ()
     repeat: bool = False
     options: Mapping[str, bool] | None = None
+    subcommands: Mapping[str, str] | None = None     # SUBCOMMAND's words: name -> help
 
 
 @dataclass(frozen=True)

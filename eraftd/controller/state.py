@@ -90,6 +90,7 @@ class SetServers:
         object.__setattr__(self, "servers", tuple(self.servers))
 
 
+@dataclass(frozen=True)
 class Abandon:
     shards: tuple[int, ...]
 

@@ -12,7 +12,8 @@ import shutil
 import pytest
 
 from eraftd._pb import admin_pb2 as apb
-from eraftd.testing import Cluster, Node, free_port, wait_for
+from eraftd import testing
+from eraftd.testing import Cluster, Node, change_member, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -47,24 +48,8 @@ def local_value(node: Node, key: bytes) -> bytes | None:
     return r.value if r.found else None
 
 
-def change(c: Cluster, op: str, address: str = "", node_id: int = -1,
-           timeout: float = 60) -> apb.ChangeMemberResponse:
-    """One membership change at whoever leads, retrying while the answer says to."""
-    last = []
-
-    def attempt():
-        ld = c.leader(CTRL)
-        if ld is None:
-            return None
-        r = ld.admin().ChangeMember(apb.ChangeMemberRequest(group=CTRL, op=op, address=address,
-                                                            node_id=node_id), timeout=15)
-        last[:] = [r.err]
-        if r.err == "OK":
-            return r
-        if r.err == "ErrWrongLeader" or "try again" in r.err:
-            return None
-        raise AssertionError(f"{op} {address or node_id} refused: {r.err}")
-    return wait_for(attempt, timeout, f"{op} {address or node_id} (last answer: {last})")
+def change(c: Cluster, op: str, address: str = "", node_id: int = -1) -> apb.ChangeMemberResponse:
+    return change_member(c.live, CTRL, op, address, node_id)
 
 
 def members(node: Node) -> apb.MembersResponse:
@@ -82,14 +67,8 @@ def joiner(c: Cluster, base, name: str, address: str | None = None) -> Node:
     return n
 
 
-def wait_caught_up(c: Cluster, address: str, timeout: float = 60) -> None:
-    def ok():
-        ld = c.leader(CTRL)
-        if ld is None:
-            return False
-        r = members(ld)
-        return any(m.address == address and m.match >= r.last_index - 5 for m in r.members)
-    wait_for(ok, timeout, f"{address} to catch up")
+def wait_caught_up(c: Cluster, address: str) -> None:
+    testing.wait_caught_up(c.live, CTRL, address)
 
 
 def test_add_a_replica_promote_it_and_remove_one(cluster, tmp_path):

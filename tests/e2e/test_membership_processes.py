@@ -8,11 +8,14 @@ fixture, even on failure.
 from __future__ import annotations
 
 import shutil
+import urllib.error
+import urllib.request
 
 import pytest
 
 from eraftd._pb import admin_pb2 as apb
 from eraftd import testing
+from eraftd.config import dump_toml
 from eraftd.testing import Cluster, Node, change_member, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +55,14 @@ def change(c: Cluster, op: str, address: str = "", node_id: int = -1) -> apb.Cha
     return change_member(c.live, CTRL, op, address, node_id)
 
 
+def readyz(http: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://{http}/readyz", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 def members(node: Node) -> apb.MembersResponse:
     return node.admin().Members(apb.MembersRequest(group=CTRL), timeout=5)
 
@@ -77,7 +88,7 @@ def test_add_a_replica_promote_it_and_remove_one(cluster, tmp_path):
     idx = put_many(c, "a", 300)
     n3 = joiner(c, tmp_path, "n3").start().wait_serving()
     st = n3.group_status(CTRL)
-    assert "waiting to be added" in st.problem
+    assert "waiting to be added to the group" in st.problem
     r = change(c, "add", n3.address)
     new_id = r.node_id
     assert new_id == 3
@@ -126,12 +137,17 @@ def test_wiped_follower_is_refused_then_replaced_with_every_write(cluster):
     c.wait_applied(CTRL, idx, [f])
     f.kill()
     shutil.rmtree(f.dir / "data")
+    http = f"127.0.0.1:{free_port()}"
+    f.config["node"]["http"] = http
+    f.toml.write_text(dump_toml(f.config))
     f.start().wait_serving()
     # it came back with an empty disk under a member's address: refused, and it says so
     wait_for(lambda: "came back with an empty disk" in f.group_status(CTRL).problem, 60,
              "the wiped node to be told it is refused")
     problem = f.group_status(CTRL).problem
     assert f"member replace ctrl {f.address}" in problem
+    code, text = readyz(http)
+    assert code == 503 and "came back with an empty disk" in text and f.address in text
     wait_for(lambda: any("came back with an empty disk" in x
                          for x in (c.leader(CTRL) or ld).group_status(CTRL).refused), 60,
              "the leader to list the refused member")
@@ -149,3 +165,4 @@ def test_wiped_follower_is_refused_then_replaced_with_every_write(cluster):
     assert local_value(f, b"a0") == b"v0" and local_value(f, b"a199") == b"v199"
     assert local_value(f, b"b49") == b"v49"
     wait_for(lambda: f.group_status(CTRL).problem == "", 30, "the replaced node's problem to clear")
+    wait_for(lambda: readyz(http)[0] == 200, 30, "the replaced node to be ready")

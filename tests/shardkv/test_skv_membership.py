@@ -85,3 +85,37 @@ def test_grow_to_five_and_shrink_to_three_under_writes(sharded):
         missing = {k: v for k, v in w.acked.items() if kv2.get(k) != v.encode()}
     assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {list(missing.items())[:3]}"
     assert len(w.acked) > 100
+
+
+def test_add_a_fourth_controller_peer_and_remove_one(sharded):
+    from eraftd.testing import Node, free_port
+    c = sharded(gids=(GID,)).start()
+    ctrl = c.controller_addresses()
+    ctrls = lambda: c.controllers  # noqa: E731
+    with Client(ctrl, timeout=30) as kv:
+        kv.join({GID: c.addresses(GID)})
+        kv.put("before", "1")
+        base = c.controllers[0].config
+        addr = f"127.0.0.1:{free_port()}"
+        n = Node("c3", c.base, {"node": {**base["node"], "listen": addr},
+                                "controller": {"peers": ctrl, "join": True},
+                                "raft": base["raft"], "log": base["log"]})
+        c.controllers.append(n)
+        n.start().wait_serving()
+        r = change_member(ctrls, 0, "add", addr)
+        wait_caught_up(ctrls, 0, addr)
+        change_member(ctrls, 0, "promote", node_id=r.node_id)
+        # the new peer answers queries with the whole history
+        with Client([addr], timeout=30) as only_new:
+            assert only_new.query().groups[GID] == tuple(c.addresses(GID))
+        # remove a founder (the leader), stop it; the others carry on, the new one included
+        ld = wait_for(lambda: leader_of(ctrls(), 0), 60, "a controller leader")
+        change_member(ctrls, 0, "remove", ld.address)
+        ld.kill()
+        kv.put("after", "2")
+        assert kv.get("before") == b"1" and kv.get("after") == b"2"
+    # the three peers left (the new one among them) commit a configuration change
+    with Client([x.address for x in c.controllers if x is not ld], timeout=30) as kv2:
+        before = kv2.query()
+        after = kv2.join({202: ["127.0.0.1:9"]}, force=True)
+        assert after.num == before.num + 1 and 202 in kv2.query().groups

@@ -336,7 +336,7 @@ class Driver:
         self._tasks: set[asyncio.Task] = set()
         # while a round waits for its fsync, core inputs wait here (see the module docstring)
         self._syncing = False
-        self._held_msgs: list[tuple[int, Message]] = []
+        self._held_msgs: list[tuple[int, Message, bool]] = []
         self._held_ticks = 0
         self._held_calls: list[Callable[[], None]] = []     # rare inputs: reports, snapshots
         self._syncer: ThreadPoolExecutor | None = None
@@ -464,22 +464,28 @@ class Driver:
         return await fut
 
     # ---------------------------------------------------------------- transport callbacks
-    def on_messages(self, batch: list[tuple[int, Message]], from_addr: str = "") -> None:
+    def on_messages(self, batch: list[tuple[int, Message]], from_addr: str = "",
+                    to_me: bool = False) -> None:
+        """Step a peer's messages.  to_me: the sender named this node by its node uid, so a
+        message to another id of ours means the group added this node anew (a replace)."""
         if from_addr:
             for gid, m in batch:
                 g = self.groups.get(gid)
                 if g is not None and m.frm >= 0 and m.frm not in g.members.addrs:
                     g.sender_addrs[m.frm] = from_addr
         if self._syncing:
-            self._held_msgs.extend(batch)
+            self._held_msgs.extend((gid, m, to_me) for gid, m in batch)
             return
+        self._step_messages([(gid, m, to_me) for gid, m in batch])
+
+    def _step_messages(self, items: list[tuple[int, Message, bool]]) -> None:
         groups = self.groups
-        for gid, m in batch:
+        for gid, m, to_me in items:
             g = groups.get(gid)
             if g is None:
                 continue
             if m.to != g.me:
-                if not (m.to >= 0 and (g.waiting or self.problem)
+                if not (m.to >= 0 and (to_me or g.waiting or self.problem)
                         and m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP)):
                     continue
                 g.rebind(m.to)
@@ -673,7 +679,7 @@ class Driver:
         first (a leader's heartbeats count before the ticks that would time it out)."""
         if self._held_msgs:
             msgs, self._held_msgs = self._held_msgs, []
-            self.on_messages(msgs)
+            self._step_messages(msgs)
         if self._held_calls:
             calls, self._held_calls = self._held_calls, []
             for call in calls:

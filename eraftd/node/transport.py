@@ -164,6 +164,7 @@ class Transport:
         check_peer: Callable[[str, int], str] | None = None,
         on_refused: Callable[[str, str], None] | None = None,
         pass_sender: bool = False,
+        peer_uid: Callable[[str], int] | None = None,
     ):
         """
         self_addr: this node's advertised address (sent with every batch).
@@ -185,7 +186,10 @@ class Transport:
         check_peer: (from_addr, from_uid) -> "" to take a stream's messages, else why not (the
             stream is then ended with PERMISSION_DENIED and that reason).
         on_refused: called with (peer address, reason) when a peer ends our stream so.
-        pass_sender: call on_messages(items, from_addr) instead of on_messages(items).
+        pass_sender: call on_messages(items, from_addr, to_me) instead of on_messages(items);
+            to_me: the sender named this node by its uid.
+        peer_uid: address -> the uid we know that peer by (0: unknown), sent with each batch;
+            a receiver with another uid drops the batch.
         """
         if max_batch_msgs < 1 or max_queue < 1:
             raise ValueError("max_batch_msgs and max_queue must be >= 1")
@@ -208,6 +212,7 @@ class Transport:
         self._check_peer = check_peer
         self._on_refused = on_refused
         self._pass_sender = pass_sender
+        self._peer_uid = peer_uid or (lambda _a: 0)
         self._peers: dict[str, _Peer] = {}
         self._snapshot_channels: set[grpc.aio.Channel] = set()
         self._closed = False
@@ -345,7 +350,8 @@ class Transport:
                         wake.clear()
                         await wake.wait()
                         continue
-                    batch = pb.MessageBatch(from_addr=from_addr, cluster_tag=tag, from_uid=uid)
+                    batch = pb.MessageBatch(from_addr=from_addr, cluster_tag=tag, from_uid=uid,
+                                            to_uid=self._peer_uid(peer.addr))
                     add = batch.msgs.add
                     n = size = 0
                     popleft = q.popleft
@@ -527,6 +533,10 @@ class _Servicer(pb_grpc.RaftTransportServicer):
                 if why:
                     t.refused_batches += 1
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+            if batch.to_uid and t._self_uid and batch.to_uid != t._self_uid:
+                # meant for the node that had this address before (its disk was wiped): not us
+                t.refused_batches += 1
+                continue
             items = decode_batch(batch)
             batches += 1
             msgs += len(items)
@@ -534,7 +544,7 @@ class _Servicer(pb_grpc.RaftTransportServicer):
             t.received_msgs += len(items)
             try:
                 if t._pass_sender:
-                    on_messages(items, batch.from_addr)
+                    on_messages(items, batch.from_addr, bool(batch.to_uid))
                 else:
                     on_messages(items)
             except Exception:

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import hashlib
 import random
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +23,9 @@ from eraftd._pb import shardkv_pb2_grpc as skpb_grpc
 from eraftd.config import dump_toml
 from eraftd.controller.client import ControllerClient, ControllerError
 from eraftd.controller.state import NSHARDS
-from eraftd.testing import FaultyProxy, Node, ShardedCluster
+from eraftd._pb import admin_pb2 as apb
+from eraftd.testing import (FaultyProxy, Node, ShardedCluster, change_member, leader_of,
+                            wait_caught_up)
 
 from .history import History
 from .linearizability import check
@@ -101,6 +104,7 @@ class Nemesis:
         self.paused: set[str] = set()
         self.log: list[str] = []
         self.stop = asyncio.Event()
+        self.spare: set[str] = set()           # names a membership change is working on
 
     def _by_name(self, name: str) -> Node:
         return next(n for n in self.c.nodes if n.name == name)
@@ -114,6 +118,8 @@ class Nemesis:
         return ldr if ldr is not None else self.rng.choice(self._members(gid))
 
     async def kill(self, n: Node) -> None:
+        if n.name in self.spare:
+            return
         self.killed.add(n.name)
         await asyncio.to_thread(n.kill)
 
@@ -149,8 +155,9 @@ class Nemesis:
             what = f"{kind} {gid}"
         elif kind in ("pause_leader", "pause_random"):
             n = await self._leader(gid) if kind == "pause_leader" else rng.choice(self.c.nodes)
-            n.pause()
-            self.paused.add(n.name)
+            if n.name not in self.spare:
+                n.pause()
+                self.paused.add(n.name)
             what = f"{kind} {n.name}"
         elif kind == "isolate_leader":
             n = await self._leader(gid)
@@ -244,12 +251,119 @@ class Membership:
                     self.failed += 1                 # outcome unknown; the next step goes on
 
 
+class Replicas:
+    """Raft membership changes on a seeded schedule while the faults run, each on one replica
+    of a group (the controllers' too), keeping its address so the fault network stays valid:
+      replace     its disk is wiped and it restarts with the same TOML (refused by its peers as
+                  a member back with an empty disk), then `member replace`: remove its old id,
+                  add the address as a new member (a snapshot), promote it;
+      remove_add  it is removed (the leader sometimes), its disk wiped, and it is added back
+                  as a new member and promoted.
+    A step that does not finish while faults run is finished after the heal (`repair`): every
+    replica must be a voter again for the final checks."""
+
+    def __init__(self, c: ShardedCluster, nem: "Nemesis", seed: int, gids: list[int]) -> None:
+        self.c = c
+        self.nem = nem
+        self.rng = random.Random(seed + 2)
+        self.gids = gids
+        self.counts: Counter[str] = Counter()
+        self.failed = 0
+        self.busy: set[str] = set()          # names being changed (the nemesis leaves them be)
+
+    def _members(self, gid: int) -> list[Node]:
+        return self.c.controllers if gid == 0 else self.c.groups[gid]
+
+    async def run(self, duration: float) -> None:
+        end = time.monotonic() + duration
+        while time.monotonic() < end:
+            await asyncio.sleep(self.rng.uniform(6.0, 12.0))
+            if time.monotonic() >= end:
+                break
+            gid = self.rng.choice([0] + self.gids)
+            kind = self.rng.choice(["replace", "remove_add"])
+            nodes = self._members(gid)
+            ld = await asyncio.to_thread(leader_of, nodes, gid)
+            candidates = [n for n in nodes if n.running() and n.name not in self.nem.killed
+                          and n.name not in self.nem.paused
+                          and (kind == "remove_add" or n is not ld)]
+            if not candidates:
+                continue
+            n = self.rng.choice(candidates)
+            self.busy.add(n.name)
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self._change, gid, n, kind), 45)
+                self.counts[kind] += 1
+            except Exception:  # noqa: BLE001 - a fault got in the way: repaired after the heal
+                self.failed += 1
+            finally:
+                self.busy.discard(n.name)
+
+    def _change(self, gid: int, n: Node, kind: str, timeout: float = 30) -> None:
+        nodes = lambda: self._members(gid)  # noqa: E731
+        old = self._member_id(gid, n.address)
+        if kind == "remove_add" and old is not None:
+            change_member(nodes, gid, "remove", node_id=old, timeout=timeout)
+        n.kill()
+        shutil.rmtree(n.dir / "data", ignore_errors=True)
+        n.start()
+        n.wait_serving(timeout)
+        if kind == "replace" and old is not None:
+            change_member(nodes, gid, "remove", node_id=old, timeout=timeout)
+        self._add_back(gid, n, timeout)
+
+    def _member_id(self, gid: int, address: str) -> int | None:
+        ld = leader_of(self._members(gid), gid)
+        if ld is None:
+            raise TimeoutError(f"no leader of group {gid}")
+        r = ld.admin().Members(apb.MembersRequest(group=gid), timeout=5)
+        return next((m.id for m in r.members if m.address == address), None)
+
+    def _add_back(self, gid: int, n: Node, timeout: float) -> None:
+        nodes = lambda: self._members(gid)  # noqa: E731
+        ld = leader_of(nodes(), gid)
+        r = ld.admin().Members(apb.MembersRequest(group=gid), timeout=5) if ld else None
+        mine = [m for m in r.members if m.address == n.address] if r else []
+        if not mine:
+            nid = change_member(nodes, gid, "add", n.address, timeout=timeout).node_id
+        elif mine[0].role == "learner":
+            nid = mine[0].id
+        else:
+            return
+        wait_caught_up(nodes, gid, n.address, timeout)
+        change_member(nodes, gid, "promote", node_id=nid, timeout=timeout)
+
+    def repair(self, timeout: float = 60) -> None:
+        """After the heal: every replica a voter again (finishing an interrupted step)."""
+        for gid in [0] + self.gids:
+            for n in self._members(gid):
+                nodes = lambda g=gid: self._members(g)  # noqa: E731
+                deadline = time.monotonic() + timeout
+
+                def refused_or_missing() -> bool:
+                    st = n.group_status(gid)
+                    return st is not None and "empty disk" in st.problem
+                while True:
+                    try:
+                        if refused_or_missing():
+                            old = self._member_id(gid, n.address)
+                            if old is not None:
+                                change_member(nodes, gid, "remove", node_id=old, timeout=timeout)
+                        self._add_back(gid, n, timeout)
+                        break
+                    except Exception:  # noqa: BLE001 - retry until the deadline
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.5)
+
+
 # --------------------------------------------------------------------------- checks
 def replica_digest(node: Node, group: int) -> tuple[int, str, int]:
     """(applied index, sha256 of the group's state-machine data, keys) of a STOPPED node."""
     from eraftd.node import storage
     path = str(node.dir / "data")
     ident, _ = storage._probe(path)
+    ident = {k: v for k, v in ident.items() if k != storage._UID_FIELD}  # (the store's own)
     with storage.NodeStore.open(path, ident) as st:
         g = st.group(group)
         h = hashlib.sha256()
@@ -273,6 +387,8 @@ class Report:
     faults: dict = dataclasses.field(default_factory=dict)
     config_changes: dict = dataclasses.field(default_factory=dict)
     config_failed: int = 0
+    member_changes: dict = dataclasses.field(default_factory=dict)
+    member_failed: int = 0
     sessions: int = 0
     anomalies: list[str] = dataclasses.field(default_factory=list)
     timings: dict = dataclasses.field(default_factory=dict)
@@ -284,6 +400,8 @@ class Report:
                  f"operations: {self.ops}; sessions {self.sessions}; keys checked {self.keys_checked}",
                  f"faults injected: {dict(sorted(self.faults.items()))}",
                  f"configuration changes: {dict(self.config_changes)} (+{self.config_failed} with unknown outcome)",
+                 f"membership changes: {dict(self.member_changes)} (+{self.member_failed} "
+                 f"finished after the heal)",
                  f"timings: {self.timings}",
                  f"anomalies: {len(self.anomalies)}"]
         lines += [f"  - {a}" for a in self.anomalies]
@@ -333,15 +451,23 @@ async def run_nemesis(base: Path, seed: int, duration: float, *, gids=(100, 101,
                         total_timeout=op_timeout)
         nem = Nemesis(c, net, seed, gids, kinds)
         mem = Membership(c, seed, gids, initial)
+        reps = Replicas(c, nem, seed, gids)
+        nem.spare = reps.busy
         work.start()
         t1 = time.monotonic()
         try:
-            await asyncio.gather(nem.run(duration), mem.run(duration))
+            await asyncio.gather(nem.run(duration), mem.run(duration), reps.run(duration))
         finally:
             nem.heal_all()
+        try:
+            await asyncio.to_thread(reps.repair)
+        except Exception as e:  # noqa: BLE001
+            report.anomalies.append(f"criterion 3: a membership change could not be finished "
+                                    f"after the heal: {e}")
         report.timings["faults"] = round(time.monotonic() - t1, 1)
         report.faults, report.fault_log = dict(nem.counts), nem.log
         report.config_changes, report.config_failed = dict(mem.counts), mem.failed
+        report.member_changes, report.member_failed = dict(reps.counts), reps.failed
 
         # -- criterion 3: within 60 s every shard is served and the replicas agree
         t2 = time.monotonic()

@@ -348,10 +348,11 @@ class Raft:
                         or (self.vote == NONE and self.lead == NONE)
                         or (t == T.PRE_VOTE and m.term > self.term))
             resp = T.VOTE_RESP if t == T.VOTE else T.PRE_VOTE_RESP
-            # a node that knows no membership waits to be added (maybe after losing its disk,
-            # and with it the votes it cast): it grants nothing until a snapshot tells it more
-            knows = bool(self.conf.voters or self.conf.learners)
-            if can_vote and knows and self.log.is_up_to_date(m.index, m.log_term):
+            if not (self.conf.voters or self.conf.learners):
+                # a node that knows no membership waits to be added (maybe after losing its
+                # disk, and with it the votes it cast): it answers no campaign
+                return
+            if can_vote and self.log.is_up_to_date(m.index, m.log_term):
                 self._send(Message(resp, to=m.frm, term=m.term))
                 if t == T.VOTE:
                     self.election_elapsed = 0

@@ -228,11 +228,15 @@ def test_a_node_that_knows_no_membership_grants_no_vote() -> None:
     st = MemoryStorage()
     rn = RawNode(RaftOptions(id=3, peers=(), election_tick=2, pre_vote=False), st,
                  random.Random(1))
-    vote = Message(MsgType.VOTE, to=3, frm=0, term=5, index=0, log_term=0)
-    rn.step(vote)
-    rd = rn.ready()
-    resp = [m for m in rd.messages + rd.persisted_messages if m.type == MsgType.VOTE_RESP]
-    assert resp and all(m.reject for m in resp) and rn.raft.vote == -1
+    for t in (MsgType.VOTE, MsgType.PRE_VOTE):
+        rn.step(Message(t, to=3, frm=0, term=5, index=0, log_term=0))
+        sent = []
+        while rn.has_ready():
+            rd = rn.ready()
+            sent += rd.messages + rd.persisted_messages
+            rn.advance(rd)
+        assert not [m for m in sent if m.type in (MsgType.VOTE_RESP, MsgType.PRE_VOTE_RESP)]
+        assert rn.raft.vote == -1
 
 
 def test_a_removed_node_that_does_not_know_cannot_disrupt() -> None:

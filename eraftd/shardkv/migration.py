@@ -14,6 +14,30 @@ Each step depends only on the replicated state and is idempotent, so a new leade
 or a lost message just repeats a step.  One task per (configuration, shard) pull and per
 (configuration, previous owner) collection; they end when the group's state has moved on or
 this node stops leading.
+
+Every wait on the way, and its bound (none grows without limit; none needs an event to end):
+
+* the step loop sleeps `poll_s` (POLL_S, 0.1 s) between looks at the applied state; a step
+  that fails (not leading, no controller, a timeout, a bug) is dropped and the next one
+  starts over from the state, so a leader elected after a configuration applied, or a task
+  that died, is picked up by the next look;
+* the configuration poll (only while settled): ControllerClient.query with its own bounds
+  (node.py: CONTROLLER_CALL_S per RPC, CONTROLLER_TOTAL_S in all, back-off 20 ms to 0.5 s
+  inside); its channels reconnect within a second of a controller's return
+  (transport.channel_options), not after gRPC's default back-off of up to 2 minutes;
+* a pull or a deletion that got no answer sleeps poll_s, doubling to RETRY_MAX_S (1 s), and
+  goes back to poll_s after every answer: never longer than a second between tries;
+* one PullShard (a read, any replica of the old owner) gets PULL_CALL_S per replica tried;
+* one DeleteShardsData gets GC_CALL_S per replica: longer than the old owner's own wait for
+  its deletion to commit (service.COMMAND_TIMEOUT_S), so its answer (OK, or ErrTimeout) comes
+  back rather than our deadline, and a retry of a deletion that has applied is answered at
+  once without another commit (service.DeleteShardsData), so a slow old owner cannot keep
+  the handshake going round for ever;
+* our own proposals (a configuration, a chunk, GC_DONE) wait up to PROPOSE_TIMEOUT_S; the
+  driver ends the wait at once (NotLeader / ProposalLost) when this node stops leading, so the
+  bound is only a last resort.  Giving up earlier on a proposal that would still commit (a
+  loaded group) only re-pulls the chunk and proposes it again, which applies as ErrOutDated:
+  more work at the moment the group has least time for it.
 """
 from __future__ import annotations
 
@@ -32,13 +56,17 @@ from ..controller.machine import LEADER_METADATA_KEY
 from ..node.driver import NotLeader
 from ..node.transport import channel_options
 from .machine import ENTRY_GC_DONE, encode_config, encode_insert, encode_shard_op
+from .service import COMMAND_TIMEOUT_S
 from .state import ERR_WRONG_LEADER, GCING, OK, PULLING
 
 log = logging.getLogger("eraftd.shardkv")
 
 POLL_S = 0.1
+RETRY_MAX_S = 1.0
 CHUNK_BYTES = 512 << 10
-CALL_TIMEOUT_S = 2.0
+PULL_CALL_S = 2.0
+GC_CALL_S = COMMAND_TIMEOUT_S + 3.0
+PROPOSE_TIMEOUT_S = 30.0
 
 
 class Peers:
@@ -63,7 +91,7 @@ class Peers:
             await ch.close()
 
     async def call(self, servers: Sequence[str], method: Callable[[grpc.aio.Channel], Any],
-                   request: Any, timeout: float = CALL_TIMEOUT_S) -> tuple[Any | None, str]:
+                   request: Any, timeout: float) -> tuple[Any | None, str]:
         """The first answer with err OK from one of `servers` (None if none), and what the
         last attempt said."""
         servers = tuple(servers)
@@ -96,14 +124,17 @@ class Peers:
 class Migrator:
     def __init__(self, driver: Any, gid: int, controller: Any, peers: Peers,
                  poll_s: float = POLL_S, chunk_bytes: int = CHUNK_BYTES,
-                 timeout: float = CALL_TIMEOUT_S) -> None:
+                 pull_call_s: float = PULL_CALL_S, gc_call_s: float = GC_CALL_S,
+                 propose_timeout: float = PROPOSE_TIMEOUT_S) -> None:
         self.driver = driver
         self.gid = gid
         self.controller = controller        # ControllerClient (query)
         self.peers = peers
         self.poll_s = poll_s
         self.chunk_bytes = chunk_bytes
-        self.timeout = timeout
+        self.pull_call_s = pull_call_s
+        self.gc_call_s = gc_call_s
+        self.propose_timeout = propose_timeout
         self._tasks: dict[tuple, asyncio.Task] = {}
 
     @property
@@ -156,7 +187,7 @@ class Migrator:
             log.warning("group %d: %s task failed: %r", self.gid, key[0], t.exception())
 
     async def _propose(self, data: bytes) -> Any:
-        async with asyncio.timeout(self.timeout):   # not wait_for: it can swallow a cancel (3.11)
+        async with asyncio.timeout(self.propose_timeout):   # not wait_for: it can swallow a cancel (3.11)
             return await self.driver.propose(self.gid, data)
 
     async def _next_config(self, num: int) -> None:
@@ -187,12 +218,12 @@ class Migrator:
             req = migpb.PullShardRequest(config_num=num, shard=shard, cursor=cursor,
                                          max_bytes=self.chunk_bytes, gid=self.gid)
             resp, last = await self.peers.call(
-                servers, lambda ch: migpb_grpc.ShardMigrationStub(ch).PullShard, req, self.timeout)
+                servers, lambda ch: migpb_grpc.ShardMigrationStub(ch).PullShard, req, self.pull_call_s)
             if resp is None:
                 log.debug("group %d: pull of shard %d (config %d) from group %d: %s",
                           self.gid, shard, num, owner, last)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, RETRY_MAX_S)
                 continue
             delay = self.poll_s
             if not self._current(num, shard, PULLING):
@@ -211,12 +242,12 @@ class Migrator:
             servers = self.group.sm.state.prev.groups.get(owner, ())
             req = pb.ShardOperationRequest(config_num=num, shard_ids=shards)
             resp, last = await self.peers.call(
-                servers, lambda ch: pb_grpc.ShardKVServiceStub(ch).DeleteShardsData, req, self.timeout)
+                servers, lambda ch: pb_grpc.ShardKVServiceStub(ch).DeleteShardsData, req, self.gc_call_s)
             if resp is None:
                 log.debug("group %d: delete of shards %s (config %d) at group %d: %s",
                           self.gid, shards, num, owner, last)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, RETRY_MAX_S)
                 continue
             await self._propose(encode_shard_op(ENTRY_GC_DONE, num, shards))
             log.info("group %d: group %d deleted shards %s (config %d)", self.gid, owner, shards, num)

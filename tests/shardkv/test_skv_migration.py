@@ -1,0 +1,169 @@
+"""The migration's waits when a group is slow (a loaded machine): the Migrator of a new owner
+pulls from, and garbage-collects at, an old owner served by the real gRPC services, each group
+one replica whose real machine (over a NodeStore) applies a proposal `latency` seconds after
+it is made, whether or not the proposer still waits (as a Raft log does)."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+from skv_support import config, key_in
+
+from eraftd._pb import kvbatch_pb2 as kvpb
+from eraftd._pb import shardkv_pb2 as pb
+from eraftd._pb import shardkv_pb2_grpc as pb_grpc
+from eraftd.node.storage import NodeStore
+from eraftd.raft.messages import Entry
+from eraftd.shardkv.machine import (ENTRY_BATCH, ENTRY_DELETE, ENTRY_INSERT, ShardKVMachine,
+                                    encode_config)
+from eraftd.shardkv.migration import Migrator, Peers
+from eraftd.shardkv.service import add_services
+from eraftd.shardkv.state import BEPULLING, OK, PULLING, Limits
+
+G1, G2 = 100, 101
+MOVING = [5, 6, 7, 8, 9]
+
+
+class Replica:
+    """A one-replica group with the driver's surface the services and the Migrator use."""
+
+    def __init__(self, path: Path, gid: int, latency: float = 0.0) -> None:
+        self.store = NodeStore.open(str(path), {"advertise": "127.0.0.1:0", "roles": ["shardkv"],
+                                                "gid": gid}, fsync=False)
+        self.g = self.store.group(gid)
+        self.sm = ShardKVMachine(self.g, gid)
+        self.index = self.g.applied_index()
+        self.latency = latency
+        self.proposed: list[bytes] = []          # the kind byte of every proposal
+        self.outcomes: list[tuple[bytes, object]] = []   # (kind, result) of every commit
+        self.groups = {gid: self}
+        self.leader_address = ""
+        self.server: grpc.aio.Server | None = None
+        self.address = ""
+
+    def is_leader(self) -> bool:
+        return True
+
+    def apply(self, *datas: bytes) -> list:
+        b = self.store.new_batch()
+        entries = []
+        for d in datas:
+            self.index += 1
+            entries.append(Entry(1, self.index, d))
+        self.g.stage_append(b, entries)
+        res = self.sm.apply(entries, b)
+        self.g.stage_applied(b, self.index)
+        self.store.write(b)
+        return res
+
+    async def propose(self, gid: int, data: bytes):
+        self.proposed.append(data[:1])
+        fut = asyncio.get_running_loop().create_future()
+
+        def commit() -> None:                    # commits even if nobody waits any more
+            res = self.apply(data)[0]
+            self.outcomes.append((data[:1], res))
+            if not fut.done():
+                fut.set_result(res)
+        asyncio.get_running_loop().call_later(self.latency, commit)
+        return await fut
+
+    async def serve(self, gid: int) -> "Replica":
+        self.server = grpc.aio.server()
+        add_services(self.server, self, gid, Limits(), "")
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        await self.server.start()
+        return self
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+        self.store.close()
+
+
+class FixedController:
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    async def query(self, num: int = -1):
+        return self.cfg
+
+
+def put_batch(kvs: dict[bytes, bytes]) -> bytes:
+    return ENTRY_BATCH + kvpb.BatchRequest(ops=[kvpb.PUT] * len(kvs), keys=list(kvs),
+                                           values=list(kvs.values())).SerializeToString()
+
+
+async def moving_cluster(tmp_path: Path, old_latency: float, new_latency: float, keys: int):
+    """Old owner G1 at configuration 2 (shards 5-9 BePulling, `keys` keys each), new owner G2
+    at configuration 2 (shards 5-9 Pulling)."""
+    old = await Replica(tmp_path / "g1", G1).serve(G1)
+    new = await Replica(tmp_path / "g2", G2).serve(G2)
+    groups = {G1: (old.address,), G2: (new.address,)}
+    c1 = config(1, [G1] * 10, {G1: groups[G1]})
+    c2 = config(2, [G1] * 5 + [G2] * 5, groups)
+    data = {key_in(s, f"k{i:04d}"): b"v%d-" % i * 20 for s in MOVING for i in range(keys)}
+    old.apply(encode_config(c1), put_batch(data), encode_config(c2))
+    new.apply(encode_config(c1), encode_config(c2))
+    assert [old.sm.state.shards[s].status for s in MOVING] == [BEPULLING] * 5
+    assert [new.sm.state.shards[s].status for s in MOVING] == [PULLING] * 5
+    old.latency, new.latency = old_latency, new_latency
+    return old, new, c2, data
+
+
+async def settle(old: Replica, new: Replica, cfg, timeout: float = 30, **kw) -> None:
+    """Run the new owner's Migrator until both groups have every shard Serving."""
+    peers = Peers()
+    task = asyncio.create_task(Migrator(new, G2, FixedController(cfg), peers, poll_s=0.05,
+                                        **kw).run())
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not (new.sm.state.settled() and old.sm.state.settled()):
+            assert loop.time() < end, (
+                f"not settled in {timeout:g}s: new owner "
+                f"{[new.sm.state.shards[s].status for s in MOVING]}, old owner "
+                f"{[old.sm.state.shards[s].status for s in MOVING]}, old owner proposed "
+                f"{old.proposed.count(ENTRY_DELETE)} deletions")
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await peers.close()
+
+
+async def test_garbage_collection_ends_when_the_old_owner_commits_slower_than_the_call_deadline(tmp_path):
+    """The old owner's deletion takes longer to commit than the new owner waits for its
+    answer.  Every retry used to propose the deletion again and wait for that commit too, so
+    the handshake went round for ever (both groups stuck short of Serving, neither able to
+    take the next configuration); a retry after the deletion applied is now answered at once."""
+    old, new, cfg, data = await moving_cluster(tmp_path, old_latency=1.0, new_latency=0.0, keys=3)
+    try:
+        await settle(old, new, cfg, gc_call_s=0.4)
+        assert all(new.sm.get(k) == v for k, v in data.items())
+        assert all(old.sm.state.shards[s].keys == 0 for s in MOVING)
+        # and a deletion asked again is answered without a new commit
+        before = len(old.proposed)
+        async with grpc.aio.insecure_channel(old.address) as ch:
+            resp = await pb_grpc.ShardKVServiceStub(ch).DeleteShardsData(
+                pb.ShardOperationRequest(config_num=2, shard_ids=MOVING), timeout=10)
+        assert resp.err == "OK" and len(old.proposed) == before
+    finally:
+        await old.close()
+        await new.close()
+
+
+async def test_a_slow_commit_of_a_pulled_chunk_is_waited_for_not_pulled_and_proposed_again(tmp_path):
+    """The new owner's own commits take longer than its calls' deadlines: each chunk is still
+    pulled once and proposed once (a proposal given up on while it would still commit used
+    to be pulled and proposed again, applying as ErrOutDated: twice the log, under load)."""
+    old, new, cfg, data = await moving_cluster(tmp_path, old_latency=0.0, new_latency=0.6, keys=30)
+    try:
+        await settle(old, new, cfg, pull_call_s=0.3, gc_call_s=0.3, chunk_bytes=1000)
+        assert all(new.sm.get(k) == v for k, v in data.items())
+        inserts = [res for kind, res in new.outcomes if kind == ENTRY_INSERT]
+        assert len(inserts) >= 10 and set(inserts) == {OK}, inserts   # chunks, each once
+    finally:
+        await old.close()
+        await new.close()

@@ -60,41 +60,17 @@ def key_in(shard: int, suffix: str) -> bytes:
 
 
 class Group:
-    """A group's replicas over grpc.aio; calls go to the one that last said it leads."""
+    """A group's replicas over grpc.aio."""
 
     def __init__(self, addrs: list[str]) -> None:
         self.channels = [grpc.aio.insecure_channel(a) for a in addrs]
-        self.addrs = addrs
-        self.guess = 0
 
     async def close(self) -> None:
         for ch in self.channels:
             await ch.close()
 
-    async def read(self, keys: list[bytes]) -> list[tuple[int, bytes]] | None:
-        """(code, value) per key from the leader, or None when no replica answered as leader."""
-        order = [self.guess] + [i for i in range(len(self.addrs)) if i != self.guess]
-        tried: set[int] = set()
-        while order:
-            at = order.pop(0)
-            if at in tried:
-                continue
-            tried.add(at)
-            try:
-                resp = await kvpb_grpc.KVBatchStub(self.channels[at]).Batch(
-                    kvpb.BatchRequest(ops=[kvpb.GET] * len(keys), keys=keys), timeout=5)
-            except grpc.aio.AioRpcError:
-                continue
-            if resp.err:
-                if resp.leader in self.addrs:
-                    order.insert(0, self.addrs.index(resp.leader))
-                continue
-            self.guess = at
-            return list(zip(resp.codes, resp.values))
-        return None
-
-    async def shards(self) -> dict[int, str] | None:
-        """shard -> status held at the leader of the highest term, or None."""
+    async def leader(self) -> tuple[grpc.aio.Channel, pb.GetStatusResponse] | None:
+        """The replica that says it leads at the highest term, and what it said; or None."""
         best, term = None, -1
         for ch in self.channels:
             try:
@@ -102,8 +78,25 @@ class Group:
             except grpc.aio.AioRpcError:
                 continue
             if st.state == "Leader" and st.term > term:
-                best, term = {s.shard_id: s.status for s in st.shards}, st.term
+                best, term = (ch, st), st.term
         return best
+
+    async def read(self, keys: list[bytes]) -> list[tuple[int, bytes]] | None:
+        """(code, value) per key from the leader, or None when it did not answer them."""
+        found = await self.leader()
+        if found is None:
+            return None
+        try:
+            resp = await kvpb_grpc.KVBatchStub(found[0]).Batch(
+                kvpb.BatchRequest(ops=[kvpb.GET] * len(keys), keys=keys), timeout=5)
+        except grpc.aio.AioRpcError:
+            return None
+        return None if resp.err else list(zip(resp.codes, resp.values))
+
+    async def shards(self) -> dict[int, str] | None:
+        """shard -> status held at the leader, or None."""
+        found = await self.leader()
+        return None if found is None else {s.shard_id: s.status for s in found[1].shards}
 
 
 async def wait_serving(group: Group, moved: dict[int, dict[bytes, bytes]], t0: float) -> float:

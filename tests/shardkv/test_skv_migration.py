@@ -1,9 +1,9 @@
 """The migration's waits when a group is slow (a loaded machine) or a controller was down.
 
-The Migrator of a new owner
-pulls from, and garbage-collects at, an old owner served by the real gRPC services, each group
-one replica whose real machine (over a NodeStore) applies a proposal `latency` seconds after
-it is made, whether or not the proposer still waits (as a Raft log does)."""
+The Migrator of a new owner pulls from, and garbage-collects at, an old owner served by the
+real gRPC services; each group is one replica whose real machine (over a NodeStore) applies a
+proposal `latency` seconds after it is made, whether or not the proposer still waits (as a
+Raft log does)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from skv_support import config, key_in
+from skv_support import Harness, config, key_in
 
 from eraftd._pb import kvbatch_pb2 as kvpb
 from eraftd._pb import shardctrler_pb2 as cpb
@@ -20,10 +20,7 @@ from eraftd._pb import shardkv_pb2 as pb
 from eraftd._pb import shardkv_pb2_grpc as pb_grpc
 from eraftd.controller.client import ControllerClient, ControllerUnavailable
 from eraftd.controller.machine import config_to_pb
-from eraftd.node.storage import NodeStore
-from eraftd.raft.messages import Entry
-from eraftd.shardkv.machine import (ENTRY_BATCH, ENTRY_DELETE, ENTRY_INSERT, ShardKVMachine,
-                                    encode_config)
+from eraftd.shardkv.machine import ENTRY_BATCH, ENTRY_DELETE, ENTRY_INSERT, encode_config
 from eraftd.shardkv.migration import Migrator, Peers
 from eraftd.shardkv.service import add_services
 from eraftd.shardkv.state import BEPULLING, OK, PULLING, Limits
@@ -33,15 +30,12 @@ G1, G2 = 100, 101
 MOVING = [5, 6, 7, 8, 9]
 
 
-class Replica:
+class Replica(Harness):
     """A one-replica group with the driver's surface the services and the Migrator use."""
 
     def __init__(self, path: Path, gid: int, latency: float = 0.0) -> None:
-        self.store = NodeStore.open(str(path), {"advertise": "127.0.0.1:0", "roles": ["shardkv"],
-                                                "gid": gid}, fsync=False)
-        self.g = self.store.group(gid)
-        self.sm = ShardKVMachine(self.g, gid)
-        self.index = self.g.applied_index()
+        super().__init__(path, gid)
+        self.sm = self.m
         self.latency = latency
         self.proposed: list[bytes] = []          # the kind byte of every proposal
         self.outcomes: list[tuple[bytes, object]] = []   # (kind, result) of every commit
@@ -52,18 +46,6 @@ class Replica:
 
     def is_leader(self) -> bool:
         return True
-
-    def apply(self, *datas: bytes) -> list:
-        b = self.store.new_batch()
-        entries = []
-        for d in datas:
-            self.index += 1
-            entries.append(Entry(1, self.index, d))
-        self.g.stage_append(b, entries)
-        res = self.sm.apply(entries, b)
-        self.g.stage_applied(b, self.index)
-        self.store.write(b)
-        return res
 
     async def propose(self, gid: int, data: bytes):
         self.proposed.append(data[:1])
@@ -77,9 +59,9 @@ class Replica:
         asyncio.get_running_loop().call_later(self.latency, commit)
         return await fut
 
-    async def serve(self, gid: int) -> "Replica":
+    async def serve(self) -> "Replica":
         self.server = grpc.aio.server()
-        add_services(self.server, self, gid, Limits(), "")
+        add_services(self.server, self, self.gid, Limits(), "")
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
         await self.server.start()
         return self
@@ -87,7 +69,7 @@ class Replica:
     async def close(self) -> None:
         if self.server is not None:
             await self.server.stop(0)
-        self.store.close()
+        super().close()
 
 
 class FixedController:
@@ -106,8 +88,8 @@ def put_batch(kvs: dict[bytes, bytes]) -> bytes:
 async def moving_cluster(tmp_path: Path, old_latency: float, new_latency: float, keys: int):
     """Old owner G1 at configuration 2 (shards 5-9 BePulling, `keys` keys each), new owner G2
     at configuration 2 (shards 5-9 Pulling)."""
-    old = await Replica(tmp_path / "g1", G1).serve(G1)
-    new = await Replica(tmp_path / "g2", G2).serve(G2)
+    old = await Replica(tmp_path / "g1", G1).serve()
+    new = await Replica(tmp_path / "g2", G2).serve()
     groups = {G1: (old.address,), G2: (new.address,)}
     c1 = config(1, [G1] * 10, {G1: groups[G1]})
     c2 = config(2, [G1] * 5 + [G2] * 5, groups)

@@ -27,12 +27,15 @@ Every wait on the way, and its bound (none grows without limit; none needs an ev
   (transport.channel_options), not after gRPC's default back-off of up to 2 minutes;
 * a pull or a deletion that got no answer sleeps poll_s, doubling to RETRY_MAX_S (1 s), and
   goes back to poll_s after every answer: never longer than a second between tries;
-* one PullShard (a read, any replica of the old owner) gets PULL_CALL_S per replica tried;
-* one DeleteShardsData gets GC_CALL_S per replica: longer than the old owner's own wait for
-  its deletion to commit (service.COMMAND_TIMEOUT_S), so its answer (OK, or ErrTimeout) comes
-  back rather than our deadline, and a retry of a deletion that has applied is answered at
-  once without another commit (service.DeleteShardsData), so a slow old owner cannot keep
-  the handshake going round for ever;
+* one PullShard (a read, any replica of the old owner) gets PULL_CALL_S per replica tried,
+  one DeleteShardsData GC_CALL_S; a replica that has not answered within HEDGE_S (1 s) is
+  still waited for while the next is asked too (Peers.call), so a stopped replica costs a
+  second, not the deadline;
+* GC_CALL_S is longer than the old owner's own wait for its deletion to commit
+  (service.COMMAND_TIMEOUT_S), so its answer (OK, or ErrTimeout) comes back rather than our
+  deadline, and a retry of a deletion that has applied is answered at once without another
+  commit (service.DeleteShardsData), so a slow old owner cannot keep the handshake going
+  round for ever;
 * our own proposals (a configuration, a chunk, GC_DONE) wait up to PROPOSE_TIMEOUT_S; the
   driver ends the wait at once (NotLeader / ProposalLost) when this node stops leading, so the
   bound is only a last resort.  Giving up earlier on a proposal that would still commit (a
@@ -53,6 +56,7 @@ from .._pb import shardmigration_pb2 as migpb
 from .._pb import shardmigration_pb2_grpc as migpb_grpc
 from ..controller.client import ControllerUnavailable
 from ..controller.machine import LEADER_METADATA_KEY
+from ..errors import rpc_problem
 from ..node.driver import NotLeader
 from ..node.transport import channel_options
 from .machine import ENTRY_GC_DONE, encode_config, encode_insert, encode_shard_op
@@ -67,16 +71,18 @@ CHUNK_BYTES = 512 << 10
 PULL_CALL_S = 2.0
 GC_CALL_S = COMMAND_TIMEOUT_S + 3.0
 PROPOSE_TIMEOUT_S = 30.0
+HEDGE_S = 1.0
 
 
 class Peers:
     """Channels to other groups' replicas (shared, one per address), and one call that tries a
     group's servers in turn, the one that answered last time first, following leader hints."""
 
-    def __init__(self, dial: Callable[[str], str] = lambda a: a) -> None:
+    def __init__(self, dial: Callable[[str], str] = lambda a: a, hedge_s: float = HEDGE_S) -> None:
         self._dial = dial
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._last_good: dict[tuple[str, ...], str] = {}
+        self.hedge_s = hedge_s
 
     def channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
@@ -93,32 +99,55 @@ class Peers:
     async def call(self, servers: Sequence[str], method: Callable[[grpc.aio.Channel], Any],
                    request: Any, timeout: float) -> tuple[Any | None, str]:
         """The first answer with err OK from one of `servers` (None if none), and what the
-        last attempt said."""
+        last attempt said.  Each server gets `timeout`; one that has not answered after
+        `hedge_s` stays asked while the next is asked too (a stopped leader costs hedge_s,
+        not the whole timeout; a slow one's answer still counts)."""
         servers = tuple(servers)
         good = self._last_good.get(servers)
         order = ([good] if good in servers else []) + [s for s in servers if s != good]
         last = "no servers"
         tried: set[str] = set()
-        while order:
-            addr = order.pop(0)
-            if addr in tried:
-                continue
-            tried.add(addr)
-            try:
-                call = method(self.channel(addr))(request, timeout=timeout)
-                resp = await call
-            except grpc.aio.AioRpcError as e:
-                last = f"{addr}: {e.code().name}"
-                continue
-            if resp.err == OK:
-                self._last_good[servers] = addr
-                return resp, f"{addr}: OK"
-            last = f"{addr}: {resp.err}"
+        asking: dict[asyncio.Task, str] = {}
+
+        async def ask(addr: str) -> tuple[Any, str]:
+            call = method(self.channel(addr))(request, timeout=timeout)
+            resp = await call
+            hint = ""
             if resp.err == ERR_WRONG_LEADER:
                 hint = dict(await call.trailing_metadata() or ()).get(LEADER_METADATA_KEY, "")
-                if hint in servers and hint not in tried:
-                    order.insert(0, hint)
-        return None, last
+            return resp, hint
+
+        def ask_next() -> None:
+            while order:
+                addr = order.pop(0)
+                if addr not in tried:
+                    tried.add(addr)
+                    asking[asyncio.get_running_loop().create_task(ask(addr))] = addr
+                    return
+        try:
+            ask_next()
+            while asking:
+                done, _ = await asyncio.wait(asking, timeout=self.hedge_s,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    addr = asking.pop(t)
+                    try:
+                        resp, hint = t.result()
+                    except grpc.aio.AioRpcError as e:
+                        last = f"{addr}: {rpc_problem(e)}"
+                        continue
+                    if resp.err == OK:
+                        self._last_good[servers] = addr
+                        return resp, f"{addr}: OK"
+                    last = f"{addr}: {resp.err}"
+                    if hint in servers and hint not in tried:
+                        order.insert(0, hint)
+                ask_next()          # after an answer that was not OK, or hedge_s of silence
+            return None, last
+        finally:
+            for t in asking:
+                t.cancel()
+            await asyncio.gather(*asking, return_exceptions=True)
 
 
 class Migrator:

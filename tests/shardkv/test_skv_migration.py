@@ -197,3 +197,55 @@ async def test_the_configuration_poll_reaches_a_controller_soon_after_it_comes_b
             assert cfg.num == 3
         finally:
             await server.stop(0)
+
+
+class _Answers(pb_grpc.ShardKVServiceServicer):
+    """DeleteShardsData answered `err` after `delay` seconds (None: never)."""
+
+    def __init__(self, err: str, delay: float | None = 0.0) -> None:
+        self.err, self.delay, self.asked = err, delay, 0
+
+    async def DeleteShardsData(self, request, context):
+        self.asked += 1
+        if self.delay is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.delay)
+        return pb.ShardOperationResponse(err=self.err)
+
+
+async def ask_three(answers: list[_Answers], timeout: float):
+    servers, addrs = [], []
+    for a in answers:
+        s = grpc.aio.server()
+        pb_grpc.add_ShardKVServiceServicer_to_server(a, s)
+        addrs.append(f"127.0.0.1:{s.add_insecure_port('127.0.0.1:0')}")
+        await s.start()
+        servers.append(s)
+    peers = Peers(hedge_s=0.2)
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        resp, last = await peers.call(addrs, lambda ch: pb_grpc.ShardKVServiceStub(ch).DeleteShardsData,
+                                      pb.ShardOperationRequest(config_num=2), timeout)
+        return resp, last, loop.time() - t0, addrs
+    finally:
+        await peers.close()
+        for s in servers:
+            await s.stop(0)
+
+
+async def test_a_replica_that_does_not_answer_costs_the_hedge_not_the_deadline():
+    """The first replica asked (a stopped leader) never answers: the others are asked after
+    hedge_s while it still is, and the one that can answer does, long before the deadline."""
+    resp, last, took, addrs = await ask_three(
+        [_Answers(OK, None), _Answers("ErrWrongLeader"), _Answers(OK)], timeout=30)
+    assert resp is not None and resp.err == OK and last == f"{addrs[2]}: OK"
+    assert took < 15, took          # without the hedge: the whole 30 s deadline first
+
+
+async def test_a_slow_replicas_answer_still_counts_after_the_others_are_asked():
+    """The only replica that can answer is slower than hedge_s: its answer is taken."""
+    slow = _Answers(OK, 1.0)
+    resp, last, _, addrs = await ask_three(
+        [slow, _Answers("ErrWrongLeader"), _Answers("ErrWrongLeader")], timeout=30)
+    assert resp is not None and last == f"{addrs[0]}: OK" and slow.asked == 1

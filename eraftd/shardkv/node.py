@@ -26,10 +26,11 @@ from .state import Limits
 
 log = logging.getLogger("eraftd.shardkv")
 
-# the configuration poll's query: each RPC may take the controller's own time to answer
-# (its ReadIndex wait) and more, so that a loaded controller's answer is taken, not retried
-# for ever; CONTROLLER_TOTAL_S in all, then the next poll asks again
-CONTROLLER_CALL_S = CONTROLLER_COMMAND_S + 3.0
+# the configuration poll's query: each RPC outlasts the controller's own wait for its answer
+# (its ReadIndex), so that a loaded controller's answer is taken, not asked for again and again
+# (a stopped controller leader costs this long before the next controller is asked);
+# CONTROLLER_TOTAL_S in all, then the next poll asks again
+CONTROLLER_CALL_S = CONTROLLER_COMMAND_S + 0.5
 CONTROLLER_TOTAL_S = 2 * CONTROLLER_CALL_S
 
 

@@ -206,8 +206,8 @@ def main() -> int:
             p.kill()
         for p in burners:
             p.wait()
-    print(f"{'keys':>6} {'move':<5} {'n':>3} {'serving median':>15} {'max':>6} "
-          f"{'settled median':>15} {'max':>6}")
+    print(f"{'keys':>6} {'move':<5} {'n':>3} {'serving median':>15} {'max':>7} "
+          f"{'settled median':>15} {'max':>7}")
     for nkeys, moves in results.items():
         for kind in ("join", "leave"):
             ms = [m for m in moves if m["kind"] == kind]
@@ -215,7 +215,7 @@ def main() -> int:
                 continue
             sv, st = [m["serving"] for m in ms], [m["settled"] for m in ms]
             print(f"{nkeys:>6} {kind:<5} {len(ms):>3} {statistics.median(sv):>13.2f} s "
-                  f"{max(sv):>5.2f}s {statistics.median(st):>13.2f} s {max(st):>5.2f}s")
+                  f"{max(sv):>5.2f} s {statistics.median(st):>13.2f} s {max(st):>5.2f} s")
     return 0
 
 

@@ -27,6 +27,10 @@ Every wait on the way, and its bound (none grows without limit; none needs an ev
   (transport.channel_options), not after gRPC's default back-off of up to 2 minutes;
 * a pull or a deletion that got no answer sleeps poll_s, doubling to RETRY_MAX_S (1 s), and
   goes back to poll_s after every answer: never longer than a second between tries;
+* a pull that got no answer asks for half as much next time (down to MIN_CHUNK_BYTES, 16 KB;
+  back up to CHUNK_BYTES, doubling, after each answer that came within a quarter of
+  PULL_CALL_S): a chunk too big to be read and sent in time on a loaded machine does not
+  make every retry fail the same way;
 * one PullShard (a read, any replica of the old owner) gets PULL_CALL_S per replica tried,
   one DeleteShardsData GC_CALL_S; a replica that has not answered within HEDGE_S (1 s) is
   still waited for while the next is asked too (Peers.call), so a stopped replica costs a
@@ -68,6 +72,7 @@ log = logging.getLogger("eraftd.shardkv")
 POLL_S = 0.1
 RETRY_MAX_S = 1.0
 CHUNK_BYTES = 512 << 10
+MIN_CHUNK_BYTES = 16 << 10
 PULL_CALL_S = 2.0
 GC_CALL_S = COMMAND_TIMEOUT_S + 3.0
 PROPOSE_TIMEOUT_S = 30.0
@@ -239,13 +244,16 @@ class Migrator:
         """Pull one arriving shard, chunk after chunk, until it is in (or things moved on)."""
         delay = self.poll_s
         chunks = 0
+        size = self.chunk_bytes
         while self._current(num, shard, PULLING):
             st = self.group.sm.state
             owner = st.previous_owner(shard)
             servers = st.prev.groups.get(owner, ())
             cursor = st.shards[shard].cursor
             req = migpb.PullShardRequest(config_num=num, shard=shard, cursor=cursor,
-                                         max_bytes=self.chunk_bytes, gid=self.gid)
+                                         max_bytes=size, gid=self.gid)
+            loop = asyncio.get_running_loop()
+            asked = loop.time()
             resp, last = await self.peers.call(
                 servers, lambda ch: migpb_grpc.ShardMigrationStub(ch).PullShard, req, self.pull_call_s)
             if resp is None:
@@ -253,8 +261,11 @@ class Migrator:
                           self.gid, shard, num, owner, last)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+                size = max(size // 2, min(MIN_CHUNK_BYTES, self.chunk_bytes))
                 continue
             delay = self.poll_s
+            if loop.time() - asked < self.pull_call_s / 4:     # quick: ask for more again
+                size = min(size * 2, self.chunk_bytes)
             if not self._current(num, shard, PULLING):
                 return
             if await self._propose(encode_insert(num, shard, cursor, resp)) != OK:

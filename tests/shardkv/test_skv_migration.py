@@ -19,12 +19,13 @@ from eraftd._pb import shardctrler_pb2 as cpb
 from eraftd._pb import shardctrler_pb2_grpc as cpb_grpc
 from eraftd._pb import shardkv_pb2 as pb
 from eraftd._pb import shardkv_pb2_grpc as pb_grpc
+from eraftd._pb import shardmigration_pb2_grpc as migpb_grpc
 from eraftd.controller.client import ControllerClient, ControllerUnavailable
 from eraftd.controller.machine import config_to_pb
 from eraftd.shardkv.machine import ENTRY_BATCH, ENTRY_DELETE, ENTRY_INSERT, encode_config
 from eraftd.shardkv.clerk import Clerk
 from eraftd.shardkv.migration import Migrator, Peers
-from eraftd.shardkv.service import add_services
+from eraftd.shardkv.service import ShardMigrationService, add_services
 from eraftd.shardkv.state import BEPULLING, OK, PULLING, Limits, key2shard
 from eraftd.testing import FaultyProxy, free_port
 
@@ -61,9 +62,14 @@ class Replica(Harness):
         asyncio.get_running_loop().call_later(self.latency, commit)
         return await fut
 
-    async def serve(self) -> "Replica":
+    async def serve(self, pull_s_per_byte: float = 0.0) -> "Replica":
+        """pull_s_per_byte: PullShard first waits this long per byte asked for (a loaded
+        machine reads and sends a big chunk slowly)."""
         self.server = grpc.aio.server()
         add_services(self.server, self, self.gid, Limits(), "")
+        if pull_s_per_byte:                      # registered last: it answers PullShard
+            migpb_grpc.add_ShardMigrationServicer_to_server(
+                _SlowPull(self, self.gid, 2.0, pull_s_per_byte), self.server)
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
         await self.server.start()
         return self
@@ -72,6 +78,18 @@ class Replica(Harness):
         if self.server is not None:
             await self.server.stop(0)
         super().close()
+
+
+class _SlowPull(ShardMigrationService):
+    def __init__(self, driver, gid: int, timeout: float, s_per_byte: float) -> None:
+        super().__init__(driver, gid, timeout)
+        self.s_per_byte = s_per_byte
+        self.asked: list[int] = []
+
+    async def PullShard(self, req, context):
+        self.asked.append(req.max_bytes)
+        await asyncio.sleep(req.max_bytes * self.s_per_byte)
+        return await super().PullShard(req, context)
 
 
 class FixedController:
@@ -87,10 +105,11 @@ def put_batch(kvs: dict[bytes, bytes]) -> bytes:
                                            values=list(kvs.values())).SerializeToString()
 
 
-async def moving_cluster(tmp_path: Path, old_latency: float, new_latency: float, keys: int):
+async def moving_cluster(tmp_path: Path, old_latency: float, new_latency: float, keys: int,
+                         pull_s_per_byte: float = 0.0):
     """Old owner G1 at configuration 2 (shards 5-9 BePulling, `keys` keys each), new owner G2
     at configuration 2 (shards 5-9 Pulling)."""
-    old = await Replica(tmp_path / "g1", G1).serve()
+    old = await Replica(tmp_path / "g1", G1).serve(pull_s_per_byte)
     new = await Replica(tmp_path / "g2", G2).serve()
     groups = {G1: (old.address,), G2: (new.address,)}
     c1 = config(1, [G1] * 10, {G1: groups[G1]})
@@ -156,6 +175,22 @@ async def test_a_slow_commit_of_a_pulled_chunk_is_waited_for_not_pulled_and_prop
         assert all(new.sm.get(k) == v for k, v in data.items())
         inserts = [res for kind, res in new.outcomes if kind == ENTRY_INSERT]
         assert len(inserts) >= 10 and set(inserts) == {OK}, inserts   # chunks, each once
+    finally:
+        await old.close()
+        await new.close()
+
+
+async def test_a_chunk_too_big_to_arrive_in_time_is_asked_for_in_halves(tmp_path):
+    """The old owner takes longer to read and send a full chunk than the new owner waits:
+    every retry used to ask for the same chunk and fail the same way; a pull without an
+    answer now asks for half as much (and doubles back after an answer)."""
+    old, new, cfg, data = await moving_cluster(tmp_path, 0.0, 0.0, keys=1000,
+                                               pull_s_per_byte=1.0 / (64 << 10))   # 64 KB: 1 s
+    try:
+        await settle(old, new, cfg, timeout=30, pull_call_s=0.6, chunk_bytes=64 << 10)
+        assert all(new.sm.get(k) == v for k, v in data.items())
+        inserts = [res for kind, res in new.outcomes if kind == ENTRY_INSERT]
+        assert len(inserts) >= 10 and set(inserts) == {OK}, inserts   # several 32 KB chunks
     finally:
         await old.close()
         await new.close()

@@ -221,7 +221,8 @@ class Migrator:
             log.warning("group %d: %s task failed: %r", self.gid, key[0], t.exception())
 
     async def _propose(self, data: bytes) -> Any:
-        async with asyncio.timeout(self.propose_timeout):   # not wait_for: it can swallow a cancel (3.11)
+        # not wait_for: it can swallow a cancel (3.11)
+        async with asyncio.timeout(self.propose_timeout):
             return await self.driver.propose(self.gid, data)
 
     async def _next_config(self, num: int) -> None:

@@ -19,15 +19,18 @@ command is sent and stops
   Serving (the new owner has told the old one to delete, and recorded that it did).
 
 --load K runs K busy-looping processes beside the cluster for the whole run (killed at the
-end), as on a loaded CI machine.  --keep DIR keeps the nodes' logs (DIR/keys<N>/<node>/node.log).
-Figures: median and max per kind of move, in seconds; the slowest move is printed with its
-step times.
+end), as on a loaded CI machine (the kernel favours the nodes, which sleep most of the time:
+for a harsher load run the benchmark itself under `nice -n 12` beside busy loops).  --keep DIR
+runs in DIR and keeps the nodes' logs (DIR/keys<N>/<node>/node.log); otherwise the temporary
+directory is removed.  Each move is printed as it ends (the controller command's own time,
+serving, settled), then the median and max per kind of move, in seconds.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -192,7 +195,8 @@ def main() -> int:
     print(f"# {' '.join([Path(sys.executable).name] + sys.argv)}")
     print(f"# 1 controller + groups {G1}, {G2} of 3 replicas on loopback, fsync on, {ns.size} B "
           f"values, heartbeat {ns.heartbeat_ms} ms, election {ns.election_ms} ms, "
-          f"{ns.load} busy processes, {os.cpu_count()} cores; logs in {base}")
+          f"{ns.load} busy processes, {os.cpu_count()} cores"
+          + (f"; logs in {base}" if ns.keep else ""))
     burners = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(ns.load)]
     results: dict[int, list[dict]] = {}
     try:
@@ -206,6 +210,8 @@ def main() -> int:
             p.kill()
         for p in burners:
             p.wait()
+        if not ns.keep:
+            shutil.rmtree(base, ignore_errors=True)
     print(f"{'keys':>6} {'move':<5} {'n':>3} {'serving median':>15} {'max':>7} "
           f"{'settled median':>15} {'max':>7}")
     for nkeys, moves in results.items():

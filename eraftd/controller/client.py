@@ -38,6 +38,7 @@ from .._pb import shardctrler_pb2_grpc as pb_grpc
 from .._pb import shardkv_pb2 as skvpb
 from .._pb import shardkv_pb2_grpc as skvpb_grpc
 from ..errors import Refused, Unavailable, rpc_problem
+from ..node.transport import channel_options
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, LEADER_METADATA_KEY, command_to_pb,
                       config_from_pb)
 from .state import OK, Abandon, Command, Config, Join, Leave, Move, Op, SetServers
@@ -236,7 +237,9 @@ class ControllerClient:
     def _channel(self, addr: str) -> tuple[grpc.aio.Channel, pb_grpc.ShardCtrlerServiceStub]:
         entry = self._channels.get(addr)
         if entry is None:
-            ch = grpc.aio.insecure_channel(self.dial(addr))
+            # a bounded reconnect back-off: with gRPC's default (up to 2 minutes), a controller
+            # back after a minute down went unseen for 50 s more (a shardkv group's poll too)
+            ch = grpc.aio.insecure_channel(self.dial(addr), options=channel_options())
             entry = self._channels[addr] = (ch, pb_grpc.ShardCtrlerServiceStub(ch))
         return entry
 

@@ -18,6 +18,37 @@ Each step depends only on the replicated state and is idempotent, so a new leade
 or a lost message just repeats a step.  One task per (configuration, shard) pull and per
 (configuration, previous owner) collection; they end when the group's state has moved on or
 this node stops leading.
+
+Every wait on the way, and its bound (none grows without limit; none needs an event to end):
+
+* the step loop sleeps `poll_s` (POLL_S, 0.1 s) between looks at the applied state; a step
+  that fails (not leading, no controller, a timeout, a bug) is dropped and the next one
+  starts over from the state, so a leader elected after a configuration applied, or a task
+  that died, is picked up by the next look;
+* the configuration poll (only while settled): ControllerClient.query with its own bounds
+  (node.py: CONTROLLER_CALL_S per RPC, CONTROLLER_TOTAL_S in all, back-off 20 ms to 0.5 s
+  inside); its channels reconnect within a second of a controller's return
+  (transport.channel_options), not after gRPC's default back-off of up to 2 minutes;
+* a pull or a deletion that got no answer sleeps poll_s, doubling to RETRY_MAX_S (1 s), and
+  goes back to poll_s after every answer: never longer than a second between tries;
+* a pull that got no answer asks for half as much next time (down to MIN_CHUNK_BYTES, 16 KB;
+  back up to CHUNK_BYTES, doubling, after each answer that came within a quarter of
+  PULL_CALL_S): a chunk too big to be read and sent in time on a loaded machine does not
+  make every retry fail the same way;
+* one PullShard (a read, any replica of the old owner) gets PULL_CALL_S per replica tried,
+  one DeleteShardsData GC_CALL_S; a replica that has not answered within HEDGE_S (1 s) is
+  still waited for while the next is asked too (Peers.call), so a stopped replica costs a
+  second, not the deadline;
+* GC_CALL_S is longer than the old owner's own wait for its deletion to commit
+  (service.COMMAND_TIMEOUT_S), so its answer (OK, or ErrTimeout) comes back rather than our
+  deadline, and a retry of a deletion that has applied is answered at once without another
+  commit (service.DeleteShardsData), so a slow old owner cannot keep the handshake going
+  round for ever;
+* our own proposals (a configuration, a chunk, GC_DONE) wait up to PROPOSE_TIMEOUT_S; the
+  driver ends the wait at once (NotLeader / ProposalLost) when this node stops leading, so the
+  bound is only a last resort.  Giving up earlier on a proposal that would still commit (a
+  loaded group) only re-pulls the chunk and proposes it again, which applies as ErrOutDated:
+  more work at the moment the group has least time for it.
 """
 from __future__ import annotations
 
@@ -33,28 +64,36 @@ from .._pb import shardmigration_pb2 as migpb
 from .._pb import shardmigration_pb2_grpc as migpb_grpc
 from ..controller.client import ControllerError, ControllerUnavailable
 from ..controller.machine import LEADER_METADATA_KEY
+from ..errors import rpc_problem
 from ..node.driver import NotLeader
 from ..node.transport import channel_options
 from .machine import (ENTRY_ABANDONED, ENTRY_GC_DONE, encode_config, encode_insert,
                       encode_shard_op)
+from .service import COMMAND_TIMEOUT_S
 from .state import ERR_WRONG_LEADER, GCING, OK, PULLING, is_ours
 
 log = logging.getLogger("eraftd.shardkv")
 
 POLL_S = 0.1
+RETRY_MAX_S = 1.0
 CHUNK_BYTES = 512 << 10
-CALL_TIMEOUT_S = 2.0
 ABANDON_CHECK_S = 1.0
+MIN_CHUNK_BYTES = 16 << 10
+PULL_CALL_S = 2.0
+GC_CALL_S = COMMAND_TIMEOUT_S + 3.0
+PROPOSE_TIMEOUT_S = 30.0
+HEDGE_S = 1.0
 
 
 class Peers:
     """Channels to other groups' replicas (shared, one per address), and one call that tries a
     group's servers in turn, the one that answered last time first, following leader hints."""
 
-    def __init__(self, dial: Callable[[str], str] = lambda a: a) -> None:
+    def __init__(self, dial: Callable[[str], str] = lambda a: a, hedge_s: float = HEDGE_S) -> None:
         self._dial = dial
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._last_good: dict[tuple[str, ...], str] = {}
+        self.hedge_s = hedge_s
 
     def channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
@@ -69,34 +108,57 @@ class Peers:
             await ch.close()
 
     async def call(self, servers: Sequence[str], method: Callable[[grpc.aio.Channel], Any],
-                   request: Any, timeout: float = CALL_TIMEOUT_S) -> tuple[Any | None, str]:
+                   request: Any, timeout: float) -> tuple[Any | None, str]:
         """The first answer with err OK from one of `servers` (None if none), and what the
-        last attempt said."""
+        last attempt said.  Each server gets `timeout`; one that has not answered after
+        `hedge_s` stays asked while the next is asked too (a stopped leader costs hedge_s,
+        not the whole timeout; a slow one's answer still counts)."""
         servers = tuple(servers)
         good = self._last_good.get(servers)
         order = ([good] if good in servers else []) + [s for s in servers if s != good]
         last = "no servers"
         tried: set[str] = set()
-        while order:
-            addr = order.pop(0)
-            if addr in tried:
-                continue
-            tried.add(addr)
-            try:
-                call = method(self.channel(addr))(request, timeout=timeout)
-                resp = await call
-            except grpc.aio.AioRpcError as e:
-                last = f"{addr}: {e.code().name}"
-                continue
-            if resp.err == OK:
-                self._last_good[servers] = addr
-                return resp, f"{addr}: OK"
-            last = f"{addr}: {resp.err}"
+        asking: dict[asyncio.Task, str] = {}
+
+        async def ask(addr: str) -> tuple[Any, str]:
+            call = method(self.channel(addr))(request, timeout=timeout)
+            resp = await call
+            hint = ""
             if resp.err == ERR_WRONG_LEADER:
                 hint = dict(await call.trailing_metadata() or ()).get(LEADER_METADATA_KEY, "")
-                if hint in servers and hint not in tried:
-                    order.insert(0, hint)
-        return None, last
+            return resp, hint
+
+        def ask_next() -> None:
+            while order:
+                addr = order.pop(0)
+                if addr not in tried:
+                    tried.add(addr)
+                    asking[asyncio.get_running_loop().create_task(ask(addr))] = addr
+                    return
+        try:
+            ask_next()
+            while asking:
+                done, _ = await asyncio.wait(asking, timeout=self.hedge_s,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    addr = asking.pop(t)
+                    try:
+                        resp, hint = t.result()
+                    except grpc.aio.AioRpcError as e:
+                        last = f"{addr}: {rpc_problem(e)}"
+                        continue
+                    if resp.err == OK:
+                        self._last_good[servers] = addr
+                        return resp, f"{addr}: OK"
+                    last = f"{addr}: {resp.err}"
+                    if hint in servers and hint not in tried:
+                        order.insert(0, hint)
+                ask_next()          # after an answer that was not OK, or hedge_s of silence
+            return None, last
+        finally:
+            for t in asking:
+                t.cancel()
+            await asyncio.gather(*asking, return_exceptions=True)
 
 
 SET_SERVERS_EVERY_S = 1.0   # at most this often, the leader asks the controller to list its voters
@@ -105,7 +167,8 @@ SET_SERVERS_EVERY_S = 1.0   # at most this often, the leader asks the controller
 class Migrator:
     def __init__(self, driver: Any, gid: int, controller: Any, peers: Peers,
                  poll_s: float = POLL_S, chunk_bytes: int = CHUNK_BYTES,
-                 timeout: float = CALL_TIMEOUT_S,
+                 pull_call_s: float = PULL_CALL_S, gc_call_s: float = GC_CALL_S,
+                 propose_timeout: float = PROPOSE_TIMEOUT_S,
                  own: Callable[[], Iterable[str]] = lambda: (),
                  abandon_check_s: float = ABANDON_CHECK_S) -> None:
         self.driver = driver
@@ -117,7 +180,9 @@ class Migrator:
         self.peers = peers
         self.poll_s = poll_s
         self.chunk_bytes = chunk_bytes
-        self.timeout = timeout
+        self.pull_call_s = pull_call_s
+        self.gc_call_s = gc_call_s
+        self.propose_timeout = propose_timeout
         self._tasks: dict[tuple, asyncio.Task] = {}
         self._servers_asked = float("-inf")
 
@@ -191,7 +256,8 @@ class Migrator:
             log.warning("group %d: %s task failed: %r", self.gid, key[0], t.exception())
 
     async def _propose(self, data: bytes) -> Any:
-        async with asyncio.timeout(self.timeout):   # not wait_for: it can swallow a cancel (3.11)
+        # not wait_for: it can swallow a cancel (3.11)
+        async with asyncio.timeout(self.propose_timeout):
             return await self.driver.propose(self.gid, data)
 
     async def _follow_membership(self, g: Any, st: Any) -> None:
@@ -240,22 +306,28 @@ class Migrator:
         """Pull one arriving shard, chunk after chunk, until it is in (or things moved on)."""
         delay = self.poll_s
         chunks = 0
+        size = self.chunk_bytes
         while self._current(num, shard, PULLING):
             st = self.group.sm.state
             owner = st.previous_owner(shard)
             servers = st.prev.groups.get(owner, ())
             cursor = st.shards[shard].cursor
             req = migpb.PullShardRequest(config_num=num, shard=shard, cursor=cursor,
-                                         max_bytes=self.chunk_bytes, gid=self.gid)
+                                         max_bytes=size, gid=self.gid)
+            loop = asyncio.get_running_loop()
+            asked = loop.time()
             resp, last = await self.peers.call(
-                servers, lambda ch: migpb_grpc.ShardMigrationStub(ch).PullShard, req, self.timeout)
+                servers, lambda ch: migpb_grpc.ShardMigrationStub(ch).PullShard, req, self.pull_call_s)
             if resp is None:
                 log.debug("group %d: pull of shard %d (config %d) from group %d: %s",
                           self.gid, shard, num, owner, last)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, RETRY_MAX_S)
+                size = max(size // 2, min(MIN_CHUNK_BYTES, self.chunk_bytes))
                 continue
             delay = self.poll_s
+            if loop.time() - asked < self.pull_call_s / 4:     # quick: ask for more again
+                size = min(size * 2, self.chunk_bytes)
             if not self._current(num, shard, PULLING):
                 return
             if await self._propose(encode_insert(num, shard, cursor, resp)) != OK:
@@ -272,12 +344,12 @@ class Migrator:
             servers = self.group.sm.state.prev.groups.get(owner, ())
             req = pb.ShardOperationRequest(config_num=num, shard_ids=shards)
             resp, last = await self.peers.call(
-                servers, lambda ch: pb_grpc.ShardKVServiceStub(ch).DeleteShardsData, req, self.timeout)
+                servers, lambda ch: pb_grpc.ShardKVServiceStub(ch).DeleteShardsData, req, self.gc_call_s)
             if resp is None:
                 log.debug("group %d: delete of shards %s (config %d) at group %d: %s",
                           self.gid, shards, num, owner, last)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, RETRY_MAX_S)
                 continue
             await self._propose(encode_shard_op(ENTRY_GC_DONE, num, shards))
             log.info("group %d: group %d deleted shards %s (config %d)", self.gid, owner, shards, num)

@@ -18,12 +18,20 @@ import grpc
 
 from ..config import Config
 from ..controller.client import ControllerClient
+from ..controller.service import COMMAND_TIMEOUT_S as CONTROLLER_COMMAND_S
 from .machine import ShardKVMachine
-from .migration import CALL_TIMEOUT_S, Migrator, Peers
+from .migration import Migrator, Peers
 from .service import add_services
 from .state import Limits
 
 log = logging.getLogger("eraftd.shardkv")
+
+# the configuration poll's query: each RPC outlasts the controller's own wait for its answer
+# (its ReadIndex), so that a loaded controller's answer is taken, not asked for again and again
+# (a stopped controller leader costs this long before the next controller is asked);
+# CONTROLLER_TOTAL_S in all, then the next poll asks again
+CONTROLLER_CALL_S = CONTROLLER_COMMAND_S + 0.5
+CONTROLLER_TOTAL_S = 2 * CONTROLLER_CALL_S
 
 
 class ShardKVNode:
@@ -66,7 +74,8 @@ class ShardKVNode:
         dial = self.cfg.node.dial_address
         self._peers = Peers(dial)
         self._controller = ControllerClient([dial(a) for a in self.cfg.shardkv.controllers],
-                                            total_timeout=CALL_TIMEOUT_S, call_timeout=1.0)
+                                            total_timeout=CONTROLLER_TOTAL_S,
+                                            call_timeout=CONTROLLER_CALL_S)
         self._task = asyncio.get_running_loop().create_task(
             Migrator(self.driver, self.gid, self._controller, self._peers,
                      own=self._own_servers).run())

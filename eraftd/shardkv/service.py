@@ -153,6 +153,13 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
                 return pb.ShardOperationResponse(err=OK, config_num=request.config_num)
             if num < request.config_num:
                 return pb.ShardOperationResponse(err=ERR_NOT_READY)
+            st = g.sm.state
+            if not any(0 <= s < NSHARDS and st.shards[s].status == BEPULLING
+                       for s in request.shard_ids):
+                # deleted already (only a deletion ends BEPULLING within a configuration):
+                # a retry after an answer that came too late needs no commit, so a slow
+                # group cannot keep the new owner asking for ever
+                return pb.ShardOperationResponse(err=OK, config_num=request.config_num)
             async with asyncio.timeout(self.timeout):
                 err = await self.driver.propose(
                     self.gid, encode_shard_op(ENTRY_DELETE, request.config_num, request.shard_ids))

@@ -1,4 +1,5 @@
-"""Shared helpers of the shardkv tests: a dict Store for the pure state, configs, fixtures."""
+"""Shared helpers of the shardkv tests: a dict Store for the pure state, a machine over a real
+NodeStore, configs, fixtures."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +9,9 @@ import pytest
 from eraftd._pb import shardkv_pb2 as pb
 from eraftd._pb import shardkv_pb2_grpc as pb_grpc
 from eraftd.controller.state import NSHARDS, Config
+from eraftd.node.storage import NodeStore
+from eraftd.raft.messages import Entry
+from eraftd.shardkv.machine import ShardKVMachine
 from eraftd.testing import ShardedCluster, wait_for
 
 
@@ -33,6 +37,38 @@ class DictStore:
 
     def shard(self, shard: int) -> dict[bytes, bytes]:
         return {k: v for (s, k), v in sorted(self.data.items()) if s == shard}
+
+
+class Harness:
+    """A machine of group `gid` over its own NodeStore; apply() runs one round like the driver does."""
+
+    def __init__(self, path, gid: int = 100) -> None:
+        self.path = str(path)
+        self.gid = gid
+        self.store = NodeStore.open(self.path, {"advertise": "127.0.0.1:7001", "roles": ["shardkv"],
+                                                "gid": gid}, fsync=False)
+        self.g = self.store.group(gid)
+        self.m = ShardKVMachine(self.g, gid)
+        self.index = self.g.applied_index()
+
+    def apply(self, *datas: bytes) -> list:
+        b = self.store.new_batch()
+        entries = []
+        for d in datas:
+            self.index += 1
+            entries.append(Entry(1, self.index, d))
+        self.g.stage_append(b, entries)
+        res = self.m.apply(entries, b)
+        self.g.stage_applied(b, self.index)
+        self.store.write(b)
+        return res
+
+    def reopen(self) -> "Harness":
+        self.store.close()
+        return Harness(self.path, self.gid)
+
+    def close(self) -> None:
+        self.store.close()
 
 
 def config(num: int, shards: list[int] | tuple[int, ...], groups: dict[int, tuple[str, ...]] | None = None) -> Config:

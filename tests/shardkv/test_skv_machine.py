@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import os
 
-from skv_support import config, key_in
+from skv_support import Harness, config, key_in
 
 from eraftd._pb import kvbatch_pb2 as kvpb
 from eraftd._pb import shardkv_pb2 as pb
 from eraftd._pb import shardmigration_pb2 as migpb
 from eraftd.controller.state import NSHARDS
-from eraftd.node.storage import NodeStore, encode_chunk
+from eraftd.node.storage import encode_chunk
 from eraftd.raft.messages import Entry, SnapshotMeta
 from eraftd.shardkv.machine import (ENTRY_ABANDONED, ENTRY_BATCH, ENTRY_COMMAND, ENTRY_DELETE,
-                                    ENTRY_GC_DONE,
-                                    ShardKVMachine, decode_session, encode_config, encode_insert,
+                                    ENTRY_GC_DONE, decode_session, encode_config, encode_insert,
                                     encode_session, encode_shard_op, sessions_from_pb,
                                     sessions_to_pb)
 from eraftd.shardkv.state import (APPEND, BEPULLING, CAS, CAS_ABSENT, DELETE, ERR_MISMATCH,
@@ -23,39 +22,6 @@ from eraftd.shardkv.state import (APPEND, BEPULLING, CAS, CAS_ABSENT, DELETE, ER
                                   PUT, SERVING, Session)
 
 GID = 100
-IDENT = {"advertise": "127.0.0.1:7001", "roles": ["shardkv"], "gid": GID}
-
-
-class Harness:
-    """A machine over its own NodeStore; apply() runs one round like the driver does."""
-
-    def __init__(self, path) -> None:
-        self.path = str(path)
-        self.store = NodeStore.open(self.path, IDENT, fsync=False)
-        self.g = self.store.group(GID)
-        self.m = ShardKVMachine(self.g, GID)
-        self.index = self.g.applied_index()
-
-    def apply(self, *datas: bytes) -> list:
-        b = self.store.new_batch()
-        entries = []
-        for d in datas:
-            self.index += 1
-            entries.append(Entry(1, self.index, d))
-        self.g.stage_append(b, entries)
-        res = self.m.apply(entries, b)
-        self.g.stage_applied(b, self.index)
-        self.store.write(b)
-        return res
-
-    def reopen(self) -> "Harness":
-        self.store.close()
-        return Harness(self.path)
-
-    def close(self) -> None:
-        self.store.close()
-
-
 def batch(session: int, floor: int, *ops: tuple) -> bytes:
     """ops: (op, key, value, seq) or (op, key, value, seq, expected)."""
     req = kvpb.BatchRequest(session=session, floor=floor)

@@ -247,10 +247,11 @@ class MemberClient:
                     need_leader: bool = True) -> Membership:
         soft = min(deadline, asyncio.get_running_loop().time() + 2 * self.call_timeout)
         tried: dict[str, str] = {}          # address -> what it said last
+        strangers: set[str] = set()         # addresses that do not offer Members at all
         fallback: Membership | None = None
         delay = 0.05
         while True:
-            queue = await self.servers(group, max(0.01, self._left(deadline)))
+            queue = await self.servers(group, max(0.1, round(self._left(deadline), 1)))
             seen: set[str] = set()
             while queue and self._left(deadline) > 0:
                 addr = queue.pop(0)
@@ -263,6 +264,8 @@ class MemberClient:
                         timeout=max(0.01, min(self.call_timeout, self._left(deadline))))
                 except grpc.aio.AioRpcError as e:
                     tried[addr] = rpc_problem(e)
+                    if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                        strangers.add(addr)
                     continue
                 if resp.err != OK:
                     tried[addr] = resp.err
@@ -284,6 +287,11 @@ class MemberClient:
                     queue.insert(0, hint)
             if fallback is not None and not need_leader and self._left(soft) <= 0:
                 return fallback
+            if strangers and strangers >= set(tried):       # no node offers the service
+                raise Unavailable(f"{group_name(group)}: {', '.join(sorted(strangers))} "
+                                  f"{'does' if len(strangers) == 1 else 'do'} not offer membership "
+                                  f"changes (NodeAdmin.Members): an eraftd older than the member "
+                                  f"commands, or not an eraftd node")
             if self._left(deadline) <= 0:
                 self._leaders.pop(group, None)
                 asked = "; ".join(f"{a}: {w}" for a, w in tried.items()) or "nothing"

@@ -133,10 +133,6 @@ class Session:
                                             default_timeout=self.timeout)
         return self._members
 
-    def left(self) -> float:
-        """Seconds left of the running command's time."""
-        return max(0.01, self.deadline - time.monotonic())
-
     async def close(self) -> None:
         if self._clerk is not None and hasattr(self._clerk, "close"):
             await self._clerk.close()
@@ -611,8 +607,11 @@ def _parse_member(words: list[str], opts: Opts) -> MemberArgs:
 
 async def _member(s: Session, a: MemberArgs) -> Reply:
     mc = s.members
+    # the whole command's time: --timeout, else the session's (add and replace: their own)
+    timeout = a.wait if a.wait is not None else (
+        mb.DEFAULT_WAIT_S if a.op in ("add", "replace") else s.timeout)
     if a.op == "list":
-        ms = await mc.members(a.group, timeout=s.left())
+        ms = await mc.members(a.group, timeout=timeout)
         return Reply(output.format_members(ms), output.members_json(ms))
 
     def step(text: str) -> None:           # a step done: printed as it happens
@@ -624,8 +623,6 @@ async def _member(s: Session, a: MemberArgs) -> Reply:
     def progress(text: str) -> None:       # what it waits for: the spinner says it
         s.activity = text
 
-    timeout = a.wait if a.wait is not None else (
-        mb.DEFAULT_WAIT_S if a.op in ("add", "replace") else s.left())
     if a.op == "add":
         done = await mc.add(a.group, str(a.member), a.learner, timeout, progress, step)
     elif a.op == "replace":

@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 
+import grpc
 import pytest
 from member_fake import PERMANENT, TRANSIENT, FakeCtl, FakeNodes, unreachable
 
@@ -179,6 +180,15 @@ def test_no_leader_or_nobody_answering_is_one_plain_line():
         async with client(nodes, group=101) as mc:
             with pytest.raises(Refused, match="group 7 is not in the configuration"):
                 await mc.members(7)
+        bare = grpc.aio.server()                          # a gRPC server without NodeAdmin
+        port = bare.add_insecure_port("127.0.0.1:0")
+        await bare.start()
+        try:
+            async with mb.MemberClient(FakeCtl([f"127.0.0.1:{port}"]), **FAST) as mc:  # type: ignore[arg-type]
+                with pytest.raises(Unavailable, match="does not offer membership changes"):
+                    await mc.members(mb.CTRL, timeout=30)      # said at once, not after 30 s
+        finally:
+            await bare.stop(None)
     go(t)
 
 
@@ -246,11 +256,16 @@ def test_the_spinner_says_how_far_the_new_member_is():
         s = session(nodes)
         tty = io.StringIO()
         s.progress, s.spinner_after = tty, 0.0
-        nodes.g.catch_up = 50
-        s.members.poll = 0.05
-        o = await execute(s, f"member add ctrl {nodes.addresses[3]}")
-        assert o.code == EXIT_OK
-        assert f"member add ctrl {nodes.addresses[3]}: {nodes.addresses[3]}: caught up " in tty.getvalue()
+        nodes.g.catch_up = 0                       # stuck until the spinner has said so
+        new = nodes.addresses[3]
+        task = asyncio.ensure_future(execute(s, f"member add ctrl {new}"))
+        while f"member add ctrl {new}: {new}: caught up 0/5000 (snapshot)" not in tty.getvalue():
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.01)
+        nodes.g.catch_up = 5000
+        o = await task
+        assert o.code == EXIT_OK and s.out.getvalue().endswith(f"{new} is a voter of the controller group (member 3)\n")
+        assert tty.getvalue().endswith("\r\033[K")
     go(t)
 
 

@@ -42,7 +42,7 @@ CTRL = 0                        # the controller group's number
 VOTER, LEARNER = "voter", "learner"
 OK, ERR_WRONG_LEADER = "OK", "ErrWrongLeader"
 CALL_TIMEOUT_S = 2.0            # one Members / Status call
-CHANGE_TIMEOUT_S = 5.0          # one ChangeMember call (answered once the change is applied)
+CHANGE_TIMEOUT_S = 12.0         # one ChangeMember call (answered once applied; a node waits 10 s)
 DEFAULT_WAIT_S = 120.0          # add / replace: the whole operation, catching up included
 CATCH_UP_WITHIN = 100           # entries behind the leader's last index that count as caught up
 POLL_S = 0.3                    # how often the catch-up is looked at
@@ -338,6 +338,7 @@ class MemberClient:
                 continue
             if _transient(resp.err) and refusals < self.tries and self._left(deadline) > self.pause:
                 refusals += 1
+                lost = resp.err              # e.g. "leadership changed before the change applied"
                 progress(f"{op} {what}: {resp.err} (trying again)")
                 await asyncio.sleep(self.pause)
                 continue

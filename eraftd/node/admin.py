@@ -1,4 +1,5 @@
-"""NodeAdmin: every hosted group's Raft status; Propose/Read for the test state machines."""
+"""NodeAdmin: every hosted group's Raft status and membership, membership changes (at the
+leader), and Propose/Read for the test state machines."""
 from __future__ import annotations
 
 import asyncio
@@ -9,9 +10,16 @@ import grpc
 from .. import __version__, metrics
 from .._pb import admin_pb2 as pb
 from .._pb import admin_pb2_grpc as pb_grpc
-from .driver import Driver, NotLeader
+from ..raft.messages import ConfChange, ConfChangeOp
+from ..raft.progress import ProgressState
+from .driver import ChangeRefused, Driver, NotLeader, ProposalLost
+from .members import ChangeContext
 
 PROPOSE_TIMEOUT_S = 5.0
+CHANGE_TIMEOUT_S = 10.0
+ASK_UID_TIMEOUT_S = 3.0
+_OPS = {"add": ConfChangeOp.ADD_LEARNER, "promote": ConfChangeOp.PROMOTE,
+        "remove": ConfChangeOp.REMOVE}
 
 
 class AdminService(pb_grpc.NodeAdminServicer):
@@ -28,19 +36,109 @@ class AdminService(pb_grpc.NodeAdminServicer):
         out = pb.NodeStatus(address=self.cfg.node.advertise, version=__version__,
                             roles=self.cfg.roles(), storage_size=self.store.size_bytes(),
                             node_uid=self.store.node_uid)
-        for g in self.driver.groups.values():
+        d = self.driver
+        for g in d.groups.values():
             st = g.node.status()
+            m = g.members
+            problem = d.problem or ("waiting to be added to the group" if g.waiting else "")
+            refused = [why for addr, why in sorted(d.refused.items())
+                       if m.id_of(addr) is not None] if g.is_leader() else []
             out.groups.append(pb.GroupStatus(
                 group=g.gid, id=g.me, role=st.role.wire_name, term=st.term, leader_id=st.lead,
                 leader_address=g.leader_address, commit_index=st.commit, last_applied=st.applied,
                 last_index=st.last_index, first_index=g.store.first_index(),
-                snapshot_index=g.store.snapshot().index, peers=list(g.peers),
+                snapshot_index=g.store.snapshot().index, peers=list(m.voter_addresses()),
+                learners=list(m.learner_addresses()), problem=problem, refused=refused,
                 proposals=g.proposed, entries_appended=g.entries_appended,
                 entries_applied=g.entries_applied, leader_changes=g.leader_changes,
                 elections=g.elections, snapshots=g.snapshots))
         out.requests.update(metrics.request_counts)
         out.operations = metrics.operations
         return out
+
+    # ---------------------------------------------------------------- membership
+    async def Members(self, request, context):
+        g = self.driver.groups.get(request.group)
+        if g is None:
+            return pb.MembersResponse(err=f"this node hosts no group {request.group}")
+        st = g.node.status()
+        m = g.members
+        lead = g.is_leader()
+        refused = self.driver.refused
+        out = pb.MembersResponse(err="OK", leader_hint=g.leader_address, leader_id=st.lead,
+                                 last_index=st.last_index, commit_index=st.commit, is_leader=lead,
+                                 change_pending=lead and g.node.raft.pending_conf_index > st.applied)
+        for nid in sorted(m.addrs):
+            addr = m.address(nid)
+            pr = g.node.raft.prs.get(nid) if lead else None
+            out.members.append(pb.Member(
+                id=nid, address=addr, uid=m.uids.get(nid, 0), role=m.role(nid),
+                match=(st.last_index if nid == g.me else pr.match) if lead and (pr or nid == g.me) else -1,
+                state=("replicate" if nid == g.me else ProgressState(pr.state).name.lower())
+                if lead and (pr or nid == g.me) else "",
+                problem=refused.get(addr, "") if lead else ""))
+        return out
+
+    async def ChangeMember(self, request, context):
+        d = self.driver
+        g = d.groups.get(request.group)
+        if g is None:
+            return pb.ChangeMemberResponse(err=f"this node hosts no group {request.group}")
+        if not g.is_leader():
+            return pb.ChangeMemberResponse(err="ErrWrongLeader", leader_hint=g.leader_address)
+        op = _OPS.get(request.op)
+        if op is None:
+            return pb.ChangeMemberResponse(err=f"unknown membership change {request.op!r}: use "
+                                               f"add, promote or remove")
+        m = g.members
+        addr = request.address.strip()
+        if op == ConfChangeOp.ADD_LEARNER:
+            if not addr:
+                return pb.ChangeMemberResponse(err="add needs the new member's address")
+            if m.id_of(addr) is not None:
+                return pb.ChangeMemberResponse(
+                    err=f"{addr} is already a member (id {m.id_of(addr)}); to give it a new "
+                        f"disk use replace")
+            uid, why = await self._ask_uid(addr)
+            if why:
+                return pb.ChangeMemberResponse(err=why)
+            cc = ConfChange(op, m.next_id, ChangeContext(addr, uid).encode())
+        else:
+            nid = request.node_id if request.node_id >= 0 else m.id_of(addr)
+            if nid is None or nid not in m.addrs:
+                return pb.ChangeMemberResponse(
+                    err=f"{addr or request.node_id} is not a member of this group")
+            cc = ConfChange(op, nid)
+        try:
+            idx, _ = await asyncio.wait_for(d.change_membership(g.gid, cc), CHANGE_TIMEOUT_S)
+        except ProposalLost as e:
+            return pb.ChangeMemberResponse(
+                err="leadership changed before the change applied; look with `member list` "
+                    "whether it happened, and try again if not", leader_hint=e.hint)
+        except NotLeader as e:
+            return pb.ChangeMemberResponse(err="ErrWrongLeader", leader_hint=e.hint)
+        except ChangeRefused as e:
+            return pb.ChangeMemberResponse(err=str(e), leader_hint=g.leader_address)
+        except asyncio.TimeoutError:
+            return pb.ChangeMemberResponse(
+                err=f"the change did not apply within {CHANGE_TIMEOUT_S:.0f} s (is a majority of "
+                    f"the group up?); look with `member list` whether it happened")
+        return pb.ChangeMemberResponse(err="OK", node_id=cc.node_id, index=idx)
+
+    async def _ask_uid(self, addr: str) -> tuple[int, str]:
+        """The node uid of the node at addr (it must answer: a member that is not there
+        would only weaken the group), or why not."""
+        target = self.cfg.node.dial_address(addr)
+        try:
+            async with grpc.aio.insecure_channel(target) as ch:
+                st = await pb_grpc.NodeAdminStub(ch).Status(pb.StatusRequest(),
+                                                            timeout=ASK_UID_TIMEOUT_S)
+        except grpc.aio.AioRpcError:
+            return 0, (f"{addr} does not answer; start the new node first (with join = true "
+                       f"in its TOML), then add it")
+        if not st.node_uid:
+            return 0, f"{addr} runs an eraftd too old to be added (it has no node uid)"
+        return st.node_uid, ""
 
     def _group(self, gid: int, context) -> Any:
         if not self.test_machine:

@@ -53,7 +53,7 @@ def add_message(add, group: int, m: Message) -> None:
     s = m.snapshot
     if s is not None:
         p.has_snapshot = True
-        p.snapshot_index, p.snapshot_term = s
+        p.snapshot_index, p.snapshot_term = s.index, s.term  # (conf travels in the data)
     ents = m.entries
     if ents:
         eadd = p.entries.add
@@ -87,7 +87,7 @@ def decode_message(p: pb.RaftMessage) -> tuple[int, Message]:
         ents = tuple([_new_tuple(Entry, (e.term, e.index, e.data, e.type)) for e in pe])
     else:
         ents = ()
-    snap = _new_tuple(SnapshotMeta, (p.snapshot_index, p.snapshot_term)) if p.has_snapshot else None
+    snap = _new_tuple(SnapshotMeta, (p.snapshot_index, p.snapshot_term, None)) if p.has_snapshot else None
     return p.group, Message(p.type, p.to, p.frm, p.term, p.log_term, p.index, ents, p.commit,
                             p.reject, p.reject_hint, snap, None, p.context)
 
@@ -102,7 +102,7 @@ def decode_batch(batch: pb.MessageBatch) -> list[tuple[int, Message]]:
             ents = tuple([_new_tuple(Entry, (e.term, e.index, e.data, e.type)) for e in pe])
         else:
             ents = ()
-        snap = (_new_tuple(SnapshotMeta, (p.snapshot_index, p.snapshot_term))
+        snap = (_new_tuple(SnapshotMeta, (p.snapshot_index, p.snapshot_term, None))
                 if p.has_snapshot else None)
         append((p.group, Message(p.type, p.to, p.frm, p.term, p.log_term, p.index, ents, p.commit,
                                  p.reject, p.reject_hint, snap, None, p.context)))

@@ -10,6 +10,15 @@ acknowledgements); serve readers; advance the cores.  Many proposals and reads t
 while a round runs are taken together by the next one: one propose() call and one ReadIndex
 per group per round.
 
+Membership: each group's members (ids, addresses, node uids) are a Members record kept with
+the state machine's data (eraftd/node/members.py) and changed by CONF_CHANGE entries, applied
+here in log order in the round's batch.  Transport addresses come from it.  A node that waits to
+be added (join = true, or refused after coming back with an empty disk) has no id yet: the
+first message of its group's leader names it (m.to), and the snapshot that follows brings the
+membership.  Peers are known by their data_dir's node uid (TOFU, then from the group's record):
+a peer that comes back under a member's address with another uid is refused (its streams are
+turned away by the transport, so it neither votes nor counts) until it is replaced.
+
 The fsync runs in a thread (rocksdict holds the GIL through a synced write, but not through
 flush_wal), so the loop keeps accepting calls and peer messages meanwhile.  Nothing is stepped
 into a core between its ready() and advance(): ticks, peer messages and reports that arrive
@@ -25,10 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..raft.messages import Message, MsgType, Ready, Role
+from dataclasses import replace
+
+from ..raft.messages import (ConfChange, ConfChangeOp, Entry, EntryType, Message, MsgType, Ready,
+                             Role, SnapshotMeta)
 from ..raft.options import RaftOptions
 from ..raft.rawnode import ProposalDropped, RawNode
 from .. import metrics
+from .members import MEMBERS_KEY, ChangeContext, Members
 
 log = logging.getLogger("eraftd.raft")
 
@@ -47,12 +60,21 @@ class ProposalLost(NotLeader):
     """The entry was overwritten or leadership was lost before it applied: outcome unknown."""
 
 
+class ChangeRefused(Exception):
+    """A membership change the leader cannot make now; str() says why (plain words)."""
+
+
+WAITING = -2  # the id of a node that waits to be added to its group
+
+
 @dataclass
 class GroupSpec:
     gid: int                    # 0 = controller group, > 0 = shardkv group
-    peers: tuple[str, ...]      # advertise addresses; our id is our position
-    me: int
+    peers: tuple[str, ...]      # the TOML's peers: the founding members (ids = positions)
+    me: int | None              # our position in peers (None: we join a running group)
     make_state_machine: Callable[[Any], Any]   # GroupStore -> state machine
+    address: str = ""           # our advertise address
+    uid: int = 0                # our data_dir's node uid
 
 
 @dataclass
@@ -65,12 +87,18 @@ class Group:
     def __init__(self, spec: GroupSpec, store: Any, opts: RaftOptions, rng: random.Random,
                  snapshot_entries: int) -> None:
         self.gid = spec.gid
-        self.peers = spec.peers
-        self.me = spec.me
+        self.spec = spec
         self.store = store
         self.sm = spec.make_state_machine(store)
-        self.node = RawNode(opts, store, rng)
+        self.members, self.me = self._load_members(spec)
+        self.opts = opts
+        self.rng = rng
+        self.node = self._new_node(self.me)
         self.snapshot_entries = snapshot_entries
+        self.conf_listeners: list[Callable[["Group"], None]] = []
+        # addresses of senders our record does not name (a node that waits to be added learns
+        # where its leader is from the leader's own messages)
+        self.sender_addrs: dict[int, str] = {}
         self.name = "controller" if self.gid == 0 else f"group {self.gid}"
         # proposals waiting for the next round, and proposals in the log waiting to apply
         self.proposals: list[tuple[bytes, asyncio.Future]] = []
@@ -91,10 +119,97 @@ class Group:
         self.elections = 0
         self.snapshots = 0
 
+    # -- membership --
+    def _load_members(self, spec: GroupSpec) -> tuple[Members, int]:
+        raw = self.store.get(MEMBERS_KEY)
+        if raw is not None:
+            m = Members.decode(raw)
+            me = m.id_of_uid(spec.uid) if spec.uid else None
+            if me is None and spec.me is not None and m.address(spec.me) == spec.address:
+                me = spec.me  # a record written before uids, or by a peer's snapshot
+            return m, me if me is not None else WAITING
+        if spec.me is None:
+            return Members(), WAITING
+        m = Members.founding(spec.peers, spec.me, spec.uid)
+        batch = self.store._store.new_batch()
+        self.store.stage_put(batch, MEMBERS_KEY, m.encode())
+        self.store._store.write(batch)
+        return m, spec.me
+
+    def _new_node(self, me: int) -> RawNode:
+        m = self.members if me != WAITING else Members()
+        if me != WAITING and me not in m.conf:
+            m = Members()  # we are no member of the record we hold: wait to be told more
+        opts = replace(self.opts, id=me, peers=m.voters, learners=m.learners,
+                       applied=self.store.applied_index())
+        return RawNode(opts, self.store, self.rng)
+
+    def rebind(self, me: int) -> None:
+        """We were added to the group as `me` (a node that waited, or came back refused)."""
+        log.info("%s: the group's leader addresses this node as member id %d: joining", self.name,
+                 me)
+        self.fail_pending(NotLeader(""))
+        self.me = me
+        self.node = self._new_node(me)
+
+    @property
+    def waiting(self) -> bool:
+        return self.me == WAITING or self.me not in self.node.conf_state
+
+    def address_of(self, nid: int) -> str:
+        return self.members.address(nid) or self.sender_addrs.get(nid, "")
+
+    def apply_committed(self, ents: list[Entry], batch: Any) -> list[Any]:
+        """Apply a round's committed entries: CONF_CHANGE ones here (the state machine sees a
+        no-op in their place), the rest by the state machine; one result per entry."""
+        conf = [i for i, e in enumerate(ents) if e.type == EntryType.CONF_CHANGE]
+        if not conf:
+            return self.sm.apply(ents, batch)
+        sm_ents = list(ents)
+        for i in conf:
+            e = ents[i]
+            sm_ents[i] = Entry(e.term, e.index, b"")
+        res = list(self.sm.apply(sm_ents, batch))
+        for i in conf:
+            res[i] = self._apply_conf_change(ents[i], batch)
+        return res
+
+    def _apply_conf_change(self, e: Entry, batch: Any) -> Members:
+        try:
+            cc = ConfChange.decode(e.data)
+        except ValueError as err:
+            log.error("%s: entry %d is a damaged membership change (%s): ignored", self.name,
+                      e.index, err)
+            return self.members
+        before = self.members
+        conf = self.node.apply_conf_change(cc)
+        after = before.applied(cc, conf)
+        if after != before:
+            self.members = after
+            self.store.stage_put(batch, MEMBERS_KEY, after.encode())
+            addr = after.address(cc.node_id) or before.address(cc.node_id)
+            what = {ConfChangeOp.ADD_LEARNER: "added as a learner",
+                    ConfChangeOp.PROMOTE: "promoted to voter",
+                    ConfChangeOp.REMOVE: "removed"}.get(cc.op, "changed")
+            log.info("%s: member %d (%s) %s at index %d; voters %s, learners %s", self.name,
+                     cc.node_id, addr, what, e.index, list(after.voter_addresses()),
+                     list(after.learner_addresses()))
+            for fn in self.conf_listeners:
+                fn(self)
+        return after
+
+    def reload_members(self) -> None:
+        """After a snapshot was installed: the record came with it."""
+        raw = self.store.get(MEMBERS_KEY)
+        if raw is not None:
+            self.members = Members.decode(raw)
+            for fn in self.conf_listeners:
+                fn(self)
+
     @property
     def leader_address(self) -> str:
         lead = self.node.lead
-        return self.peers[lead] if 0 <= lead < len(self.peers) else ""
+        return self.address_of(lead) if lead >= 0 else ""
 
     def is_leader(self) -> bool:
         return self.node.role == Role.LEADER
@@ -225,12 +340,93 @@ class Driver:
         self._held_ticks = 0
         self._held_calls: list[Callable[[], None]] = []     # rare inputs: reports, snapshots
         self._syncer: ThreadPoolExecutor | None = None
+        # peers' node uids (address -> uid): learned on first contact, then from the groups'
+        # records; a peer that comes back with another uid is refused (see check_peer)
+        load = getattr(store, "load_peer_uids", None)
+        self.peer_uids: dict[str, int] = load() if load else {}
+        self.refused: dict[str, str] = {}       # address -> why its messages are refused
+        self.problem = ""                       # why this node is refused by its peers, if it is
+        self._refusal_logged: dict[str, float] = {}
 
     def add_group(self, spec: GroupSpec, opts: RaftOptions, rng: random.Random,
                   snapshot_entries: int) -> Group:
         g = Group(spec, self.store.group(spec.gid), opts, rng, snapshot_entries)
         self.groups[spec.gid] = g
+        g.conf_listeners.append(self._learn_member_uids)
+        self._learn_member_uids(g)
+        if g.me == WAITING:
+            log.info("%s: waiting to be added to the group (run `eraftd member add %s %s` "
+                     "against it)", g.name, "ctrl" if g.gid == 0 else g.gid, spec.address)
         return g
+
+    # ---------------------------------------------------------------- peer identity
+    def _learn_member_uids(self, g: Group) -> None:
+        """The group's record names members' uids (an added member's): they override."""
+        changed = False
+        for nid, uid in g.members.uids.items():
+            addr = g.members.address(nid)
+            if addr and uid and self.peer_uids.get(addr) != uid:
+                self.peer_uids[addr] = uid
+                self.refused.pop(addr, None)
+                changed = True
+        if changed:
+            self._save_peer_uids()
+
+    def _save_peer_uids(self) -> None:
+        save = getattr(self.store, "save_peer_uids", None)
+        if save:
+            save(self.peer_uids)
+
+    def check_peer(self, addr: str, uid: int) -> str:
+        """The transport asks before taking a peer's messages: "" to take them, else why not."""
+        if not uid or addr == "":
+            return ""  # an older eraftd, which sends no uid
+        known = self.peer_uids.get(addr)
+        if known is None:
+            self.peer_uids[addr] = uid
+            self._save_peer_uids()
+            return ""
+        if known == uid:
+            return ""
+        gids = [("ctrl" if g.gid == 0 else str(g.gid)) for g in self.groups.values()
+                if g.members.id_of(addr) is not None] or ["GID"]
+        why = (f"{addr} came back with an empty disk (node uid {uid:016x}, the group knew "
+               f"{known:016x}): run `eraftd member replace {gids[0]} {addr}`")
+        self.refused[addr] = why
+        now = time.monotonic()
+        if now - self._refusal_logged.get(addr, -1e9) >= 60:
+            self._refusal_logged[addr] = now
+            log.warning("refusing %s", why)
+        return why
+
+    def on_refused(self, addr: str, why: str) -> None:
+        """A peer turned our messages away (we came back with an empty disk, say)."""
+        line = f"refused by {addr}: {why}"
+        if line != self.problem:
+            log.error("this node is %s", line)
+        self.problem = line
+
+    # ---------------------------------------------------------------- membership changes
+    async def change_membership(self, gid: int, cc: ConfChange) -> tuple[int, Members]:
+        """Propose one membership change at this (leader) node and wait until it applies;
+        returns (its index, the new membership).  NotLeader / ChangeRefused / ProposalLost.
+        The caller bounds the wait."""
+        g = self.groups[gid]
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def propose() -> int:
+            if not g.is_leader():
+                raise NotLeader(g.leader_address)
+            try:
+                idx = g.node.propose_conf_change(cc)
+            except ProposalDropped as e:
+                raise ChangeRefused(str(e)) from None
+            g.waiters[idx] = (g.node.term, fut)
+            return idx
+        idx = await self._when_stepping(propose)
+        self.wake.set()
+        return idx, await fut
 
     # ---------------------------------------------------------------- API for services
     def group(self, gid: int) -> Group:
@@ -268,15 +464,27 @@ class Driver:
         return await fut
 
     # ---------------------------------------------------------------- transport callbacks
-    def on_messages(self, batch: list[tuple[int, Message]]) -> None:
+    def on_messages(self, batch: list[tuple[int, Message]], from_addr: str = "") -> None:
+        if from_addr:
+            for gid, m in batch:
+                g = self.groups.get(gid)
+                if g is not None and m.frm >= 0 and m.frm not in g.members.addrs:
+                    g.sender_addrs[m.frm] = from_addr
         if self._syncing:
             self._held_msgs.extend(batch)
             return
         groups = self.groups
         for gid, m in batch:
             g = groups.get(gid)
-            if g is not None and m.to == g.me:
-                g.node.step(m)
+            if g is None:
+                continue
+            if m.to != g.me:
+                if not (m.to >= 0 and (g.waiting or self.problem)
+                        and m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP)):
+                    continue
+                g.rebind(m.to)
+                self.problem = ""
+            g.node.step(m)
         self.wake.set()
 
     async def on_snapshot(self, gid: int, msg: Message, chunks: Any) -> bool:
@@ -290,6 +498,11 @@ class Driver:
             async for chunk in chunks:
                 restore.add_chunk(chunk)
             msg.snapshot_data = restore
+            raw = restore.get(MEMBERS_KEY)
+            if raw is not None and msg.snapshot is not None:
+                # the membership at the snapshot's index travels in its data
+                msg.snapshot = SnapshotMeta(msg.snapshot.index, msg.snapshot.term,
+                                            Members.decode(raw).conf)
 
             def step() -> bool:
                 g.node.step(msg)
@@ -297,7 +510,7 @@ class Driver:
             taken = await self._when_stepping(step)
             if taken:
                 log.info("%s: received snapshot at index %d from %s", g.name, msg.snapshot.index,
-                         g.peers[msg.frm] if 0 <= msg.frm < len(g.peers) else msg.frm)
+                         g.address_of(msg.frm) or msg.frm)
             self.wake.set()
             return True
         finally:
@@ -310,8 +523,9 @@ class Driver:
             self._held_calls.append(lambda: self.on_unreachable(addr))
             return
         for g in self.groups.values():
-            if addr in g.peers:
-                g.node.report_unreachable(g.peers.index(addr))
+            nid = g.members.id_of(addr)
+            if nid is not None:
+                g.node.report_unreachable(nid)
         self.wake.set()
 
     # ---------------------------------------------------------------- the loop
@@ -389,7 +603,7 @@ class Driver:
                 gs.stage_hard_state(batch, rd.hard_state)
             res: list[Any] = []
             if rd.committed:
-                res = g.sm.apply(rd.committed, batch)
+                res = g.apply_committed(rd.committed, batch)
                 gs.stage_applied(batch, rd.committed[-1].index)
                 g.entries_applied += len(rd.committed)
             results.append(res)
@@ -412,11 +626,15 @@ class Driver:
         for g, rd in readies:
             if rd.snapshot is not None:
                 g.sm.restored()
+                g.reload_members()
+                self._learn_member_uids(g)
                 g.snapshots += 1
                 log.info("%s: installed snapshot at index %d", g.name, rd.snapshot.index)
             self._send(g, rd.persisted_messages)
             g.node.advance(rd)
             g.after_advance()
+            for n in rd.notices:
+                self._log_notice(g, n)
         self._step_held()
         self._compact(readies)
         return True
@@ -479,6 +697,15 @@ class Driver:
         if batch is not None:
             self.store.write(batch)
 
+    def _log_notice(self, g: Group, n: Any) -> None:
+        if n.kind == "lost-log":
+            log.warning("%s: member %d (%s) no longer has entries up to %d that it had "
+                        "acknowledged (a wiped or damaged disk?); sending it the log again from %d",
+                        g.name, n.peer, g.address_of(n.peer), n.index, n.hint)
+        elif n.kind == "removed":
+            log.warning("%s: this node was removed from the group; it serves nothing for it now",
+                        g.name)
+
     def _send(self, g: Group, msgs: list[Message]) -> None:
         if not msgs:
             return
@@ -489,7 +716,9 @@ class Driver:
             else:
                 by_peer.setdefault(m.to, []).append(m)
         for to, ms in by_peer.items():
-            self.transport.send(g.peers[to], g.gid, ms)
+            addr = g.address_of(to)
+            if addr and addr not in self.refused:
+                self.transport.send(addr, g.gid, ms)
 
     def _spawn(self, coro) -> None:
         t = asyncio.get_running_loop().create_task(coro)
@@ -499,7 +728,7 @@ class Driver:
     async def _send_snapshot(self, g: Group, m: Message) -> None:
         meta, chunks = g.store.snapshot_chunks()
         m.snapshot = meta
-        addr = g.peers[m.to]
+        addr = g.address_of(m.to)
         log.info("%s: sending snapshot at index %d to %s", g.name, meta.index, addr)
         ok = False
         try:

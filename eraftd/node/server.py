@@ -80,24 +80,27 @@ def _state_machines(cfg: Config, test_machine: str | None,
     return groups
 
 
-def group_specs(cfg: Config, machines: dict[int, Callable[[Any], Any]]) -> list[GroupSpec]:
+def group_specs(cfg: Config, machines: dict[int, Callable[[Any], Any]],
+                uid: int = 0) -> list[GroupSpec]:
     specs = []
+    addr = cfg.node.advertise
     if cfg.controller:
         specs.append(GroupSpec(CONTROLLER_GROUP, cfg.controller.peers, cfg.controller.id,
-                               machines[CONTROLLER_GROUP]))
+                               machines[CONTROLLER_GROUP], addr, uid))
     if cfg.shardkv:
         specs.append(GroupSpec(cfg.shardkv.gid, cfg.shardkv.peers, cfg.shardkv.id,
-                               machines[cfg.shardkv.gid]))
+                               machines[cfg.shardkv.gid], addr, uid))
     return specs
 
 
-def raft_options(cfg: Config, spec: GroupSpec, applied: int) -> RaftOptions:
+def raft_options(cfg: Config) -> RaftOptions:
+    """The tunables; the driver fills in the id, the membership and the applied index."""
     r = cfg.raft
     return RaftOptions(
-        id=spec.me, peers=tuple(range(len(spec.peers))),
+        id=-1, peers=(),
         election_tick=max(2, r.election_ms // r.heartbeat_ms), heartbeat_tick=1,
         pre_vote=r.pre_vote, check_quorum=r.check_quorum,
-        max_size_per_msg=r.max_batch_bytes, max_inflight_msgs=r.max_inflight, applied=applied)
+        max_size_per_msg=r.max_batch_bytes, max_inflight_msgs=r.max_inflight)
 
 
 async def _start_http(cfg: Config, driver: Driver, store: NodeStore) -> Any:
@@ -114,18 +117,7 @@ async def _start_http(cfg: Config, driver: Driver, store: NodeStore) -> Any:
     return http
 
 
-def _refuse_join(cfg: Config) -> None:
-    """join = true parses (eraftd/config.py) but the node side is not built yet: say so before
-    anything is written.  (Goes away when a joining node waits to be added.)"""
-    for name, section in (("controller", cfg.controller), ("shardkv", cfg.shardkv)):
-        if section is not None and section.join:
-            raise StartupError(f"[{name}] join = true in {cfg.path}: this eraftd cannot join a running "
-                               f"group yet (adding members is not built); start it only as a founding "
-                               f"member (no join, listed in every member's peers)")
-
-
 async def _serve(cfg: Config, test_machine: str | None) -> int:
-    _refuse_join(cfg)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -148,8 +140,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
 
         driver: Driver | None = None
 
-        def on_messages(batch):
-            driver.on_messages(batch)
+        def on_messages(batch, from_addr):
+            driver.on_messages(batch, from_addr)
 
         async def on_snapshot(group, msg, chunks):
             return await driver.on_snapshot(group, msg, chunks)
@@ -157,15 +149,22 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         def on_unreachable(addr):
             driver.on_unreachable(addr)
 
+        def check_peer(addr, uid):
+            return driver.check_peer(addr, uid)
+
+        def on_refused(addr, why):
+            driver.on_refused(addr, why)
+
         transport = Transport(cfg.node.advertise, cfg.node.dial_address, on_messages,
-                              on_snapshot, on_unreachable)
+                              on_snapshot, on_unreachable, self_uid=store.node_uid,
+                              check_peer=check_peer, on_refused=on_refused,
+                              pass_sender=True)
         transport.add_to_server(server)
         driver = Driver(store, transport, cfg.raft.heartbeat_ms)
         shardkv = ShardKVNode(cfg) if cfg.shardkv and test_machine is None else None
         seed = random.SystemRandom().randrange(1 << 62)
-        for spec in group_specs(cfg, _state_machines(cfg, test_machine, shardkv)):
-            applied = store.group(spec.gid).applied_index()
-            driver.add_group(spec, raft_options(cfg, spec, applied), random.Random(seed + spec.gid),
+        for spec in group_specs(cfg, _state_machines(cfg, test_machine, shardkv), store.node_uid):
+            driver.add_group(spec, raft_options(cfg), random.Random(seed + spec.gid),
                              cfg.raft.snapshot_entries)
         AdminService(cfg, driver, store, test_machine is not None).add_to_server(server)
         if cfg.controller and test_machine is None:

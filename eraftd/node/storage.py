@@ -74,6 +74,7 @@ _CHUNK_MAGIC = b"EKV1"
 _CHUNK_HDR = struct.Struct(">4sI")          # magic, pair count
 
 _IDENTITY_KEY = b"I"
+_PEER_UIDS_KEY = b"P"                      # peers' node uids (JSON: address -> uid)
 _UID_FIELD = "node_uid"                    # the identity record's field that is not the config's
 _CONFIG_FILE = "rocksdict-config.json"     # rewritten by rocksdict on every open, even a failed one
 _RESTORE_BATCH_BYTES = 4 << 20             # bound on one restore write (it holds the GIL)
@@ -334,6 +335,20 @@ class NodeStore:
                 break
             it.seek(b"g" + _U32(gid + 1))
         return out
+
+    # -- peers' node uids (eraftd/node/driver.py: check_peer) -------------
+    def load_peer_uids(self) -> dict[str, int]:
+        raw = self._db.get(_PEER_UIDS_KEY)
+        if raw is None:
+            return {}
+        try:
+            return {str(k): int(v) for k, v in json.loads(raw).items()}
+        except (ValueError, AttributeError):
+            return {}  # unreadable: learn them again (refusals start anew)
+
+    def save_peer_uids(self, uids: dict[str, int]) -> None:
+        self._check_open()
+        self._db.put(_PEER_UIDS_KEY, json.dumps(uids, sort_keys=True).encode(), self._wopts)
 
     # -- writing ---------------------------------------------------------
     def new_batch(self) -> Batch:
@@ -980,6 +995,10 @@ class Restore:
     @property
     def state(self) -> str:
         return self._state
+
+    def get(self, key: bytes) -> bytes | None:
+        """A key of the data received so far (before the install switches to it)."""
+        return self._group._db.get(self._prefix + key)
 
     def add_chunk(self, chunk: bytes) -> None:
         g = self._group

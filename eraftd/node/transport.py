@@ -43,7 +43,7 @@ import inspect
 import logging
 import random
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import grpc
 import grpc.aio
@@ -160,6 +160,10 @@ class Transport:
         unreachable_interval: float = 1.0,
         rng: random.Random | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
+        self_uid: int = 0,
+        check_peer: Callable[[str, int], str] | None = None,
+        on_refused: Callable[[str, str], None] | None = None,
+        pass_sender: bool = False,
     ):
         """
         self_addr: this node's advertised address (sent with every batch).
@@ -177,6 +181,11 @@ class Transport:
         cluster_tag: reserved cluster identity; batches carrying another tag are refused.
         rng: source of back-off jitter (seed it for reproducible tests).
         channel_credentials: TLS to peers (None: plaintext).
+        self_uid: this node's data_dir uid, sent with every batch.
+        check_peer: (from_addr, from_uid) -> "" to take a stream's messages, else why not (the
+            stream is then ended with PERMISSION_DENIED and that reason).
+        on_refused: called with (peer address, reason) when a peer ends our stream so.
+        pass_sender: call on_messages(items, from_addr) instead of on_messages(items).
         """
         if max_batch_msgs < 1 or max_queue < 1:
             raise ValueError("max_batch_msgs and max_queue must be >= 1")
@@ -195,6 +204,10 @@ class Transport:
         self._unreachable_interval = unreachable_interval
         self._rng = rng or random.Random()
         self._credentials = channel_credentials
+        self._self_uid = self_uid
+        self._check_peer = check_peer
+        self._on_refused = on_refused
+        self._pass_sender = pass_sender
         self._peers: dict[str, _Peer] = {}
         self._snapshot_channels: set[grpc.aio.Channel] = set()
         self._closed = False
@@ -306,7 +319,7 @@ class Transport:
         wake = peer.wake
         max_n = self._max_batch_msgs
         max_b = self._max_batch_bytes
-        from_addr, tag = self.self_addr, self._cluster_tag
+        from_addr, tag, uid = self.self_addr, self._cluster_tag, self._self_uid
         backoff = self._backoff_min
         loop = asyncio.get_running_loop()
         while not self._closed:
@@ -314,6 +327,7 @@ class Transport:
                 wake.clear()
                 await wake.wait()
             connected_at = None
+            call = None
             try:
                 call = await self._connect(peer)
                 connected_at = loop.time()
@@ -331,7 +345,7 @@ class Transport:
                         wake.clear()
                         await wake.wait()
                         continue
-                    batch = pb.MessageBatch(from_addr=from_addr, cluster_tag=tag)
+                    batch = pb.MessageBatch(from_addr=from_addr, cluster_tag=tag, from_uid=uid)
                     add = batch.msgs.add
                     n = size = 0
                     popleft = q.popleft
@@ -359,6 +373,7 @@ class Transport:
                 raise
             except Exception as e:  # noqa: BLE001 - any failure: back off and reconnect
                 peer.failures += 1
+                await self._note_refusal(peer, call)
                 if peer.down_logged:  # once per outage; the rest at debug level
                     log.debug("peer %s: %s", peer.addr, _describe(e))
                 else:
@@ -374,6 +389,18 @@ class Transport:
             delay = backoff * (0.5 + self._rng.random())
             backoff = min(backoff * 2, self._backoff_max)
             await asyncio.sleep(delay)
+
+    async def _note_refusal(self, peer: _Peer, call: Any) -> None:
+        """A stream the peer ended with PERMISSION_DENIED: tell on_refused why."""
+        if call is None or self._on_refused is None or not call.done():
+            return
+        try:
+            code = await call.code()
+            details = await call.details()
+        except Exception:  # noqa: BLE001 - no status to read
+            return
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            self._on_refused(peer.addr, details or "refused")
 
     # ---- snapshots --------------------------------------------------------------------------
 
@@ -495,13 +522,21 @@ class _Servicer(pb_grpc.RaftTransportServicer):
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                     f"cluster tag {batch.cluster_tag} from {batch.from_addr!r} "
                                     f"is not ours ({tag})")
+            if t._check_peer is not None:
+                why = t._check_peer(batch.from_addr, batch.from_uid)
+                if why:
+                    t.refused_batches += 1
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
             items = decode_batch(batch)
             batches += 1
             msgs += len(items)
             t.received_batches += 1
             t.received_msgs += len(items)
             try:
-                on_messages(items)
+                if t._pass_sender:
+                    on_messages(items, batch.from_addr)
+                else:
+                    on_messages(items)
             except Exception:
                 log.exception("on_messages raised (batch from %s dropped)", batch.from_addr)
         return pb.SendSummary(batches=batches, msgs=msgs)

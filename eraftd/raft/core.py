@@ -545,7 +545,9 @@ class Raft:
             return f"unknown membership change {op}"
         if op == ConfChangeOp.PROMOTE:
             match, last = self.prs[nid].match, self.log.last_index()
-            if match + self.opts.promote_lag < last:
+            # (match 0: it has not even installed its first snapshot; as a voter that knows
+            # no membership it would grant no vote and could block every election)
+            if match == 0 or match + self.opts.promote_lag < last:
                 return f"learner {nid} has not caught up yet (it has {match} of {last} entries)"
         return ""
 
@@ -671,7 +673,12 @@ class Raft:
             return False  # do not ship a snapshot to a node that may be down
         snap = self.log.snapshot()
         if snap.index == 0:
-            raise AssertionError("need a snapshot but storage has none")
+            # nothing compacted yet (a node that joins asks for one all the same): the driver
+            # sends its state at the applied index, which is what this stands for
+            applied = self.log.applied
+            if applied == 0:
+                return False  # nothing applied yet: nothing to send; it asks again
+            snap = SnapshotMeta(applied, self.log.term(applied))
         self._send(Message(T.SNAP, to=to, snapshot=snap))
         pr.become_snapshot(snap.index)
         return True

@@ -22,7 +22,7 @@ message_st = st.builds(
     type=st.sampled_from(list(MsgType)),
     to=PEER, frm=PEER, term=U63, log_term=U63, index=U63,
     entries=entries_st, commit=U63, reject=st.booleans(), reject_hint=U63,
-    snapshot=st.none() | st.builds(SnapshotMeta, index=U63, term=U63),
+    snapshot=st.none() | st.builds(SnapshotMeta, index=U63, term=U63, conf=st.none()),
     context=st.binary(max_size=32),
 )
 group_st = st.integers(min_value=0, max_value=2**32 - 1)

@@ -1,0 +1,172 @@
+"""Membership change with real `eraftd run` processes (register state machine, group 0):
+add a replica that starts with `join = true`, promote it, remove members (the leader too), and
+a follower whose disk was wiped: refused, then replaced, with every acknowledged write on it.
+
+Every wait is a condition polled with a generous timeout; every process is killed by the
+fixture, even on failure.
+"""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from eraftd._pb import admin_pb2 as apb
+from eraftd.testing import Cluster, Node, free_port, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CTRL = 0
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    made: list = []
+
+    def make(**kw) -> Cluster:
+        c = Cluster(tmp_path, **kw)
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        c.close()
+
+
+def put_many(c: Cluster, prefix: str, n: int) -> int:
+    last = 0
+    for start in range(0, n, 50):
+        cmds = [f"{prefix}{i}=v{i}".encode() for i in range(start, min(n, start + 50))]
+        r = c.propose(CTRL, cmds)
+        last = max(last, max(int(x) for x in r.results))
+    return last
+
+
+def local_value(node: Node, key: bytes) -> bytes | None:
+    r = node.admin().Read(apb.ReadRequest(group=CTRL, key=key, local=True), timeout=5)
+    assert r.err == "OK", r.err
+    return r.value if r.found else None
+
+
+def change(c: Cluster, op: str, address: str = "", node_id: int = -1,
+           timeout: float = 60) -> apb.ChangeMemberResponse:
+    """One membership change at whoever leads, retrying while the answer says to."""
+    last = []
+
+    def attempt():
+        ld = c.leader(CTRL)
+        if ld is None:
+            return None
+        r = ld.admin().ChangeMember(apb.ChangeMemberRequest(group=CTRL, op=op, address=address,
+                                                            node_id=node_id), timeout=15)
+        last[:] = [r.err]
+        if r.err == "OK":
+            return r
+        if r.err == "ErrWrongLeader" or "try again" in r.err:
+            return None
+        raise AssertionError(f"{op} {address or node_id} refused: {r.err}")
+    return wait_for(attempt, timeout, f"{op} {address or node_id} (last answer: {last})")
+
+
+def members(node: Node) -> apb.MembersResponse:
+    return node.admin().Members(apb.MembersRequest(group=CTRL), timeout=5)
+
+
+def joiner(c: Cluster, base, name: str, address: str | None = None) -> Node:
+    """A node that joins the running group: join = true, peers = the existing members."""
+    addr = address or f"127.0.0.1:{free_port()}"
+    cfg = {"node": {"listen": addr, "data_dir": "data"},
+           "controller": {"peers": [n.address for n in c.nodes], "join": True},
+           "raft": {"heartbeat_ms": 50, "election_ms": 500}, "log": {"level": "info"}}
+    n = Node(name, base, cfg, ["--test-state-machine", "register"])
+    c.nodes.append(n)   # the fixture kills it with the others
+    return n
+
+
+def wait_caught_up(c: Cluster, address: str, timeout: float = 60) -> None:
+    def ok():
+        ld = c.leader(CTRL)
+        if ld is None:
+            return False
+        r = members(ld)
+        return any(m.address == address and m.match >= r.last_index - 5 for m in r.members)
+    wait_for(ok, timeout, f"{address} to catch up")
+
+
+def test_add_a_replica_promote_it_and_remove_one(cluster, tmp_path):
+    c = cluster(n=3).start()
+    c.wait_leader()
+    idx = put_many(c, "a", 300)
+    n3 = joiner(c, tmp_path, "n3").start().wait_serving()
+    st = n3.group_status(CTRL)
+    assert "waiting to be added" in st.problem
+    r = change(c, "add", n3.address)
+    new_id = r.node_id
+    assert new_id == 3
+    wait_caught_up(c, n3.address)
+    change(c, "promote", node_id=new_id)
+    ld = c.wait_leader()
+    roles = {m.address: m.role for m in members(ld).members}
+    assert roles == {n.address: "voter" for n in c.nodes}
+    assert local_value(n3, b"a0") == b"v0" and local_value(n3, b"a299") == b"v299"
+    assert n3.group_status(CTRL).problem == ""
+    # four voters: one down still commits; the new one counts
+    victim = next(n for n in c.nodes[:3] if n is not ld)
+    victim.kill()
+    idx = put_many(c, "b", 50)
+    c.wait_applied(CTRL, idx, [n3])
+    # remove the dead one: three voters again, and it is gone from the list
+    change(c, "remove", victim.address)
+    ld = c.wait_leader()
+    assert sorted(m.address for m in members(ld).members) == sorted(
+        n.address for n in c.nodes if n is not victim)
+    # the new replica survives a restart as a member (its id found by its uid)
+    n3.stop()
+    n3.start().wait_serving()
+    idx = put_many(c, "c", 20)
+    c.wait_applied(CTRL, idx, [n3])
+    assert n3.group_status(CTRL).id == new_id
+
+
+def test_remove_the_leader_and_the_rest_carry_on(cluster):
+    c = cluster(n=3).start()
+    ld = c.wait_leader()
+    put_many(c, "a", 20)
+    change(c, "remove", ld.address)
+    new = c.wait_leader(exclude=[ld])
+    assert ld.address not in [m.address for m in members(new).members]
+    idx = put_many(c, "b", 20)
+    c.wait_applied(CTRL, idx, [n for n in c.nodes if n is not ld])
+    assert ld.group_status(CTRL).role != "Leader"
+
+
+def test_wiped_follower_is_refused_then_replaced_with_every_write(cluster):
+    c = cluster(n=3).start()
+    ld = c.wait_leader()
+    idx = put_many(c, "a", 200)
+    f = next(n for n in c.nodes if n is not ld)
+    c.wait_applied(CTRL, idx, [f])
+    f.kill()
+    shutil.rmtree(f.dir / "data")
+    f.start().wait_serving()
+    # it came back with an empty disk under a member's address: refused, and it says so
+    wait_for(lambda: "came back with an empty disk" in f.group_status(CTRL).problem, 60,
+             "the wiped node to be told it is refused")
+    problem = f.group_status(CTRL).problem
+    assert f"member replace ctrl {f.address}" in problem
+    wait_for(lambda: any("came back with an empty disk" in x
+                         for x in (c.leader(CTRL) or ld).group_status(CTRL).refused), 60,
+             "the leader to list the refused member")
+    # the group goes on without it
+    idx = put_many(c, "b", 50)
+    assert local_value(f, b"a0") is None
+    # replace: remove the old member, add the same address as a new one, promote
+    old_id = next(m.id for m in members(c.wait_leader()).members if m.address == f.address)
+    change(c, "remove", node_id=old_id)
+    r = change(c, "add", f.address)
+    assert r.node_id != old_id
+    wait_caught_up(c, f.address)
+    change(c, "promote", node_id=r.node_id)
+    c.wait_applied(CTRL, idx, [f])
+    assert local_value(f, b"a0") == b"v0" and local_value(f, b"a199") == b"v199"
+    assert local_value(f, b"b49") == b"v49"
+    wait_for(lambda: f.group_status(CTRL).problem == "", 30, "the replaced node's problem to clear")

@@ -113,32 +113,51 @@ class Probe:
         st, answers = await asyncio.gather(
             self.status(cfg), asyncio.gather(*(self._admin(a) for a in addrs), return_exceptions=True))
         admin = {a: r for a, r in zip(addrs, answers) if not isinstance(r, BaseException)}
-        learners = {(g.group, a) for ns in admin.values() for g in ns.groups for a in g.learners}
+        voters, learners = group_members(admin)
         listed = {(m.gid, m.address) for m in st.members()}
-        unlisted = sorted(learners - listed)
+        unlisted = sorted((voters | learners) - listed)
         more = [a for a in dict.fromkeys(a for _, a in unlisted) if a not in admin]
         for a, r in zip(more, await asyncio.gather(*(self._admin(a) for a in more),
                                                    return_exceptions=True)):
             if not isinstance(r, BaseException):
                 admin[a] = r
-        extra = {0: [], 1: []}          # learners the configuration does not name: ctrl, shardkv
+        extra: dict[bool, list[Member]] = {False: [], True: []}   # not listed: ctrl, shardkv
         for gid, a in unlisted:
             g = next((g for g in admin[a].groups if g.group == gid), None) if a in admin else None
-            m = (Member(gid, -1, a, DOWN, problem="no answer") if g is None else
-                 Member(gid, g.id, a, g.role, g.term, g.last_applied, g.commit_index,
-                        admin[a].storage_size))
-            extra[gid != 0].append(m)
+            extra[gid != 0].append(
+                Member(gid, -1, a, DOWN, problem="no answer") if g is None else
+                Member(gid, g.id, a, g.role, g.term, g.last_applied, g.commit_index,
+                       admin[a].storage_size))
 
         def mark(ms) -> tuple[Member, ...]:
             return tuple(replace(m, learner=True) if (m.gid, m.address) in learners else m for m in ms)
-        return replace(st, controllers=mark(st.controllers + tuple(extra[0])),
-                       replicas=mark(st.replicas + tuple(extra[1])),
-                       problems=membership_problems(admin))
+        controllers = mark(st.controllers + tuple(extra[False]))
+        leader = st.leader or next((m.address for m in controllers if m.role == "Leader"), None)
+        return replace(st, controllers=controllers, replicas=mark(st.replicas + tuple(extra[True])),
+                       leader=leader, problems=membership_problems(admin))
+
+
+def group_members(admin: dict[str, apb.NodeStatus]) -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
+    """(voters, learners) as (group, address) from the nodes' answers: each group's as its
+    leader sees it, else as every member that answered does (together)."""
+    views: dict[int, list[apb.GroupStatus]] = {}
+    for ns in admin.values():
+        for g in ns.groups:
+            views.setdefault(g.group, []).append(g)
+    voters: set[tuple[int, str]] = set()
+    learners: set[tuple[int, str]] = set()
+    for gid, gs in views.items():
+        leading = [g for g in gs if g.role == "Leader"]
+        for g in (max(leading, key=lambda g: g.term),) if leading else gs:
+            voters |= {(gid, a) for a in g.peers}
+            learners |= {(gid, a) for a in g.learners}
+    return voters, learners
 
 
 def membership_problems(admin: dict[str, apb.NodeStatus]) -> tuple[str, ...]:
-    """What the nodes say about membership, each line once: a node's own problem (named by its
-    address unless it names itself), a leader's refused members ("address: why")."""
+    """What the nodes say about membership, each thing once: a node's own problem (named by
+    its address unless it names itself) and a leader's refused members, a line that another
+    one contains left out (the refused node's "refused by L: why" holds the leader's "why")."""
     lines: dict[str, None] = {}
     for addr, ns in admin.items():
         for g in ns.groups:
@@ -146,8 +165,8 @@ def membership_problems(admin: dict[str, apb.NodeStatus]) -> tuple[str, ...]:
             if g.problem:
                 lines[scrub(g.problem if addr in g.problem else f"{addr} ({where}): {g.problem}")] = None
             for r in g.refused:
-                lines[scrub(f"{where}: {r}")] = None
-    return tuple(lines)
+                lines[scrub(r)] = None
+    return tuple(x for x in lines if not any(x != y and x in y for y in lines))
 
 
 def _member(gid: int, i: int, addr: str, r) -> Member:

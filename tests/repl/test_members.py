@@ -298,3 +298,21 @@ def test_completion_offers_subcommands_groups_and_members():
     assert words("member promote ctrl ") == ["a:1"]
     assert words("member add 101 ") == [] and words("member list 101 ") == []
     assert words("member add 101 b:9 --l") == ["--learner"]
+
+
+def test_status_problems_are_each_said_once_and_learners_come_from_the_leaders_view():
+    from eraftd._pb import admin_pb2 as apb
+    from repl import probe
+    why = "c:1 came back with an empty disk: run `eraftd member replace ctrl c:1`"
+    admin = {"a:1": apb.NodeStatus(groups=[apb.GroupStatus(group=0, role="Leader", term=3,
+                                                           peers=["a:1", "c:1"], learners=["d:1"],
+                                                           refused=[why])]),
+             "b:1": apb.NodeStatus(groups=[apb.GroupStatus(group=0, role="Follower", term=2,
+                                                           peers=["a:1", "b:1"],
+                                                           problem="waiting to be added to the group")]),
+             "c:1": apb.NodeStatus(groups=[apb.GroupStatus(group=0, role="Follower",
+                                                           problem="refused by a:1: " + why)])}
+    assert probe.membership_problems(admin) == ("b:1 (ctrl): waiting to be added to the group",
+                                                "refused by a:1: " + why)
+    voters, learners = probe.group_members(admin)
+    assert voters == {(0, "a:1"), (0, "c:1")} and learners == {(0, "d:1")}

@@ -115,9 +115,10 @@ class AsyncClient:
         """Configuration num (default: the latest): .num, .shards (shard -> gid), .groups."""
         return await self._ctl.query(num)
 
-    async def join(self, groups: Mapping[int, Iterable[str]]) -> Config:
-        """Add replica groups (gid -> server addresses); the new configuration."""
-        return await self._ctl.join(groups)
+    async def join(self, groups: Mapping[int, Iterable[str]], force: bool = False) -> Config:
+        """Add replica groups (gid -> server addresses); the new configuration.  Refused when
+        none of a group's servers answers as that gid, unless `force`."""
+        return await self._ctl.join(groups, force=force)
 
     async def leave(self, gids: Iterable[int]) -> Config:
         return await self._ctl.leave(gids)
@@ -210,8 +211,8 @@ class Client:
     def query(self, num: int = -1) -> Config:
         return self._run(self._async.query(num))
 
-    def join(self, groups: Mapping[int, Iterable[str]]) -> Config:
-        return self._run(self._async.join(groups))
+    def join(self, groups: Mapping[int, Iterable[str]], force: bool = False) -> Config:
+        return self._run(self._async.join(groups, force))
 
     def leave(self, gids: Iterable[int]) -> Config:
         return self._run(self._async.leave(gids))

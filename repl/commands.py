@@ -180,14 +180,15 @@ class Command:
     options: Mapping[str, bool] = field(default_factory=dict)   # its own: name -> takes a value
     repeat: bool = False                   # the last slot repeats
     cluster: bool = True                   # needs the cluster (not help, exit)
-    subcommands: Mapping[str, str] = field(default_factory=dict)   # suggest.SUBCOMMAND: name -> help
+    subcommands: Mapping[str, str] = field(default_factory=dict)   # a SUBCOMMAND slot's words
     # it bounds its own waits and says what is missing: a --timeout bounds it from outside
     # only a little later (WAIT_GRACE_S), and without --timeout nothing does
     bounds_itself: bool = False
 
     @property
     def grammar(self) -> Grammar:
-        return Grammar(self.slots, self.repeat, {**self.options, **COMMON_OPTIONS}, self.subcommands)
+        return Grammar(self.slots, self.repeat, {**self.options, **COMMON_OPTIONS},
+                       self.subcommands or None)
 
 
 def split_options(words: Sequence[str], known: Mapping[str, bool]) -> tuple[list[str], dict[str, str | bool]]:
@@ -404,6 +405,7 @@ async def _scan(s: Session, a: Scan) -> Reply:
 class Change:
     what: Any
     wait: bool = False
+    force: bool = False         # join --force: the controller does not ask the servers first
 
 
 def _parse_join(words: list[str], opts: Opts) -> Change:
@@ -417,7 +419,7 @@ def _parse_join(words: list[str], opts: Opts) -> Change:
         if gid in groups:
             raise UsageError(f"gid {gid} is given twice")
         groups[gid] = servers
-    return Change(groups, bool(opts.get("--wait")))
+    return Change(groups, bool(opts.get("--wait")), bool(opts.get("--force")))
 
 
 def _parse_leave(words: list[str], opts: Opts) -> Change:
@@ -458,12 +460,59 @@ def _change(method: str, unchanged: Callable[[Config, Any], str | None]) -> Run:
             return Reply(f"no change: {why} (configuration {latest.num})",
                          {"ok": True, "changed": False, "config": latest.num, "reason": why})
         fn = getattr(s.ctl, method)
-        cfg = s.saw_config(await (fn(*a.what) if method == "move" else fn(a.what)))
-        data: dict[str, Any] = {"ok": True, "changed": True, "config": cfg.num}
-        if a.wait:
-            data["settled"] = await _wait_settled(s, cfg)
-        return Reply(f"OK, configuration {cfg.num}", data)
+        extra = {"force": True} if a.force else {}
+        cfg = s.saw_config(await (fn(*a.what) if method == "move" else fn(a.what, **extra)))
+        return await _changed(s, cfg, a.wait)
     return run
+
+
+async def _changed(s: Session, cfg: Config, wait: bool, said: str = "") -> Reply:
+    """The answer to a command that made configuration `cfg` (with --wait: once settled)."""
+    data: dict[str, Any] = {"ok": True, "changed": True, "config": cfg.num}
+    if wait:
+        data["settled"] = await _wait_settled(s, cfg)
+    return Reply(f"OK, configuration {cfg.num}{said}", data)
+
+
+SHARD_SUBCOMMANDS = {"abandon": "give up shards whose previous group is lost for good: "
+                                "their owner serves them empty"}
+_ABANDON_OPTIONS = {"--yes-lose-data": False, "--wait": False}
+
+
+@dataclass(frozen=True)
+class Abandoning:
+    shards: tuple[int, ...]
+    confirmed: bool
+    wait: bool
+
+
+def _parse_shard(words: list[str], opts: Opts) -> Abandoning:
+    """abandon SHARD [SHARD ...] (the only subcommand so far)."""
+    if not words:
+        raise UsageError(f"expected a subcommand: {', '.join(SHARD_SUBCOMMANDS)}")
+    sub, *rest = words
+    if sub not in SHARD_SUBCOMMANDS:
+        raise UsageError(f"unknown subcommand {sub!r}; expected {', '.join(SHARD_SUBCOMMANDS)}")
+    shards: list[int] = []
+    for w in _count(rest, 1, None):
+        shard = _int(w, "a shard", 0, NSHARDS - 1)
+        if shard in shards:
+            raise UsageError(f"shard {shard} is given twice")
+        shards.append(shard)
+    return Abandoning(tuple(shards), bool(opts.get("--yes-lose-data")), bool(opts.get("--wait")))
+
+
+def _listed(shards: Sequence[int]) -> str:
+    return ("shard " if len(shards) == 1 else "shards ") + ", ".join(map(str, shards))
+
+
+async def _shard(s: Session, a: Abandoning) -> Reply:
+    if not a.confirmed:
+        raise CommandFailed(f"shard abandon: not done: it gives up every value of {_listed(a.shards)} "
+                            f"for good (their owner serves them empty); if the group that held "
+                            f"them is lost for good, run it again with --yes-lose-data")
+    cfg = s.saw_config(await s.ctl.abandon(a.shards))
+    return await _changed(s, cfg, a.wait, f": {_listed(a.shards)} abandoned, served empty")
 
 
 def _settled(st: output.ClusterStatus) -> tuple[int, int]:
@@ -690,15 +739,26 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("scan", "scan [PREFIX] [--limit N]", "list the keys starting with PREFIX, in key order",
             (suggest.KEY,), _parse_scan, _scan, options={"--limit": True, "--hex": False},
             more="one line per key: KEY<TAB>VALUE (--json: one object per key), as they come"),
-    Command("join", "join GID=ADDR,ADDR,... [GID=...] [--wait]", "add replica groups; shards are rebalanced",
-            (suggest.GROUP_SPEC,), _parse_join, _change("join", _join_unchanged), options=_WAIT,
-            repeat=True, more="e.g. join 101=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003\n" + _WAIT_MORE),
+    Command("join", "join GID=ADDR,ADDR,... [GID=...] [--wait] [--force]",
+            "add replica groups; shards are rebalanced",
+            (suggest.GROUP_SPEC,), _parse_join, _change("join", _join_unchanged),
+            options={**_WAIT, "--force": False}, repeat=True,
+            more="e.g. join 101=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003\n" + _WAIT_MORE + "\n"
+                 "the controller first asks each new group's servers: refused when none answers "
+                 "as a replica of that gid;\n--force: join anyway (servers not started yet)"),
     Command("leave", "leave GID [GID ...] [--wait]", "remove groups; their shards go to the others",
             (suggest.GID,), _parse_leave, _change("leave", _leave_unchanged), options=_WAIT,
             repeat=True, more=_WAIT_MORE),
     Command("move", "move SHARD GID [--wait]", f"give shard SHARD (0..{NSHARDS - 1}) to group GID",
             (suggest.SHARD, suggest.GID), _parse_move, _change("move", _move_unchanged), options=_WAIT,
             more=_WAIT_MORE),
+    Command("shard", "shard abandon SHARD [SHARD ...] --yes-lose-data [--wait]",
+            "give up shards whose previous group is lost for good: their owner serves them empty",
+            (suggest.SUBCOMMAND, suggest.SHARD), _parse_shard, _shard, options=_ABANDON_OPTIONS,
+            repeat=True, subcommands=SHARD_SUBCOMMANDS,
+            more="every value of those shards is gone for good; refused without --yes-lose-data, "
+                 "and refused while\nthe shard's previous owner still answers (let the move finish "
+                 "instead) or its owner does not;\nshown by query and status; " + _WAIT_MORE),
     Command("query", "query [NUM] [--json]", "show configuration NUM (default: the latest)",
             (suggest.CONFIG_NUM,), _parse_query, _query),
     Command("status", "status [--json]", "every node (process), controller peer and replica, then every shard",

@@ -126,8 +126,19 @@ def progress_bar(done: int, total: int, width: int = 30) -> str:
 # ---------------------------------------------------------------- query
 
 def query_json(cfg: Config) -> dict[str, Any]:
-    return {"num": cfg.num, "shards": list(cfg.shards),
-            "groups": {str(g): list(s) for g, s in cfg.groups.items()}}
+    d: dict[str, Any] = {"num": cfg.num, "shards": list(cfg.shards),
+                         "groups": {str(g): list(s) for g, s in cfg.groups.items()}}
+    if cfg.abandoned:        # only when some shard was abandoned (shard -> its configuration)
+        d["abandoned"] = {str(s): n for s, n in cfg.abandoned.items()}
+    return d
+
+
+def abandoned_line(cfg: Config) -> str | None:
+    """The shards `shard abandon` gave up, and when: one line, or None."""
+    if not cfg.abandoned:
+        return None
+    return "abandoned (data given up): " + ", ".join(
+        f"shard {s} at configuration {n}" for s, n in cfg.abandoned.items())
 
 
 def format_query(cfg: Config) -> str:
@@ -137,6 +148,8 @@ def format_query(cfg: Config) -> str:
                         ((g, ",".join(map(str, cfg.shards_of(g))) or "-", ", ".join(s))
                          for g, s in cfg.groups.items()))
               if cfg.groups else "no groups"]
+    if (line := abandoned_line(cfg)) is not None:
+        lines += ["", line]
     return "\n".join(lines)
 
 
@@ -199,7 +212,8 @@ def status_json(st: ClusterStatus) -> dict[str, Any]:
             "nodes": {"up": c.up, "total": c.total},
             "controllers": [_member_dict(m) for m in st.controllers],
             "replicas": [_member_dict(m) for m in st.replicas],
-            "shards": [asdict(s) for s in st.shards], "problems": list(st.problems)}
+            "shards": [asdict(s) for s in st.shards], "problems": list(st.problems),
+            **({"abandoned": query_json(st.config)["abandoned"]} if st.config.abandoned else {})}
 
 
 def format_status(st: ClusterStatus) -> str:
@@ -212,7 +226,8 @@ def format_status(st: ClusterStatus) -> str:
     head = (f"config {st.config.num}, controller leader {st.leader or 'unknown'}, "
             f"{format_count(status_count(st))}")
     problems = ["", "problems:"] + ["  " + p for p in st.problems] if st.problems else []
-    return "\n".join([head, "", nodes] + problems + ["", shards])
+    line = abandoned_line(st.config)
+    return "\n".join([head, "", nodes] + problems + ["", shards] + (["", line] if line else []))
 
 
 # ---------------------------------------------------------------- member

@@ -26,7 +26,7 @@ ADDRESS = "address"      # one server address inside a GROUP_SPEC, after the '='
 CONFIG_NUM = "num"       # a configuration number
 TOPIC = "topic"          # help's argument: a command name
 OPTION = "option"        # an option of a command that takes options (bench)
-SUBCOMMAND = "subcommand"   # what a command with subcommands does (member add): Grammar.subcommands
+SUBCOMMAND = "subcommand"  # the first word of a command with subcommands (shard abandon, member add)
 MEMBER_GROUP = "member group"   # member's group: a live gid, or ctrl (the controller group)
 MEMBER = "member"        # an address of a member of the group named before (member promote/remove/replace)
 NOTHING = "nothing"      # nothing (more) goes here
@@ -40,7 +40,7 @@ class Grammar:
     slots: tuple[str, ...] = ()
     repeat: bool = False
     options: Mapping[str, bool] | None = None
-    subcommands: Mapping[str, str] | None = None
+    subcommands: Mapping[str, str] | None = None     # SUBCOMMAND's words: name -> help
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,16 @@ class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MOVE: _ClassVar[Op]
     QUERY: _ClassVar[Op]
     SET_SERVERS: _ClassVar[Op]
+    ABANDON: _ClassVar[Op]
 JOIN: Op
 LEAVE: Op
 MOVE: Op
 QUERY: Op
 SET_SERVERS: Op
+ABANDON: Op
 
 class Config(_message.Message):
-    __slots__ = ("num", "shards", "groups")
+    __slots__ = ("num", "shards", "groups", "abandoned")
     class GroupsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,13 +31,22 @@ class Config(_message.Message):
         key: int
         value: Servers
         def __init__(self, key: _Optional[int] = ..., value: _Optional[_Union[Servers, _Mapping]] = ...) -> None: ...
+    class AbandonedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
     NUM_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ABANDONED_FIELD_NUMBER: _ClassVar[int]
     num: int
     shards: _containers.RepeatedScalarFieldContainer[int]
     groups: _containers.MessageMap[int, Servers]
-    def __init__(self, num: _Optional[int] = ..., shards: _Optional[_Iterable[int]] = ..., groups: _Optional[_Mapping[int, Servers]] = ...) -> None: ...
+    abandoned: _containers.ScalarMap[int, int]
+    def __init__(self, num: _Optional[int] = ..., shards: _Optional[_Iterable[int]] = ..., groups: _Optional[_Mapping[int, Servers]] = ..., abandoned: _Optional[_Mapping[int, int]] = ...) -> None: ...
 
 class Servers(_message.Message):
     __slots__ = ("servers",)
@@ -44,7 +55,7 @@ class Servers(_message.Message):
     def __init__(self, servers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CommandRequest(_message.Message):
-    __slots__ = ("servers", "gids", "shard", "gid", "num", "op", "client_id", "command_id")
+    __slots__ = ("servers", "gids", "shard", "gid", "num", "op", "client_id", "command_id", "abandon_shards", "force")
     class ServersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +71,8 @@ class CommandRequest(_message.Message):
     OP_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
+    ABANDON_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     servers: _containers.MessageMap[int, Servers]
     gids: _containers.RepeatedScalarFieldContainer[int]
     shard: int
@@ -68,7 +81,9 @@ class CommandRequest(_message.Message):
     op: Op
     client_id: int
     command_id: int
-    def __init__(self, servers: _Optional[_Mapping[int, Servers]] = ..., gids: _Optional[_Iterable[int]] = ..., shard: _Optional[int] = ..., gid: _Optional[int] = ..., num: _Optional[int] = ..., op: _Optional[_Union[Op, str]] = ..., client_id: _Optional[int] = ..., command_id: _Optional[int] = ...) -> None: ...
+    abandon_shards: _containers.RepeatedScalarFieldContainer[int]
+    force: bool
+    def __init__(self, servers: _Optional[_Mapping[int, Servers]] = ..., gids: _Optional[_Iterable[int]] = ..., shard: _Optional[int] = ..., gid: _Optional[int] = ..., num: _Optional[int] = ..., op: _Optional[_Union[Op, str]] = ..., client_id: _Optional[int] = ..., command_id: _Optional[int] = ..., abandon_shards: _Optional[_Iterable[int]] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class CommandResponse(_message.Message):
     __slots__ = ("err", "config")

@@ -40,7 +40,7 @@ from .._pb import shardkv_pb2_grpc as skvpb_grpc
 from ..errors import Refused, Unavailable, rpc_problem
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, LEADER_METADATA_KEY, command_to_pb,
                       config_from_pb)
-from .state import OK, Command, Config, Join, Leave, Move, Op, SetServers
+from .state import OK, Abandon, Command, Config, Join, Leave, Move, Op, SetServers
 
 _RETRYABLE = (ERR_WRONG_LEADER, ERR_TIMEOUT)
 PROBE_TIMEOUT_S = 1.0          # asking a non-controller what it is
@@ -118,9 +118,12 @@ class ControllerClient:
         return self._latest
 
     # ---------------------------------------------------------------- the API
-    async def join(self, groups: Mapping[int, Iterable[str]], timeout: float | None = None) -> Config:
-        """Add groups (gid -> servers); the latest configuration once it applied."""
-        return await self._command(Join({g: tuple(s) for g, s in groups.items()}), timeout)
+    async def join(self, groups: Mapping[int, Iterable[str]], timeout: float | None = None,
+                   force: bool = False) -> Config:
+        """Add groups (gid -> servers); the latest configuration once it applied.  The
+        controller first asks each new group's servers whether they answer as that gid and
+        refuses when none does (ControllerError); `force` skips that."""
+        return await self._command(Join({g: tuple(s) for g, s in groups.items()}), timeout, force)
 
     async def leave(self, gids: Iterable[int], timeout: float | None = None) -> Config:
         return await self._command(Leave(tuple(gids)), timeout)
@@ -133,6 +136,11 @@ class ControllerClient:
         replica group changed members); the latest configuration once it applied.  A
         controller older than the command refuses it as an unknown op (ControllerError)."""
         return await self._command(SetServers(gid, tuple(servers)), timeout)
+
+    async def abandon(self, shards: Iterable[int], timeout: float | None = None) -> Config:
+        """Give up the data of shards whose previous owner is lost for good: their owner serves
+        them empty (refused while that previous owner still answers)."""
+        return await self._command(Abandon(tuple(shards)), timeout)
 
     async def query(self, num: int = -1, timeout: float | None = None) -> Config:
         """Configuration `num` (-1: the latest), read linearizably from the leader."""
@@ -207,7 +215,7 @@ class ControllerClient:
         finally:
             self._query = None
 
-    async def _command(self, op: Op, timeout: float | None) -> Config:
+    async def _command(self, op: Op, timeout: float | None, force: bool = False) -> Config:
         deadline = self._deadline(timeout)
         loop = asyncio.get_running_loop()
         try:
@@ -218,7 +226,9 @@ class ControllerClient:
                 f"this client was still waiting for its answer)") from None
         try:
             cmd = Command(op, self.client_id, next(self._ids))
-            resp = await self._call(command_to_pb(cmd), deadline, self._said(timeout))
+            req = command_to_pb(cmd)
+            req.force = force
+            resp = await self._call(req, deadline, self._said(timeout))
         finally:
             self._lock.release()
         return self._saw(config_from_pb(resp.config))

@@ -1,9 +1,10 @@
 """The controller's replicated state machine, and its byte formats.
 
 Log entry: b"\\x01" + a shardctrlerpb.CommandRequest (the wire message itself, JOIN, LEAVE,
-MOVE or SET_SERVERS; the version byte keeps a future format apart, and no command encodes to
-empty data, which is the leader's no-op).  SET_SERVERS (eraftd's, not eRaft's) carries its gid
-and servers as the one entry of the `servers` map, as a JOIN of one group would.
+MOVE, SET_SERVERS or ABANDON, without `force`, which only decides whether the service asks
+first; the version byte keeps a future format apart, and no command encodes to empty data,
+which is the leader's no-op).  SET_SERVERS (eraftd's, not eRaft's) carries its gid and servers
+as the one entry of the `servers` map, as a JOIN of one group would.
 
 Group data (the group's GroupStore, so snapshots ship it as is):
     b"c" u64(num)          configuration num >= 1, a shardctrlerpb.Config
@@ -22,8 +23,8 @@ from typing import Any
 
 from .._pb import shardctrler_pb2 as pb
 from ..raft.messages import Entry
-from .state import (Applied, Command, Config, ControllerState, Join, Leave, Move, Op, Session,
-                    SetServers)
+from .state import (Abandon, Applied, Command, Config, ControllerState, Join, Leave, Move, Op,
+                    Session, SetServers)
 
 # the wire's answers besides OK and bad-input messages, and the leader hint's metadata key
 ERR_WRONG_LEADER = "ErrWrongLeader"
@@ -52,16 +53,19 @@ class BadRequest(ValueError):
 
 def config_to_pb(cfg: Config) -> pb.Config:
     return pb.Config(num=cfg.num, shards=cfg.shards,
-                     groups={g: pb.Servers(servers=s) for g, s in cfg.groups.items()})
+                     groups={g: pb.Servers(servers=s) for g, s in cfg.groups.items()},
+                     abandoned=cfg.abandoned)
 
 
 def config_from_pb(m: pb.Config) -> Config:
     shards = list(m.shards) or [0] * len(Config().shards)   # an empty message: config 0
-    return Config(m.num, shards, {g: tuple(s.servers) for g, s in m.groups.items()})
+    return Config(m.num, shards, {g: tuple(s.servers) for g, s in m.groups.items()},
+                  dict(m.abandoned))
 
 
 def command_from_pb(req: pb.CommandRequest) -> Command:
-    """The command a JOIN / LEAVE / MOVE / SET_SERVERS request asks for; BadRequest for anything else."""
+    """The command a JOIN / LEAVE / MOVE / SET_SERVERS / ABANDON request asks for; BadRequest for
+    anything else."""
     if req.op == pb.JOIN:
         op: Op = Join({g: tuple(s.servers) for g, s in req.servers.items()})
     elif req.op == pb.LEAVE:
@@ -74,6 +78,8 @@ def command_from_pb(req: pb.CommandRequest) -> Command:
                              f"got {len(req.servers)} gids")
         (gid, servers), = req.servers.items()
         op = SetServers(gid, tuple(servers.servers))
+    elif req.op == pb.ABANDON:
+        op = Abandon(tuple(req.abandon_shards))
     elif req.op == pb.QUERY:
         raise BadRequest("query is not a log command")
     else:
@@ -95,6 +101,9 @@ def command_to_pb(cmd: Command) -> pb.CommandRequest:
     elif isinstance(op, SetServers):
         m.op = pb.SET_SERVERS
         m.servers[op.gid].servers.extend(op.servers)
+    elif isinstance(op, Abandon):
+        m.op = pb.ABANDON
+        m.abandon_shards.extend(op.shards)
     else:
         m.op = pb.MOVE
         m.shard, m.gid = op.shard, op.gid

@@ -1,7 +1,13 @@
 """shardctrlerpb.ShardCtrlerService: eRaft's controller API on top of the driver.
 
-JOIN / LEAVE / MOVE / SET_SERVERS: checked on their own first (a bad one is answered at once, nothing is
-proposed), then proposed to group 0's log and answered with the outcome of their apply and
+JOIN / LEAVE / MOVE / SET_SERVERS / ABANDON: checked on their own first (a bad one is answered at once,
+nothing is proposed).  A JOIN without `force` and every ABANDON then ask the shardkv servers
+(precheck.py: a join of servers that do not answer as that gid, an abandon while the shard's
+previous owner still answers, are refused the same way): on the leader only, after a ReadIndex
+barrier (so the state they are checked against is current, not a lagging leader's), first
+against the latest configuration (a join the log would refuse anyway is not asked about),
+and not for a retry of a command already applied (its session says so: the log answers it as
+before).  Then proposed to group 0's log and answered with the outcome of their apply and
 the latest configuration at that point.  QUERY: a ReadIndex barrier, then the local state;
 it never touches the log.  A follower answers ErrWrongLeader at once, with the leader's
 address (when known) in the trailing metadata key "leader"; a command or query that does not
@@ -11,7 +17,7 @@ with the same ids, and the dedup table makes that safe).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 
@@ -20,16 +26,21 @@ from .._pb import shardctrler_pb2_grpc as pb_grpc
 from ..node.driver import NotLeader
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, BadRequest, send_leader_hint,
                       command_from_pb, config_to_pb, encode_command)
-from .state import OK, validate
+from .precheck import PROBE_TIMEOUT_S, abandon_problem, join_problem
+from .state import OK, Abandon, Command, Join, check, validate
 
 COMMAND_TIMEOUT_S = 2.0
 
 
 class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
-    def __init__(self, driver: Any, gid: int, timeout: float = COMMAND_TIMEOUT_S) -> None:
+    def __init__(self, driver: Any, gid: int, timeout: float = COMMAND_TIMEOUT_S,
+                 dial: Callable[[str], str] = lambda a: a,
+                 probe_timeout: float = PROBE_TIMEOUT_S) -> None:
         self.driver = driver
         self.gid = gid
         self.timeout = timeout
+        self.dial = dial                  # the node's [node.dial] map, to ask shardkv servers
+        self.probe_timeout = probe_timeout
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_ShardCtrlerServiceServicer_to_server(self, server)
@@ -44,7 +55,7 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
                 cmd = command_from_pb(request)
             except BadRequest as e:
                 return pb.CommandResponse(err=str(e))
-            err = validate(cmd.op)
+            err = validate(cmd.op) or await self._ask_first(g, cmd, request.force)
             if err:
                 return pb.CommandResponse(err=err)
             res = await asyncio.wait_for(self.driver.propose(self.gid, encode_command(cmd)),
@@ -55,6 +66,24 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
             return pb.CommandResponse(err=ERR_WRONG_LEADER)
         except asyncio.TimeoutError:
             return pb.CommandResponse(err=ERR_TIMEOUT)
+
+    async def _ask_first(self, g: Any, cmd: Command, force: bool) -> str | None:
+        """The shardkv servers' say on a join (unless forced) or an abandon (precheck.py)."""
+        if not isinstance(cmd.op, (Join, Abandon)) or (force and isinstance(cmd.op, Join)):
+            return None
+        await asyncio.wait_for(self.driver.read_barrier(self.gid), self.timeout)  # NotLeader
+        st = g.sm.state
+        done = st.sessions.get(cmd.client_id) if cmd.client_id else None
+        if done is not None and cmd.command_id <= done.command_id:
+            return None                              # a retry: the log answers it as before
+        err = check(st.latest, cmd.op, st.servers_of)
+        if err:
+            return err
+        if isinstance(cmd.op, Join):
+            new = {gid: s for gid, s in cmd.op.groups.items() if gid not in st.latest.groups}
+            return await join_problem(new, self.dial, self.probe_timeout) if new else None
+        return await abandon_problem(st.configs, st.servers_of, cmd.op.shards, self.dial,
+                                     self.probe_timeout)
 
     async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.GetStatusResponse:
         g = self.driver.groups[self.gid]

@@ -9,7 +9,11 @@ A gid keeps the servers it joined with (only SetServers, below, changes them): a
 what it owns by its gid, so new servers under an old gid would replay its history and wedge its
 shards.  A
 leave that would leave no group while shards are assigned is refused (it would delete every
-value).  Join and Leave rebalance so that the groups' shard counts differ by at most one while moving
+value).  Abandon(shards) (`eraftd shard abandon`, when the group that held them is lost for
+good) moves nothing: the new configuration records, in `abandoned`, that the shards' data
+held before it is given up, so that a group waiting to pull them from the lost group (or to
+be pulled by it) serves them empty instead; the record is carried into every later
+configuration (shard -> the configuration that abandoned it last).  Join and Leave rebalance so that the groups' shard counts differ by at most one while moving
 as few shards as possible; Move hands one shard to one group and does not rebalance.
 SetServers is the one way a gid's servers change: its replica group changed members (the same
 group, its history carried on by the new list), so the next configuration has the same shards
@@ -34,12 +38,15 @@ class Config:
     num: int = 0
     shards: tuple[int, ...] = (0,) * NSHARDS
     groups: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    abandoned: Mapping[int, int] = field(default_factory=dict)   # shard -> config that abandoned it
 
     def __post_init__(self) -> None:
         # normalise: shards a tuple of ints, groups ordered by gid with tuple values
         object.__setattr__(self, "shards", tuple(int(g) for g in self.shards))
         object.__setattr__(self, "groups",
                            {int(g): tuple(self.groups[g]) for g in sorted(self.groups)})
+        object.__setattr__(self, "abandoned",
+                           {int(s): int(self.abandoned[s]) for s in sorted(self.abandoned)})
         if len(self.shards) != NSHARDS:
             raise ValueError(f"a configuration has {NSHARDS} shards, got {len(self.shards)}")
 
@@ -83,7 +90,14 @@ class SetServers:
         object.__setattr__(self, "servers", tuple(self.servers))
 
 
-Op = Union[Join, Leave, Move, SetServers]
+class Abandon:
+    shards: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shards", tuple(int(s) for s in self.shards))
+
+
+Op = Union[Join, Leave, Move, SetServers, Abandon]
 
 
 @dataclass(frozen=True)
@@ -144,6 +158,15 @@ def validate(op: Op) -> str | None:
         if op.gid <= 0:
             return f"move: gid {op.gid} is not valid: group ids must be > 0"
         return None
+    if isinstance(op, Abandon):
+        if not op.shards:
+            return "shard abandon: no shards given"
+        for i, s in enumerate(op.shards):
+            if not 0 <= s < NSHARDS:
+                return f"shard abandon: shard {s} is outside 0..{NSHARDS - 1}"
+            if s in op.shards[:i]:
+                return f"shard abandon: shard {s} is listed twice"
+        return None
     return f"unknown operation {op!r}"
 
 
@@ -188,9 +211,24 @@ def check(cfg: Config, op: Op, servers_of: Mapping[int, tuple[str, ...]] | None 
     elif isinstance(op, SetServers):
         if op.gid not in cfg.groups:
             return f"set-servers: gid {op.gid} is not in configuration {cfg.num}"
+    elif isinstance(op, Abandon):
+        for s in op.shards:
+            if cfg.shards[s] == 0:
+                return (f"shard abandon: shard {s} is not assigned to any group in configuration "
+                        f"{cfg.num}: nothing would serve it; join a group first")
     elif op.gid not in cfg.groups:
         return f"move: gid {op.gid} is not in configuration {cfg.num}"
     return None
+
+
+def last_handoff(configs: Sequence[Config], shard: int) -> tuple[int, int]:
+    """(from, to): the shard's owner before the last configuration that changed it, and its
+    owner in the latest configuration (from = 0 when it never moved between groups)."""
+    to = configs[-1].shards[shard]
+    for c in reversed(configs[:-1]):
+        if c.shards[shard] != to:
+            return c.shards[shard], to
+    return 0, to
 
 
 def _listing(gids: Iterable[int]) -> str:
@@ -239,20 +277,23 @@ def next_config(cfg: Config, op: Op) -> Config | None:
         if not new:
             return None                              # every group already there, same servers
         groups = {**cfg.groups, **new}
-        return Config(cfg.num + 1, rebalance(cfg.shards, groups), groups)
+        return Config(cfg.num + 1, rebalance(cfg.shards, groups), groups, cfg.abandoned)
     if isinstance(op, Leave):
         gone = set(op.gids)
         groups = {g: s for g, s in cfg.groups.items() if g not in gone}
-        return Config(cfg.num + 1, rebalance(cfg.shards, groups), groups)
+        return Config(cfg.num + 1, rebalance(cfg.shards, groups), groups, cfg.abandoned)
     if isinstance(op, SetServers):
         if cfg.groups[op.gid] == op.servers:
             return None                              # already its servers
-        return Config(cfg.num + 1, cfg.shards, {**cfg.groups, op.gid: op.servers})
+        return Config(cfg.num + 1, cfg.shards, {**cfg.groups, op.gid: op.servers}, cfg.abandoned)
+    if isinstance(op, Abandon):
+        return Config(cfg.num + 1, cfg.shards, cfg.groups,
+                      {**cfg.abandoned, **{s: cfg.num + 1 for s in op.shards}})
     if cfg.shards[op.shard] == op.gid:
         return None
     shards = list(cfg.shards)
     shards[op.shard] = op.gid
-    return Config(cfg.num + 1, shards, cfg.groups)
+    return Config(cfg.num + 1, shards, cfg.groups, cfg.abandoned)
 
 
 class ControllerState:

@@ -168,7 +168,7 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
                              cfg.raft.snapshot_entries)
         AdminService(cfg, driver, store, test_machine is not None).add_to_server(server)
         if cfg.controller and test_machine is None:
-            ShardCtrlerService(driver, CONTROLLER_GROUP).add_to_server(server)
+            ShardCtrlerService(driver, CONTROLLER_GROUP, dial=cfg.node.dial_address).add_to_server(server)
         if shardkv:
             shardkv.add_to_server(server, driver)
 

@@ -5,12 +5,16 @@ Log entries (empty data is the leader's no-op), a kind byte then a protobuf mess
     b"B"  eraftkvpb.BatchRequest        many native-path writes of one client session (put,
                                         append, delete, cas; `expected` one per op or empty)
     b"N"  shardctrlerpb.Config          take the next configuration
+    b"F"  shardctrlerpb.Config          take it as one that lists our gid with other servers
+                                        (we own nothing in it: state.py, is_ours)
+    b"A"  shardkvpb.ShardOperationRequest  stop waiting on shards abandoned after config_num
     b"I"  eraftmigrationpb.InsertChunk  one pulled chunk of an arriving shard
     b"D"  shardkvpb.ShardOperationRequest  delete shards the new owner has (old owner)
     b"G"  shardkvpb.ShardOperationRequest  the old owner deleted them (new owner: GCING -> SERVING)
 
 Group data (the GroupStore, so snapshots ship it as is):
     b"c" / b"p"                      current / previous configuration (shardctrlerpb.Config)
+    b"f"                             present (b"1") when the current one is not ours (b"F")
     b"h" u32(shard)                  >Bqq status, keys, bytes, then the pull cursor
     b"s" u32(shard) b"d" i64(client) session: >Q floor, then >Q per applied seq (only the
                                      writes that changed the data: see state.py on outcomes)
@@ -42,8 +46,9 @@ log = logging.getLogger("eraftd.shardkv")
 
 ENTRY_COMMAND, ENTRY_BATCH, ENTRY_CONFIG = b"C", b"B", b"N"
 ENTRY_INSERT, ENTRY_DELETE, ENTRY_GC_DONE = b"I", b"D", b"G"
+ENTRY_FOREIGN_CONFIG, ENTRY_ABANDONED = b"F", b"A"
 
-_CUR, _PREV = b"c", b"p"
+_CUR, _PREV, _FOREIGN = b"c", b"p", b"f"
 _U32 = struct.Struct(">I").pack
 _I64 = struct.Struct(">q")
 _U64 = struct.Struct(">Q")
@@ -97,8 +102,9 @@ def sessions_from_pb(msgs: Iterable[migpb.Session]) -> dict[int, Session]:
 
 # ---------------------------------------------------------------- entries
 
-def encode_config(cfg: Config) -> bytes:
-    return ENTRY_CONFIG + config_to_pb(cfg).SerializeToString(deterministic=True)
+def encode_config(cfg: Config, ours: bool = True) -> bytes:
+    return ((ENTRY_CONFIG if ours else ENTRY_FOREIGN_CONFIG)
+            + config_to_pb(cfg).SerializeToString(deterministic=True))
 
 
 def encode_shard_op(kind: bytes, num: int, shards: Iterable[int]) -> bytes:
@@ -178,7 +184,8 @@ def load_state(store: Any, gid: int) -> ShardKVState:
         for k, v in store.scan(p):
             sh.sessions[_I64.unpack(k[len(p):])[0]] = decode_session(v)
         shards.append(sh)
-    return ShardKVState(gid, config(_CUR), config(_PREV), shards)
+    return ShardKVState(gid, config(_CUR), config(_PREV), shards,
+                        member=store.get(_FOREIGN) is None)
 
 
 # ---------------------------------------------------------------- the machine
@@ -225,22 +232,26 @@ class ShardKVMachine:
                 c = pb.CommandRequest.FromString(body)
                 return st.apply_ops(rnd, c.client_id, c.command_id,
                                     ((c.op, c.key.encode(), c.value.encode(), c.command_id),))
-            if kind == ENTRY_CONFIG:
+            if kind in (ENTRY_CONFIG, ENTRY_FOREIGN_CONFIG):
                 cfg = config_from_pb(ctlpb.Config.FromString(body))
                 before = st.config
-                err = st.apply_config(rnd, cfg)
+                err = st.apply_config(rnd, cfg, ours=kind == ENTRY_CONFIG)
                 if err == OK:
-                    log.info("group %d: configuration %d -> %d", self.gid, before.num, cfg.num)
+                    log.info("group %d: configuration %d -> %d%s", self.gid, before.num, cfg.num,
+                             "" if st.member else " (it lists gid %d with other servers: we "
+                             "own nothing in it)" % self.gid)
                 return err
             if kind == ENTRY_INSERT:
                 m = migpb.InsertChunk.FromString(body)
                 kvs = list(decode_chunk(m.kvs))      # all of it checked before anything applies
                 return st.apply_insert(rnd, m.config_num, m.shard, m.cursor, m.next, kvs,
                                        sessions_from_pb(m.sessions), m.done)
-            if kind in (ENTRY_DELETE, ENTRY_GC_DONE):
+            if kind in (ENTRY_DELETE, ENTRY_GC_DONE, ENTRY_ABANDONED):
                 m = pb.ShardOperationRequest.FromString(body)
                 if kind == ENTRY_DELETE:
                     return st.apply_delete(rnd, m.config_num, m.shard_ids)
+                if kind == ENTRY_ABANDONED:
+                    return st.apply_abandoned(rnd, m.config_num, m.shard_ids)
                 return st.apply_gc_done(m.config_num, m.shard_ids)
         except (DecodeError, ValueError) as e:      # a corrupt message, a bad chunk
             raise BadEntry(f"undecodable shardkv log entry of kind {kind!r}: {e}") from None
@@ -251,6 +262,10 @@ class ShardKVMachine:
         if d.configs:
             store.stage_put(batch, _CUR, config_to_pb(st.config).SerializeToString(deterministic=True))
             store.stage_put(batch, _PREV, config_to_pb(st.prev).SerializeToString(deterministic=True))
+            if st.member:
+                store.stage_delete(batch, _FOREIGN)
+            else:
+                store.stage_put(batch, _FOREIGN, b"1")
             d.configs = False
         if d.shards:
             for i in d.shards:

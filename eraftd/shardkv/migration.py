@@ -3,12 +3,16 @@
 Every `poll_s` the group's leader looks at its applied state:
 
 * every shard SERVING: ask the controllers for configuration num + 1 (a read, nothing is
-  written anywhere when there is none) and propose it;
+  written anywhere when there is none) and propose it, as ours or not (state.is_ours: does it
+  list our gid with our own servers?);
 * a PULLING shard: pull it from its previous owner in bounded chunks (PullShard, any of its
   replicas that reached the configuration) and propose each chunk (InsertChunk, applied only
   if it follows the last chunk inserted, so a retried or doubled chunk changes nothing);
 * GCING shards: tell the previous owner to delete them (DeleteShardsData, which deletes
-  through its log), then propose GC_DONE (GCING -> SERVING).
+  through its log), then propose GC_DONE (GCING -> SERVING);
+* while some shard waits (not SERVING), every `abandon_check_s`: ask for the latest
+  configuration and, if it abandoned a shard we wait on after our configuration, propose
+  ABANDONED for those (state.apply_abandoned: stop waiting on a lost group).
 
 Each step depends only on the replicated state and is idempotent, so a new leader, a restart
 or a lost message just repeats a step.  One task per (configuration, shard) pull and per
@@ -31,14 +35,16 @@ from ..controller.client import ControllerUnavailable
 from ..controller.machine import LEADER_METADATA_KEY
 from ..node.driver import NotLeader
 from ..node.transport import channel_options
-from .machine import ENTRY_GC_DONE, encode_config, encode_insert, encode_shard_op
-from .state import ERR_WRONG_LEADER, GCING, OK, PULLING
+from .machine import (ENTRY_ABANDONED, ENTRY_GC_DONE, encode_config, encode_insert,
+                      encode_shard_op)
+from .state import ERR_WRONG_LEADER, GCING, OK, PULLING, is_ours
 
 log = logging.getLogger("eraftd.shardkv")
 
 POLL_S = 0.1
 CHUNK_BYTES = 512 << 10
 CALL_TIMEOUT_S = 2.0
+ABANDON_CHECK_S = 1.0
 
 
 class Peers:
@@ -96,9 +102,13 @@ class Peers:
 class Migrator:
     def __init__(self, driver: Any, gid: int, controller: Any, peers: Peers,
                  poll_s: float = POLL_S, chunk_bytes: int = CHUNK_BYTES,
-                 timeout: float = CALL_TIMEOUT_S) -> None:
+                 timeout: float = CALL_TIMEOUT_S, own: Sequence[str] = (),
+                 abandon_check_s: float = ABANDON_CHECK_S) -> None:
         self.driver = driver
         self.gid = gid
+        self.own = frozenset(own)           # the group's own servers (its TOML peers)
+        self.abandon_check_s = abandon_check_s
+        self._abandon_checked = float("-inf")
         self.controller = controller        # ControllerClient (query)
         self.peers = peers
         self.poll_s = poll_s
@@ -141,6 +151,25 @@ class Migrator:
             by_owner.setdefault(st.previous_owner(shard), []).append(shard)
         for owner, shards in sorted(by_owner.items()):
             self._ensure(("gc", num, owner, tuple(shards)), lambda o=owner, s=shards: self._gc(num, o, s))
+        now = asyncio.get_running_loop().time()
+        if now - self._abandon_checked >= self.abandon_check_s:
+            self._abandon_checked = now
+            self._ensure(("abandoned", num), lambda: self._abandoned(num))
+
+    async def _abandoned(self, num: int) -> None:
+        """Stop waiting on the shards the latest configuration abandoned after ours."""
+        try:
+            latest = await self.controller.query(-1)
+        except ControllerUnavailable:
+            return                          # the next check asks again
+        st = self.group.sm.state
+        if st.config.num != num:
+            return
+        shards = st.abandoned_here(latest)
+        if shards and await self._propose(encode_shard_op(ENTRY_ABANDONED, num, shards)) == OK:
+            log.warning("group %d: shards %s were abandoned (configuration %s): no longer "
+                        "waiting on their lost group; served empty where ours",
+                        self.gid, shards, ", ".join(str(latest.abandoned[s]) for s in shards))
 
     def _ensure(self, key: tuple, make: Callable[[], Awaitable[None]]) -> None:
         t = self._tasks.get(key)
@@ -166,7 +195,12 @@ class Migrator:
         st = self.group.sm.state
         if st.config.num != num or not st.settled():
             return
-        err = await self._propose(encode_config(cfg))
+        ours = not self.own or is_ours(cfg, self.gid, self.own)
+        if not ours:
+            log.warning("group %d: configuration %d lists gid %d with servers %s, not this "
+                        "group's (%s): taking it owning nothing", self.gid, cfg.num, self.gid,
+                        ", ".join(cfg.groups[self.gid]), ", ".join(sorted(self.own)))
+        err = await self._propose(encode_config(cfg, ours))
         if err != OK:
             log.debug("group %d: configuration %d not taken: %s", self.gid, cfg.num, err)
 

@@ -68,7 +68,8 @@ class ShardKVNode:
         self._controller = ControllerClient([dial(a) for a in self.cfg.shardkv.controllers],
                                             total_timeout=CALL_TIMEOUT_S, call_timeout=1.0)
         self._task = asyncio.get_running_loop().create_task(
-            Migrator(self.driver, self.gid, self._controller, self._peers).run())
+            Migrator(self.driver, self.gid, self._controller, self._peers,
+                     own=self.cfg.shardkv.peers).run())
 
     async def stop(self) -> None:
         self._stopping = True

@@ -12,6 +12,20 @@ Shard states (eRaft's): SERVING (ours and here, or not ours and holding nothing)
 configuration: kept frozen for the new owner), GCING (arrived; the old owner not yet told to
 delete).  A group takes configuration n + 1 only once every shard is SERVING again.
 
+A group acts only on configurations in which its own servers are groups[gid] (`is_ours`: the
+listed servers share an address with the group's own): a configuration that lists the gid
+with other servers (a re-join of the gid elsewhere, which the controller now refuses, or an
+old history that holds one) is taken with the group owning nothing in it, so it neither takes
+shards as empty nor pulls what belongs to the other servers.  Whether a configuration is ours
+is decided by the leader that proposes it and recorded in the log entry (machine.py), so
+replicas whose TOML peers differ (a member added later) still apply the same thing.
+
+Abandoned shards (`shard abandon`, Config.abandoned: shard -> the configuration m that gave
+up its data): a group at configuration n < m that waits on such a shard (PULLING: from a lost
+group; BEPULLING: for a lost group to pull; GCING: to tell a lost group to delete) stops
+waiting (`apply_abandoned`): PULLING and BEPULLING shards are cleared (served empty if ours,
+with empty session tables), GCING ones keep their data; all become SERVING.
+
 Deduplication is per (shard, client), so the table travels with its shard and goes with it.
 A Session remembers `floor` (every seq below it counts as applied) and the applied seqs at or
 above it.  eRaft's clients, one command in flight per client id, send floor = seq = their
@@ -66,6 +80,15 @@ _KIND_WORDS = {PUT: "PUT", APPEND: "APPEND", GET: "GET", DELETE: "DELETE", EXIST
 # shard states
 SERVING, PULLING, BEPULLING, GCING = 0, 1, 2, 3
 STATUS_NAMES = ("Serving", "Pulling", "BePulling", "GCing")
+NOBODY = -1                  # a gid no configuration assigns a shard to
+
+
+def is_ours(cfg: Config, gid: int, own: Iterable[str]) -> bool:
+    """Whether `cfg` counts the group whose servers are `own` as its gid: gid absent (it owns
+    nothing there anyway), or listed with servers of which at least one is the group's own (a
+    group whose membership changed one server at a time keeps its configurations)."""
+    servers = cfg.groups.get(gid)
+    return servers is None or not set(servers).isdisjoint(own)
 
 
 def key2shard(key: bytes) -> int:
@@ -122,21 +145,27 @@ class Dirty:
 
 class ShardKVState:
     def __init__(self, gid: int, config: Config | None = None, prev: Config | None = None,
-                 shards: list[Shard] | None = None) -> None:
+                 shards: list[Shard] | None = None, member: bool = True) -> None:
         self.gid = gid
         self.config = config or Config()
         self.prev = prev or Config()
+        self.member = member          # the current configuration lists our servers as gid's
         self.shards = shards if shards is not None else [Shard() for _ in range(NSHARDS)]
         if len(self.shards) != NSHARDS:
             raise ValueError(f"a group has {NSHARDS} shard records, got {len(self.shards)}")
         self.dirty = Dirty()
 
     # ---------------------------------------------------------------- queries
+    @property
+    def me(self) -> int:
+        """Our gid as the current configuration assigns shards to it (NOBODY when it is not ours)."""
+        return self.gid if self.member else NOBODY
+
     def owns(self, shard: int) -> bool:
-        return self.config.shards[shard] == self.gid
+        return self.config.shards[shard] == self.me
 
     def can_serve(self, shard: int) -> bool:
-        return self.config.shards[shard] == self.gid and self.shards[shard].status in (SERVING, GCING)
+        return self.config.shards[shard] == self.me and self.shards[shard].status in (SERVING, GCING)
 
     def settled(self) -> bool:
         return all(s.status == SERVING for s in self.shards)
@@ -151,13 +180,18 @@ class ShardKVState:
     def previous_owner(self, shard: int) -> int:
         return self.prev.shards[shard]
 
+    def abandoned_here(self, latest: Config) -> list[int]:
+        """The shards we wait on that `latest` says were abandoned after our configuration."""
+        return [i for i, sh in enumerate(self.shards)
+                if sh.status != SERVING and latest.abandoned.get(i, 0) > self.config.num]
+
     # ---------------------------------------------------------------- commands
     def apply_ops(self, store: Store, client: int, floor: int,
                   ops: Iterable[tuple]) -> list[tuple[str, bytes]]:
         """Client operations (kind, key, value, seq) or (kind, key, value, seq, expected)
         (expected: what a CAS compares with); one (err, value) each."""
         out: list[tuple[str, bytes]] = []
-        gid, cfg_shards, shards = self.gid, self.config.shards, self.shards
+        gid, cfg_shards, shards = self.me, self.config.shards, self.shards
         dirty_sessions, dirty_shards = self.dirty.sessions, self.dirty.shards
         for op in ops:
             if len(op) == 4:
@@ -221,20 +255,21 @@ class ShardKVState:
             store.put(s, key, value)
         return out
 
-    def apply_config(self, store: Store, cfg: Config) -> str:
+    def apply_config(self, store: Store, cfg: Config, ours: bool = True) -> str:
         """Take configuration num + 1: shards that arrive start PULLING (SERVING when nobody
-        had them), shards that leave are kept BEPULLING (dropped when nobody gets them)."""
+        had them), shards that leave are kept BEPULLING (dropped when nobody gets them).
+        `ours` False: the configuration lists our gid with other servers; we own nothing in it."""
         if cfg.num != self.config.num + 1:
             return ERR_OUTDATED
         if not self.settled():
             return ERR_NOT_READY
-        gid = self.gid
+        gid, new_gid = self.me, (self.gid if ours else NOBODY)
         for i, sh in enumerate(self.shards):
             old, new = self.config.shards[i], cfg.shards[i]
-            if old != gid and new == gid:
+            if old != gid and new == new_gid:
                 self._clear(store, i)               # a clean slate for what arrives
                 sh.status = PULLING if old != 0 else SERVING
-            elif old == gid and new != gid:
+            elif old == gid and new != new_gid:
                 if new != 0:
                     sh.status = BEPULLING
                 else:
@@ -242,8 +277,22 @@ class ShardKVState:
             else:
                 continue
             self.dirty.shards.add(i)
-        self.prev, self.config = self.config, cfg
+        self.prev, self.config, self.member = self.config, cfg, ours
         self.dirty.configs = True
+        return OK
+
+    def apply_abandoned(self, store: Store, num: int, shards: Iterable[int]) -> str:
+        """Stop waiting on shards abandoned after configuration num (see the module doc)."""
+        if num == self.config.num:
+            for i in sorted(set(shards)):
+                if not 0 <= i < NSHARDS:
+                    continue
+                sh = self.shards[i]
+                if sh.status in (PULLING, BEPULLING):
+                    self._clear(store, i)
+                if sh.status != SERVING:
+                    sh.status = SERVING
+                    self.dirty.shards.add(i)
         return OK
 
     def apply_insert(self, store: Store, num: int, shard: int, cursor: bytes, nxt: bytes,

@@ -12,7 +12,7 @@ from eraftd._pb import shardctrler_pb2 as pb
 from eraftd.controller.machine import (BadRequest, ControllerMachine, command_from_pb,
                                        config_from_pb, config_to_pb, decode_command,
                                        encode_command, load_state)
-from eraftd.controller.state import OK, Applied, Command, Config, Join, Leave, Move, SetServers
+from eraftd.controller.state import OK, Abandon, Applied, Command, Config, Join, Leave, Move, SetServers
 from eraftd.node.storage import NodeStore
 from eraftd.raft.messages import Entry
 
@@ -92,6 +92,7 @@ def snapshot_of(sm: ControllerMachine):
     Command(Move(0, 1)),
     Command(Move(9, 2_000_000_000), 3, 4),
     Command(SetServers(100, ("b", "a")), 5, 6),
+    Command(Abandon((7, 2)), 5, 6),
 ])
 def test_commands_round_trip_and_never_encode_empty(c):
     data = encode_command(c)
@@ -121,6 +122,16 @@ def test_configs_round_trip_through_pb():
     assert config_from_pb(config_to_pb(c)) == c
     assert config_from_pb(pb.Config()) == Config()              # an empty message is config 0
     assert command_from_pb(pb.CommandRequest(op=pb.MOVE, shard=3, gid=4)) == Command(Move(3, 4))
+    # eraftd's additive field: an abandoned record travels; eRaft's fields are untouched
+    a = Config(5, [1] * 10, {1: ("a",)}, {7: 5, 2: 4})
+    m = config_to_pb(a)
+    assert config_from_pb(m) == a and dict(m.abandoned) == {2: 4, 7: 5}
+    assert config_from_pb(pb.Config.FromString(config_to_pb(c).SerializeToString())).abandoned == {}
+
+
+def test_force_is_not_part_of_the_logged_command():
+    req = pb.CommandRequest(op=pb.JOIN, servers={1: pb.Servers(servers=["a"])}, force=True)
+    assert not pb.CommandRequest.FromString(encode_command(command_from_pb(req))[1:]).force
 
 
 # ---------------------------------------------------------------- the machine

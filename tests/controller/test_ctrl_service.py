@@ -90,12 +90,12 @@ def test_a_stub_only_client_works(cluster, clerks):
     c0 = ck.query()
     assert (c0.num, list(c0.shards), dict(c0.groups)) == (0, [0] * 10, {})
 
-    r = ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["x", "y", "z"])})
+    r = ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["x", "y", "z"])}, force=True)
     assert r.err == "OK" and r.config.num == 1
     ck.command_id -= 1                                 # the same command again: applied once
-    r = ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["x", "y", "z"])})
+    r = ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["x", "y", "z"])}, force=True)
     assert r.err == "OK" and r.config.num == 1
-    r = ck.command(op=pb.JOIN, servers={2: pb.Servers(servers=["a"]), 3: pb.Servers(servers=["b"])})
+    r = ck.command(op=pb.JOIN, servers={2: pb.Servers(servers=["a"]), 3: pb.Servers(servers=["b"])}, force=True)
     assert r.err == "OK" and r.config.num == 2
     c2 = ck.query()
     assert c2.num == 2 and sorted(c2.groups) == [1, 2, 3]
@@ -107,6 +107,14 @@ def test_a_stub_only_client_works(cluster, clerks):
     assert c4.num == 4 and c4.shards[0] == 3 and sorted(c4.groups) == [2, 3]
     assert ck.query(1).num == 1 and list(ck.query(1).shards) == [1] * 10
     assert ck.query(99).num == 4
+
+    # eRaft's plain join (no `force`, which an eRaft client never sets) is checked first: no
+    # server of gid 9 answers as gid 9, so it is refused and no configuration is made
+    r = ck.command(op=pb.JOIN, servers={9: pb.Servers(servers=["127.0.0.1:1", "127.0.0.1:2"])})
+    assert r.err == ("join: no server of gid 9 answers as a replica of gid 9 (127.0.0.1:1 does "
+                     "not answer, 127.0.0.1:2 does not answer); start the group's servers first, "
+                     "or pass --force to join anyway")
+    assert ck.query().num == 4
 
     # GetStatus: every peer answers; one leader; the eRaft field meanings
     def settled():
@@ -134,7 +142,7 @@ def test_a_follower_answers_err_wrong_leader_with_a_hint(cluster):
             out = []
             for req in (pb.CommandRequest(op=pb.QUERY, num=-1),
                         pb.CommandRequest(op=pb.JOIN, servers={7: pb.Servers(servers=["s"])},
-                                          client_id=1, command_id=1)):
+                                          client_id=1, command_id=1, force=True)):
                 t0 = time.monotonic()
                 resp, call = stub.Command.with_call(req, timeout=5)
                 out.append((resp.err, dict(call.trailing_metadata()).get("leader"),
@@ -180,7 +188,7 @@ BAD = [
 def test_bad_input_gets_a_clear_err_and_changes_nothing(cluster, clerks):
     c = cluster(n=3).start()
     ck = clerks(addresses(c))
-    assert ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a", "b"])}).err == "OK"
+    assert ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a", "b"])}, force=True).err == "OK"
     before = ck.query()
     for kw, want in BAD:
         err = ck.command(**kw).err
@@ -188,7 +196,7 @@ def test_bad_input_gets_a_clear_err_and_changes_nothing(cluster, clerks):
     assert ck.query() == before
     # the same gid with the same servers is harmless (a join retried by a fresh client)
     fresh = clerks(addresses(c), client_id=777)
-    assert fresh.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a", "b"])}).err == "OK"
+    assert fresh.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a", "b"])}, force=True).err == "OK"
     assert ck.query() == before
 
 
@@ -198,7 +206,7 @@ async def test_controller_client_finds_the_leader_and_raises_clear_errors(cluste
     leader = await asyncio.to_thread(lambda: wait_for(lambda: leader_of(addrs), 30, "a leader"))
     followers_first = sorted(addrs, key=lambda a: a == leader)
     async with ControllerClient(followers_first, total_timeout=30) as ctl:
-        cfg = await ctl.join({3: ["p", "q"]})
+        cfg = await ctl.join({3: ["p", "q"]}, force=True)
         assert cfg.num == 1 and cfg.shards == (3,) * 10 and cfg.groups == {3: ("p", "q")}
         assert ctl.leader == leader                   # followed the hint and cached it
         assert (await ctl.query(0)).num == 0
@@ -243,7 +251,7 @@ def test_err_timeout_without_a_quorum_then_the_retry_applies_once(cluster, clerk
     c = cluster(n=3, raft={"check_quorum": False}).start()
     addrs = addresses(c)
     ck = clerks(addrs)
-    assert ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a"])}).err == "OK"
+    assert ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a"])}, force=True).err == "OK"
     leader = wait_for(lambda: leader_of(addrs), 30, "a leader")
     followers = [n for n in c.nodes if n.address != leader]
     for n in followers:
@@ -252,7 +260,7 @@ def test_err_timeout_without_a_quorum_then_the_retry_applies_once(cluster, clerk
         with grpc.insecure_channel(leader) as ch:
             stub = pb_grpc.ShardCtrlerServiceStub(ch)
             join = pb.CommandRequest(op=pb.JOIN, servers={2: pb.Servers(servers=["b"])},
-                                     client_id=99, command_id=1)
+                                     client_id=99, command_id=1, force=True)
             t0 = time.monotonic()
             assert stub.Command(join, timeout=10).err == "ErrTimeout"
             assert 1.5 < time.monotonic() - t0 < 5
@@ -263,6 +271,6 @@ def test_err_timeout_without_a_quorum_then_the_retry_applies_once(cluster, clerk
     # the timed-out join may commit now; its retry (same ids) is answered, never applied twice
     ck99 = clerks(addrs, client_id=99)
     ck99.command_id = 1
-    r = ck99.command(op=pb.JOIN, servers={2: pb.Servers(servers=["b"])})
+    r = ck99.command(op=pb.JOIN, servers={2: pb.Servers(servers=["b"])}, force=True)
     assert r.err == "OK" and r.config.num == 2
     assert ck.query().num == 2 and sorted(ck.query().groups) == [1, 2]

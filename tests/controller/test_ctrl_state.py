@@ -6,8 +6,8 @@ import itertools
 import pytest
 from ctrl_support import check_config
 
-from eraftd.controller.state import (NSHARDS, OK, Command, Config, ControllerState, Join, Leave,
-                                     Move, SetServers, rebalance)
+from eraftd.controller.state import (NSHARDS, OK, Abandon, Command, Config, ControllerState, Join,
+                                     Leave, Move, SetServers, check, last_handoff, rebalance)
 
 
 class Clerk:
@@ -316,3 +316,44 @@ def test_a_config_is_normalised_and_checked():
         Config(1, [1] * 9, {1: ["a"]})
     with pytest.raises(ValueError, match="configuration 1 is numbered 2"):
         ControllerState([Config(), Config(2)])
+
+
+# ---------------------------------------------------------------- abandon
+
+def test_abandon_records_the_shards_and_every_later_configuration_keeps_the_record(st):
+    ck = Clerk(st)
+    assert ck.join({1: ["a"]}) == OK and ck.join({2: ["b"]}) == OK
+    before = st.latest
+    assert ck.do(Abandon((6, 5))) == OK
+    c = st.latest
+    assert (c.num, c.shards, c.groups) == (before.num + 1, before.shards, before.groups)
+    assert c.abandoned == {5: c.num, 6: c.num}
+    assert ck.leave([2]) == OK and ck.move(0, 1) == OK and ck.join({3: ["c"]}) == OK
+    assert st.latest.abandoned == {5: c.num, 6: c.num}               # carried along
+    assert ck.do(Abandon((6,))) == OK                                # again: the later number
+    assert st.latest.abandoned == {5: c.num, 6: st.latest.num}
+    assert st.query(c.num - 1).abandoned == {}                        # history unchanged
+
+
+@pytest.mark.parametrize("op, want", [
+    (Abandon(()), "shard abandon: no shards given"),
+    (Abandon((10,)), "shard abandon: shard 10 is outside 0..9"),
+    (Abandon((-1,)), "shard abandon: shard -1 is outside 0..9"),
+    (Abandon((3, 3)), "shard abandon: shard 3 is listed twice"),
+    (Abandon((3,)), "shard abandon: shard 3 is not assigned to any group in configuration 0: "
+                    "nothing would serve it; join a group first"),
+])
+def test_bad_abandons_are_refused_and_change_nothing(st, op, want):
+    assert Clerk(st).do(op) == want
+    assert st.latest == Config()
+
+
+def test_last_handoff_is_the_last_change_of_owner():
+    cfgs = [Config(), Config(1, [1] * 10, {1: ("a",)}),
+            Config(2, [1] * 5 + [2] * 5, {1: ("a",), 2: ("b",)}),
+            Config(3, [1] * 10, {1: ("a",)}),
+            Config(4, [1] * 10, {1: ("a",)}, {7: 4})]
+    assert last_handoff(cfgs, 7) == (2, 1)          # 1 -> 2 (config 2), 2 -> 1 (config 3)
+    assert last_handoff(cfgs, 0) == (0, 1)          # never moved between groups
+    assert last_handoff(cfgs[:3], 7) == (1, 2)
+    assert check(cfgs[-1], Abandon((7,))) is None

@@ -20,7 +20,7 @@ from pathlib import Path
 from eraftd._pb import shardkv_pb2 as skpb
 from eraftd._pb import shardkv_pb2_grpc as skpb_grpc
 from eraftd.config import dump_toml
-from eraftd.controller.client import ControllerClient
+from eraftd.controller.client import ControllerClient, ControllerError
 from eraftd.controller.state import NSHARDS
 from eraftd.testing import FaultyProxy, Node, ShardedCluster
 
@@ -225,7 +225,14 @@ class Membership:
                     if step == "join":
                         g = self.rng.choice(out)
                         self.joined.add(g)           # unknown outcome counts as joined (may land)
-                        await ctl.join({g: self.c.addresses(g)})
+                        try:
+                            await ctl.join({g: self.c.addresses(g)})
+                        except ControllerError:
+                            # refused: none of its replicas answered as g (all killed or
+                            # paused at once); a definite no, the next step goes on
+                            self.joined.discard(g)
+                            self.counts["join refused"] += 1
+                            continue
                     elif step == "leave":
                         g = self.rng.choice(sorted(self.joined))
                         await ctl.leave([g])

@@ -100,8 +100,10 @@ def test_bench_summary_and_json():
 def cands(text: str, view: ClusterView, keys=()) -> list[tuple[str, str, str]]:
     from repl.commands import GRAMMAR
     s = suggest(text, GRAMMAR)
-    opts = list(GRAMMAR[s.command].options or ()) if s.command in GRAMMAR else []
-    return candidates(s, view, keys, {n: c.help for n, c in COMMANDS.items()}, opts)
+    g = GRAMMAR.get(s.command)
+    opts = list(g.options or ()) if g is not None else []
+    return candidates(s, view, keys, {n: c.help for n, c in COMMANDS.items()}, opts,
+                      g.subcommands if g is not None else None)
 
 
 def test_candidates_come_from_the_cached_view():
@@ -122,6 +124,11 @@ def test_candidates_come_from_the_cached_view():
     assert cands("join ", later)[0] == ("101=b:1", "101=b:1", "left earlier")
     assert [c[0] for c in cands("join 102=a:1,", later)] == ["102=a:1,a:2", "102=a:1,b:1"]
     assert cands("move 3 ", ClusterView()) == []          # nothing known yet: nothing offered
+    # shard abandon: the subcommand, then shard numbers (with their owner), then its options
+    assert cands("shard ", view) == [("abandon", "abandon", COMMANDS["shard"].subcommands["abandon"])]
+    assert [c[0] for c in cands("shard abandon 3 ", view)] == [str(i) for i in range(10)]
+    assert cands("shard abandon 5", view)[0] == ("5", "5", "gid 101")
+    assert [c[0] for c in cands("shard abandon 3 --y", view)] == ["--yes-lose-data"]
 
 
 # ---------------------------------------------------------------- parsing and usage errors
@@ -132,6 +139,16 @@ def test_candidates_come_from_the_cached_view():
     ("put k a b", "put: takes 2 arguments, got 3 (quote a value that has spaces: put k 'two words'); "
                   "usage: put KEY VALUE"),
     ("get", "get: takes 1 argument, got 0; usage: get KEY"),
+    ("shard", "shard: expected a subcommand: abandon; usage: shard abandon SHARD [SHARD ...] "
+              "--yes-lose-data [--wait]"),
+    ("shard forget 3", "shard: unknown subcommand 'forget'; expected abandon; usage: shard abandon "
+                       "SHARD [SHARD ...] --yes-lose-data [--wait]"),
+    ("shard abandon", "shard: takes at least 1 argument, got 0; usage: shard abandon SHARD "
+                      "[SHARD ...] --yes-lose-data [--wait]"),
+    ("shard abandon 10", "shard: a shard must be 0..9, got 10; usage: shard abandon SHARD "
+                         "[SHARD ...] --yes-lose-data [--wait]"),
+    ("shard abandon 3 3", "shard: shard 3 is given twice; usage: shard abandon SHARD [SHARD ...] "
+                          "--yes-lose-data [--wait]"),
     ("get a b", "get: takes 1 argument, got 2; usage: get KEY"),
     ("move 10 100", "move: the shard must be 0..9, got 10; usage: move SHARD GID"),
     ("move x 100", "move: the shard must be an integer, got 'x'"),

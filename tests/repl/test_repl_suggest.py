@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from repl.commands import GRAMMAR
 from repl.suggest import (ADDRESS, COMMAND, CONFIG_NUM, GID, GROUP_SPEC, KEY, NOTHING, OPTION,
-                          SHARD, TOPIC, VALUE, split_words, suggest)
+                          SHARD, SUBCOMMAND, TOPIC, VALUE, split_words, suggest)
 
 
 def kind(text: str) -> str:
@@ -40,6 +40,11 @@ def test_configuration_commands():
     assert kind("help ") == TOPIC
     assert kind("status ") == NOTHING
     assert kind("nosuch ") == NOTHING
+    assert kind("shard ") == SUBCOMMAND
+    assert kind("shard abandon ") == SHARD
+    assert kind("shard abandon 3 ") == SHARD            # many shards
+    assert kind("shard abandon 3 --yes") == OPTION
+    assert kind("join 101=a:1 --f") == OPTION
 
 
 def test_an_address_inside_a_join_spec():

@@ -13,7 +13,8 @@ from eraftd._pb import shardmigration_pb2 as migpb
 from eraftd.controller.state import NSHARDS
 from eraftd.node.storage import NodeStore, encode_chunk
 from eraftd.raft.messages import Entry, SnapshotMeta
-from eraftd.shardkv.machine import (ENTRY_BATCH, ENTRY_COMMAND, ENTRY_DELETE, ENTRY_GC_DONE,
+from eraftd.shardkv.machine import (ENTRY_ABANDONED, ENTRY_BATCH, ENTRY_COMMAND, ENTRY_DELETE,
+                                    ENTRY_GC_DONE,
                                     ShardKVMachine, decode_session, encode_config, encode_insert,
                                     encode_session, encode_shard_op, sessions_from_pb,
                                     sessions_to_pb)
@@ -235,3 +236,22 @@ def test_wrong_group_and_bad_entries(tmp_path):
     bad_chunk = b"I" + migpb.InsertChunk(config_num=1, shard=0, kvs=b"nope").SerializeToString()
     assert "undecodable" in h.apply(bad_chunk)[0]
     h.close()
+
+
+def test_a_configuration_not_ours_and_an_abandon_are_entries_and_survive_a_restart(tmp_path):
+    h = Harness(tmp_path / "n")
+    try:
+        other = config(1, [GID] * NSHARDS, {GID: ("elsewhere:1",)})
+        assert h.apply(encode_config(other, ours=False)) == [OK]
+        assert not h.m.state.member and not h.m.state.owns(0)
+        h = h.reopen()
+        assert h.m.state.config == other and not h.m.state.member      # persisted
+        assert h.apply(command(PUT, key_in(0).decode(), "v")) == [[("ErrWrongGroup", b"")]]
+        # ours again at 2: shards arrive from "gid 100 elsewhere", pulled; then abandoned
+        assert h.apply(encode_config(config(2, [GID] * NSHARDS))) == [OK]
+        assert h.m.state.member and h.m.state.shards_in(PULLING) == list(range(NSHARDS))
+        assert h.apply(encode_shard_op(ENTRY_ABANDONED, 2, range(NSHARDS))) == [OK]
+        h = h.reopen()
+        assert h.m.state.member and h.m.state.settled() and h.m.state.can_serve(0)
+    finally:
+        h.close()

@@ -14,6 +14,7 @@ import pytest
 from skv_support import group_shards, in_thread, key_in, sharded, wait_settled  # noqa: F401
 
 from eraftd.controller.client import ControllerClient, ControllerUnavailable, NotAController
+from eraftd.config import dump_toml
 from eraftd.controller.state import NSHARDS
 from eraftd.shardkv.clerk import Clerk, ShardKVUnavailable
 from eraftd.shardkv.unary import UnaryClerk
@@ -62,9 +63,9 @@ class Shell:
 
 
 async def join_phantom(ctl: ControllerClient, gid: int, servers: list[str]) -> None:
-    """Join a group whose servers do not exist (a mistyped join).  The controller accepts it
-    today; when it refuses unreachable servers unless forced, force it here."""
-    await ctl.join({gid: servers})
+    """Join a group whose servers do not exist (a mistyped join): the controller refuses it
+    unless forced (precheck.py), so it is forced here."""
+    await ctl.join({gid: servers}, force=True)
 
 
 async def test_long_lived_clients_follow_a_group_that_left_and_stopped(sharded):  # noqa: F811
@@ -224,12 +225,21 @@ async def test_deadlines_hold_and_a_non_controller_fails_at_once(sharded):  # no
 
 
 async def test_dial_maps_advertised_addresses_to_real_ones(sharded):  # noqa: F811
-    c = sharded(gids=(G1,), controllers=1, replicas=1).start()
+    c = sharded(gids=(G1,), controllers=1, replicas=1)
     real_ctrl, real_node = c.controller_addresses()[0], c.addresses(G1)[0]
+    # the replica advertises a name (its group's servers, as joined, are that name: a group
+    # takes only configurations that list its own servers); only the clients' dial maps it
+    n = c.group(G1)[0]
+    n.config["node"]["advertise"] = "replica.invalid:7100"
+    n.config["shardkv"]["peers"] = ["replica.invalid:7100"]
+    n.toml.write_text(dump_toml(n.config))
+    c.start()
     dial = {"controller.invalid:7000": real_ctrl, "replica.invalid:7100": real_node}.get
     through = lambda a: dial(a, a)                   # noqa: E731
     async with ControllerClient(["controller.invalid:7000"], dial=through) as ctl:
-        await ctl.join({G1: ["replica.invalid:7100"]})      # the group advertised by name
+        # the group advertised by a name only this client's dial map knows: the controller
+        # cannot ask it whether it is gid G1, so the join is forced
+        await ctl.join({G1: ["replica.invalid:7100"]}, force=True)
         assert ctl.leader == "controller.invalid:7000"
         async with Clerk(["controller.invalid:7000"], dial=through, total_timeout=30) as kv:
             await kv.put("k", "v")

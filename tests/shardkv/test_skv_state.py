@@ -13,7 +13,8 @@ from eraftd.controller.state import NSHARDS
 from eraftd.shardkv.state import (APPEND, BEPULLING, CAS, CAS_ABSENT, DELETE, ERR_MISMATCH,
                                   ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED, ERR_WRONG_GROUP,
                                   EXISTS, GCING, GET, OK, PULLING, PUT, SERVING, UNARY_KINDS,
-                                  Limits, Session, ShardKVState, key2shard)
+                                  Limits, Session, ShardKVState, is_ours, key2shard)
+from eraftd.controller.state import Config
 
 G1, G2 = 100, 101
 
@@ -304,3 +305,96 @@ def test_limits():
 def test_state_must_have_every_shard():
     with pytest.raises(ValueError):
         ShardKVState(G1, shards=[])
+
+
+# ---------------------------------------------------------------- configurations that are not ours
+
+def test_is_ours_means_the_gid_is_listed_with_some_of_our_own_servers():
+    own = ("s1", "s2", "s3")
+    assert is_ours(Config(1, [G1] * NSHARDS, {G1: ("s1", "s2", "s3")}), G1, own)
+    assert is_ours(Config(1, [G1] * NSHARDS, {G1: ("s3", "s2", "s1")}), G1, own)   # a set
+    assert is_ours(Config(1, [G1] * NSHARDS, {G1: ("s1", "s2", "s4")}), G1, own)   # one replaced
+    assert not is_ours(Config(1, [G1] * NSHARDS, {G1: ("t1", "t2")}), G1, own)
+    assert is_ours(Config(1, [G2] * NSHARDS, {G2: ("t1",)}), G1, own)              # not listed
+
+
+def replay(gid: int, own: tuple[str, ...], configs: list[Config]) -> tuple[ShardKVState, DictStore]:
+    """A group applying `configs` in turn, each as ours or not as its leader would decide."""
+    st, store = ShardKVState(gid), DictStore()
+    for c in configs:
+        assert st.apply_config(store, c, is_ours(c, gid, own)) == OK, c.num
+        if not st.settled():
+            break
+    return st, store
+
+
+# the issue's history: join 100=S1, join 101, leave 100, join 100=S2 (an old controller let it)
+S1, S2, S101 = ("a1", "a2"), ("b1", "b2"), ("c1",)
+REJOIN = [config(1, [G1] * 10, {G1: S1}),
+          config(2, [G1] * 5 + [G2] * 5, {G1: S1, G2: S101}),
+          config(3, [G2] * 10, {G2: S101}),
+          config(4, [G1] * 5 + [G2] * 5, {G1: S2, G2: S101})]
+
+
+def test_new_servers_under_an_old_gid_skip_its_history_then_pull_from_the_real_owner():
+    st, store = replay(G1, S2, REJOIN[:3])
+    # configurations 1-3 listed gid 100 with S1: S2 took no shard in them (before: took them
+    # all as empty at 1, then stuck BePulling at 2 for ever)
+    assert st.config.num == 3 and st.settled()     # 3 lists no gid 100: ours, owning nothing
+    assert [st.owns(s) for s in range(NSHARDS)] == [False] * NSHARDS
+    assert st.apply_ops(store, 0, 0, [(GET, key_in(0), b"", 0)]) == [(ERR_WRONG_GROUP, b"")]
+    assert st.apply_config(store, REJOIN[3], is_ours(REJOIN[3], G1, S2)) == OK
+    assert st.member and st.shards_in(PULLING) == [0, 1, 2, 3, 4]
+    assert {st.previous_owner(s) for s in range(5)} == {G2}         # from 101, which has them
+
+
+def test_the_old_servers_take_no_shard_in_a_configuration_that_lists_others():
+    st, store = replay(G1, S1, REJOIN[:1])
+    assert st.apply_ops(store, 0, 0, [(PUT, key_in(0), b"v", 0)]) == [(OK, b"")]
+    # a configuration that lists gid 100 with S2 only: S1 owns nothing in it, so its shards
+    # wait to be pulled by S2 (BePulling) instead of being served by two groups at once
+    c = config(2, [G1] * 10, {G1: S2})
+    assert st.apply_config(store, c, is_ours(c, G1, S1)) == OK
+    assert not st.member and st.shards_in(BEPULLING) == list(range(NSHARDS))
+    assert st.apply_ops(store, 0, 0, [(GET, key_in(0), b"", 0)]) == [(ERR_WRONG_GROUP, b"")]
+    assert store.shard(0) == {key_in(0): b"v"}                       # kept for the new owner
+
+
+# ---------------------------------------------------------------- abandoned shards
+
+def test_abandoned_shards_stop_waiting_and_serve_empty():
+    # 101 held everything; a phantom 102 got 5-9 (config 2), left (3), 5-9 abandoned at 4
+    st, store = serving(G2, shards=range(NSHARDS))      # config 1, all ours
+    for s in (5, 6):
+        st.apply_ops(store, 9, 1, [(PUT, key_in(s), b"old", s)])
+    to_phantom = config(2, [G2] * 5 + [102] * 5)
+    assert st.apply_config(store, to_phantom) == OK
+    assert st.shards_in(BEPULLING) == [5, 6, 7, 8, 9]
+    latest = Config(4, [G2] * 10, {G2: ("g101",)}, {5: 4, 6: 4, 7: 4, 8: 4, 9: 4})
+    assert st.abandoned_here(Config(3, [G2] * 10, {G2: ("g101",)})) == []   # not abandoned yet
+    assert st.abandoned_here(latest) == [5, 6, 7, 8, 9]
+    assert st.apply_abandoned(store, 1, [5]) == OK and st.shards_in(BEPULLING) == [5, 6, 7, 8, 9]  # stale
+    assert st.apply_abandoned(store, 2, [5, 6, 7, 8, 9]) == OK
+    assert st.settled() and store.shard(5) == {} and st.shards[5].sessions == {}
+    # back from the phantom at 3: they arrive from 102 (PULLING), abandoned after 3: served empty
+    assert st.apply_config(store, Config(3, [G2] * 10, {G2: ("g101",)})) == OK
+    assert st.shards_in(PULLING) == [5, 6, 7, 8, 9]
+    assert st.abandoned_here(latest) == [5, 6, 7, 8, 9]
+    assert st.apply_abandoned(store, 3, st.abandoned_here(latest)) == OK
+    assert st.settled() and all(st.can_serve(s) for s in range(NSHARDS))
+    assert st.apply_ops(store, 9, 2, [(GET, key_in(5), b"", 0), (PUT, key_in(5), b"new", 7),
+                                      (GET, key_in(5), b"", 0)]) == \
+        [(ERR_NO_KEY, b""), (OK, b""), (OK, b"new")]             # session table empty: seq 7 applies
+    assert st.apply_config(store, latest) == OK and st.settled()   # nothing more to do at 4
+
+
+def test_an_abandon_before_or_at_our_configuration_changes_nothing():
+    st, store = serving(G1, shards=range(5))
+    c2 = config(2, [G1] * 10)                                  # 5-9 arrive from 101
+    assert st.apply_config(store, c2) == OK and st.shards_in(PULLING) == [5, 6, 7, 8, 9]
+    assert st.abandoned_here(Config(3, [G1] * 10, {G1: ("g100",)}, {5: 2, 6: 1})) == []
+    # a GCING shard keeps the data it got (the old owner is just never told to delete)
+    assert st.apply_insert(store, 2, 5, b"", b"", [(key_in(5), b"v")], {}, True) == OK
+    assert st.shards[5].status == GCING
+    assert st.apply_abandoned(store, 2, [5]) == OK
+    assert st.shards[5].status == SERVING and store.shard(5) == {key_in(5): b"v"}

@@ -486,13 +486,19 @@ class Abandoning:
     wait: bool
 
 
+def _subcommand(words: list[str], names: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """(the subcommand, the words after it) of a command with subcommands (shard, member)."""
+    if not words:
+        raise UsageError(f"expected a subcommand: {', '.join(names)}")
+    sub, *rest = words
+    if sub not in names:
+        raise UsageError(f"unknown subcommand {sub!r}; expected {', '.join(names)}")
+    return sub, rest
+
+
 def _parse_shard(words: list[str], opts: Opts) -> Abandoning:
     """abandon SHARD [SHARD ...] (the only subcommand so far)."""
-    if not words:
-        raise UsageError(f"expected a subcommand: {', '.join(SHARD_SUBCOMMANDS)}")
-    sub, *rest = words
-    if sub not in SHARD_SUBCOMMANDS:
-        raise UsageError(f"unknown subcommand {sub!r}; expected {', '.join(SHARD_SUBCOMMANDS)}")
+    _, rest = _subcommand(words, SHARD_SUBCOMMANDS)
     shards: list[int] = []
     for w in _count(rest, 1, None):
         shard = _int(w, "a shard", 0, NSHARDS - 1)
@@ -633,11 +639,7 @@ class MemberArgs:
 
 
 def _parse_member(words: list[str], opts: Opts) -> MemberArgs:
-    if not words:
-        raise UsageError(f"say what to do: {', '.join(MEMBER_OPS)}")
-    op, *rest = words
-    if op not in MEMBER_OPS:
-        raise UsageError(f"no subcommand {op!r}; the subcommands: {', '.join(MEMBER_OPS)}")
+    op, rest = _subcommand(words, MEMBER_OPS)
     sub_usage = MEMBER_OPS[op][0].split(" [")[0]
     want = 1 if op == "list" else 2
     if len(rest) != want:

@@ -237,7 +237,7 @@ def test_member_refusals_and_usage_errors_are_one_line():
         o = await execute(s, f"member add ctrl {nodes.addresses[3]} --timeout 300ms")
         assert o.code == EXIT_FAILED and "has not caught up after 0.3 s" in o.error
         assert "eraftd member promote ctrl" in o.error
-        for line, words in [("member", "say what to do"), ("member grow ctrl", "no subcommand 'grow'"),
+        for line, words in [("member", "expected a subcommand: list, add"), ("member grow ctrl", "unknown subcommand 'grow'"),
                             ("member list", "expected member list GID|ctrl, got 0 words"),
                             ("member add ctrl", "expected member add GID|ctrl ADDR"),
                             ("member add ctrl 3", "expected an address (HOST:PORT)"),

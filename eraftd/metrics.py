@@ -113,6 +113,17 @@ class NodeCollector(Collector):
             "last": GaugeMetricFamily("eraft_raft_last_index", "Last log index", labels=["group"]),
             "leader": GaugeMetricFamily("eraft_raft_leader_known",
                                         "1 when this node knows the group's leader", labels=["group"]),
+            "voters": GaugeMetricFamily("eraft_raft_voters", "Voting members of the group",
+                                        labels=["group"]),
+            "learners": GaugeMetricFamily("eraft_raft_learners",
+                                          "Learners (non-voting members catching up) of the group",
+                                          labels=["group"]),
+            "refused": GaugeMetricFamily("eraft_raft_refused_members",
+                                         "Members whose messages this node refuses (back with an "
+                                         "empty disk: to be replaced)", labels=["group"]),
+            "problem": GaugeMetricFamily("eraft_raft_member_problem",
+                                         "1 when this node cannot take part in the group (waiting "
+                                         "to be added, or refused by its peers)", labels=["group"]),
         }
         role = GaugeMetricFamily("eraft_raft_role", "1 for this node's current role in the group",
                                  labels=["group", "role"])
@@ -133,6 +144,12 @@ class NodeCollector(Collector):
             gauges["applied"].add_metric([gid], st.applied)
             gauges["last"].add_metric([gid], st.last_index)
             gauges["leader"].add_metric([gid], 1 if st.lead >= 0 else 0)
+            m = g.members
+            gauges["voters"].add_metric([gid], len(m.voters))
+            gauges["learners"].add_metric([gid], len(m.learners))
+            gauges["refused"].add_metric([gid], sum(1 for a in self.driver.refused
+                                                    if m.id_of(a) is not None))
+            gauges["problem"].add_metric([gid], 1 if member_problem(self.driver, g) else 0)
             name = st.role.wire_name
             for r in ROLES:
                 role.add_metric([gid, r], 1 if r == name else 0)
@@ -151,6 +168,16 @@ class NodeCollector(Collector):
         size = GaugeMetricFamily("eraft_storage_bytes", "Size of this node's RocksDB on disk")
         size.add_metric([], self.store.size_bytes())
         yield size
+
+
+def member_problem(driver: Any, g: Any) -> str:
+    """Why this node cannot take part in group g ("" if it can): refused by its peers (it came
+    back with an empty disk), or waiting to be added."""
+    if getattr(driver, "problem", ""):
+        return driver.problem
+    if getattr(g, "waiting", False):
+        return "waiting to be added to the group (eraftd member add)"
+    return ""
 
 
 def held_shards(g: Any) -> list[tuple[int, str, int, int]]:
@@ -181,7 +208,10 @@ def readiness(driver: Any) -> tuple[bool, list[str]]:
     problems = []
     for g in driver.groups.values():
         st = g.node.status()
-        if st.lead < 0:
+        why = member_problem(driver, g)
+        if why:
+            problems.append(f"{g.name}: {why}")
+        elif st.lead < 0:
             problems.append(f"{g.name}: no leader known (term {st.term}, {st.role.wire_name.lower()})")
         elif st.applied < st.commit:
             problems.append(f"{g.name}: applied {st.applied} < commit {st.commit} (catching up)")

@@ -84,6 +84,39 @@ def leader_of(nodes: Iterable[Node], group: int) -> Node | None:
     return best
 
 
+def change_member(nodes: Callable[[], Iterable[Node]], group: int, op: str, address: str = "",
+                  node_id: int = -1, timeout: float = 60) -> apb.ChangeMemberResponse:
+    """One membership change (NodeAdmin.ChangeMember) at whoever of nodes() leads `group`,
+    retrying while the answer says to (not the leader, "try again"); a refusal raises."""
+    last: list[str] = []
+
+    def attempt():
+        ld = leader_of(nodes(), group)
+        if ld is None:
+            return None
+        r = ld.admin().ChangeMember(apb.ChangeMemberRequest(group=group, op=op, address=address,
+                                                            node_id=node_id), timeout=15)
+        last[:] = [r.err]
+        if r.err == "OK":
+            return r
+        if r.err == "ErrWrongLeader" or "try again" in r.err:
+            return None
+        raise AssertionError(f"{op} {address or node_id} refused: {r.err}")
+    return wait_for(attempt, timeout, f"{op} {address or node_id} (last answer: {last})")
+
+
+def wait_caught_up(nodes: Callable[[], Iterable[Node]], group: int, address: str,
+                   timeout: float = 60, lag: int = 5) -> None:
+    """Until the leader of `group` sees the member at `address` within `lag` entries."""
+    def ok():
+        ld = leader_of(nodes(), group)
+        if ld is None:
+            return False
+        r = ld.admin().Members(apb.MembersRequest(group=group), timeout=5)
+        return any(m.address == address and m.match >= r.last_index - lag for m in r.members)
+    wait_for(ok, timeout, f"{address} to catch up in group {group}")
+
+
 class Node:
     def __init__(self, name: str, base: Path, config: dict, extra_args: Iterable[str] = ()) -> None:
         self.name = name
@@ -355,6 +388,18 @@ class ShardedCluster:
     def close(self) -> None:
         for n in self.nodes:
             n.kill()
+
+    def add_replica(self, gid: int, address: str | None = None) -> Node:
+        """A new shardkv replica of gid (not started) whose TOML says it joins the running
+        group (`join = true`, peers = the group's replicas so far)."""
+        base = self.groups[gid][0].config
+        addr = address or f"127.0.0.1:{free_port()}"
+        cfg = {"node": {**base["node"], "listen": addr},
+               "shardkv": {**base["shardkv"], "peers": self.addresses(gid), "join": True},
+               "raft": base["raft"], "log": base["log"]}
+        n = Node(f"g{gid}-{len(self.groups[gid])}", self.base, cfg)
+        self.groups[gid].append(n)
+        return n
 
     def leader(self, gid: int) -> Node | None:
         """The leader of shardkv group gid (0: of the controllers), if any."""

@@ -90,6 +90,7 @@ class SetServers:
         object.__setattr__(self, "servers", tuple(self.servers))
 
 
+@dataclass(frozen=True)
 class Abandon:
     shards: tuple[int, ...]
 
@@ -190,17 +191,17 @@ def check(cfg: Config, op: Op, servers_of: Mapping[int, tuple[str, ...]] | None 
     if isinstance(op, Join):
         for gid, servers in op.groups.items():
             have = cfg.groups.get(gid)
-            if have is not None and have != servers:
+            if have is not None and set(have) != set(servers):
                 return (f"join: gid {gid} is already present with other servers "
                         f"({', '.join(have)}); a gid keeps its servers: join the new servers "
                         f"under a new gid, then make gid {gid} leave")
             had = (servers_of or {}).get(gid)
-            if have is None and had is not None and had != servers:
+            if have is None and had is not None and set(had) != set(servers):
                 # its new servers would replay the gid's history from configuration 0, take
                 # its shards as empty and wedge them (and the old ones could still pull)
                 return (f"join: gid {gid} was served by other servers before "
-                        f"({', '.join(had)}); a gid keeps its servers: join the new servers "
-                        f"under a new gid")
+                        f"({', '.join(had)}); a gid keeps its servers: change them with "
+                        f"`eraftd member`, or join the new servers under a new gid")
     elif isinstance(op, Leave):
         for gid in op.gids:
             if gid not in cfg.groups:

@@ -40,7 +40,7 @@ class AdminService(pb_grpc.NodeAdminServicer):
         for g in d.groups.values():
             st = g.node.status()
             m = g.members
-            problem = d.problem or ("waiting to be added to the group" if g.waiting else "")
+            problem = metrics.member_problem(d, g)
             refused = [why for addr, why in sorted(d.refused.items())
                        if m.id_of(addr) is not None] if g.is_leader() else []
             out.groups.append(pb.GroupStatus(

@@ -130,7 +130,7 @@ class Group:
             return m, me if me is not None else WAITING
         if spec.me is None:
             return Members(), WAITING
-        m = Members.founding(spec.peers, spec.me, spec.uid)
+        m = Members.founding(spec.peers)
         batch = self.store._store.new_batch()
         self.store.stage_put(batch, MEMBERS_KEY, m.encode())
         self.store._store.write(batch)

@@ -46,10 +46,11 @@ class Members:
 
     # -- building ---------------------------------------------------------------
     @classmethod
-    def founding(cls, peers: tuple[str, ...], me: int, my_uid: int) -> "Members":
-        """A group started from its TOML `peers` (ids = positions)."""
-        return cls(tuple(range(len(peers))), (), dict(enumerate(peers)),
-                   {me: my_uid} if 0 <= me < len(peers) else {}, len(peers))
+    def founding(cls, peers: tuple[str, ...]) -> "Members":
+        """A group started from its TOML `peers` (ids = positions).  The founders' uids are not
+        in it (each node learns its peers' on first contact): every founder writes the same
+        record, so replicas' data stay identical."""
+        return cls(tuple(range(len(peers))), (), dict(enumerate(peers)), {}, len(peers))
 
     @classmethod
     def decode(cls, raw: bytes) -> "Members":

@@ -39,10 +39,13 @@ TRANSFER_CONTEXT = b"transfer"
 # only from a snapshot, which carries the membership; entries from index 1 would be applied
 # against no configuration at all
 NEED_SNAPSHOT = b"need-snapshot"
-# from a node that is not a member we take only what a leader sends: to a node that does not
-# know yet that it was added, or (a removed leader handing over) TIMEOUT_NOW; a removed node's
-# campaigns and answers are ignored
-_FROM_NON_MEMBERS = frozenset({T.APP, T.HEARTBEAT, T.SNAP, T.TIMEOUT_NOW})
+# from a node that is not a member (as far as we know) we take what a leader sends (to a node
+# that does not know yet that it was added; TIMEOUT_NOW from a removed leader handing over) and
+# campaigns: a voter that lags may not know the candidate yet, and refusing it could leave no
+# majority for anyone (a removed node's campaigns are kept off by check-quorum's lease, as in
+# thesis 4.2.3, and cannot win: votes count only among the candidate's own voters); answers from
+# non-members are dropped
+_FROM_NON_MEMBERS = frozenset({T.APP, T.HEARTBEAT, T.SNAP, T.TIMEOUT_NOW, T.VOTE, T.PRE_VOTE})
 # kinds of campaign
 _PRE_VOTE, _ELECTION, _TRANSFER = "pre-vote", "election", "transfer"
 
@@ -168,13 +171,23 @@ class Raft:
         last = self.log.last_index()
         cap = self.opts.max_inflight_msgs
         self.prs = {p: Progress(last + 1, cap) for p in self.conf.members()}
-        if self.id in self.prs:
-            self.prs[self.id].match = self.log.stable_last_index()
+        # (ourselves too when we are no member: a removed leader finishing its hand-over)
+        self.prs.setdefault(self.id, Progress(last + 1, cap)).match = self.log.stable_last_index()
         self.read_only = _ReadOnly()
         self.pending_read_msgs = []
 
     def _promotable(self) -> bool:
-        return self.id in self.conf.voters
+        return self.id in self.conf.voters or self._may_hand_over()
+
+    def _may_hand_over(self) -> bool:
+        """A node that knows it was removed, and that voted for itself in its current term (it
+        led, or stood, when it was removed), may still campaign (pre-vote first, votes counted
+        among its configuration's voters) to hand over: it may be the only one that knows its
+        removal committed, and the voters that do not know could each need its vote (which its
+        longer log refuses them).  The right ends with the term (a vote for anyone else, or a
+        newer leader); `_hand_over` passes the leadership on."""
+        c = self.conf
+        return bool(c.voters) and self.id not in c and self.vote == self.id
 
     def is_member(self, nid: int) -> bool:
         return nid in self.conf
@@ -295,7 +308,7 @@ class Raft:
             return
         if transfer:
             self._campaign(_TRANSFER)
-        elif self.opts.pre_vote:
+        elif self.opts.pre_vote or self.id not in self.conf.voters:
             self._campaign(_PRE_VOTE)
         else:
             self._campaign(_ELECTION)
@@ -578,7 +591,7 @@ class Raft:
             if p not in self.prs:
                 self.prs[p] = Progress(last + 1, cap)
         leading = self.role == Role.LEADER
-        for p in [p for p in self.prs if p not in cs and not (leading and p == self.id)]:
+        for p in [p for p in self.prs if p not in cs and p != self.id]:
             del self.prs[p]
         if was_member and self.id not in cs:
             self.notices.append(Notice("removed", self.id))

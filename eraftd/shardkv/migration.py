@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 import grpc
 
@@ -31,7 +31,7 @@ from .._pb import shardkv_pb2 as pb
 from .._pb import shardkv_pb2_grpc as pb_grpc
 from .._pb import shardmigration_pb2 as migpb
 from .._pb import shardmigration_pb2_grpc as migpb_grpc
-from ..controller.client import ControllerUnavailable
+from ..controller.client import ControllerError, ControllerUnavailable
 from ..controller.machine import LEADER_METADATA_KEY
 from ..node.driver import NotLeader
 from ..node.transport import channel_options
@@ -99,14 +99,18 @@ class Peers:
         return None, last
 
 
+SET_SERVERS_EVERY_S = 1.0   # at most this often, the leader asks the controller to list its voters
+
+
 class Migrator:
     def __init__(self, driver: Any, gid: int, controller: Any, peers: Peers,
                  poll_s: float = POLL_S, chunk_bytes: int = CHUNK_BYTES,
-                 timeout: float = CALL_TIMEOUT_S, own: Sequence[str] = (),
+                 timeout: float = CALL_TIMEOUT_S,
+                 own: Callable[[], Iterable[str]] = lambda: (),
                  abandon_check_s: float = ABANDON_CHECK_S) -> None:
         self.driver = driver
         self.gid = gid
-        self.own = frozenset(own)           # the group's own servers (its TOML peers)
+        self.own = own   # the group's own servers now: its members' addresses and TOML peers
         self.abandon_check_s = abandon_check_s
         self._abandon_checked = float("-inf")
         self.controller = controller        # ControllerClient (query)
@@ -115,6 +119,7 @@ class Migrator:
         self.chunk_bytes = chunk_bytes
         self.timeout = timeout
         self._tasks: dict[tuple, asyncio.Task] = {}
+        self._servers_asked = float("-inf")
 
     @property
     def group(self) -> Any:
@@ -140,6 +145,7 @@ class Migrator:
         if not g.is_leader():
             return
         st = g.sm.state
+        await self._follow_membership(g, st)
         if st.settled():
             await self._next_config(st.config.num)
             return
@@ -188,6 +194,26 @@ class Migrator:
         async with asyncio.timeout(self.timeout):   # not wait_for: it can swallow a cancel (3.11)
             return await self.driver.propose(self.gid, data)
 
+    async def _follow_membership(self, g: Any, st: Any) -> None:
+        """The controller's server list for our gid follows the group's voters (`member`
+        commands change them): every client, eRaft's too, then routes to the new replicas.
+        The leader asks for it (SetServers) until a configuration it has taken says so."""
+        voters = g.members.voter_addresses()
+        listed = st.config.groups.get(self.gid)
+        if not voters or listed is None or tuple(listed) == voters:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._servers_asked < SET_SERVERS_EVERY_S:
+            return
+        self._servers_asked = now
+        try:
+            cfg = await self.controller.set_servers(self.gid, voters)
+        except ControllerError as e:   # e.g. the gid left meanwhile: nothing to follow
+            log.debug("group %d: the controller would not list %s: %s", self.gid, voters, e)
+            return
+        log.info("group %d: the controller lists its servers as %s (configuration %d)",
+                 self.gid, ", ".join(cfg.groups.get(self.gid, ())), cfg.num)
+
     async def _next_config(self, num: int) -> None:
         cfg = await self.controller.query(num + 1)
         if cfg.num != num + 1:
@@ -195,11 +221,12 @@ class Migrator:
         st = self.group.sm.state
         if st.config.num != num or not st.settled():
             return
-        ours = not self.own or is_ours(cfg, self.gid, self.own)
+        own = frozenset(self.own())
+        ours = not own or is_ours(cfg, self.gid, own)
         if not ours:
             log.warning("group %d: configuration %d lists gid %d with servers %s, not this "
                         "group's (%s): taking it owning nothing", self.gid, cfg.num, self.gid,
-                        ", ".join(cfg.groups[self.gid]), ", ".join(sorted(self.own)))
+                        ", ".join(cfg.groups[self.gid]), ", ".join(sorted(own)))
         err = await self._propose(encode_config(cfg, ours))
         if err != OK:
             log.debug("group %d: configuration %d not taken: %s", self.gid, cfg.num, err)

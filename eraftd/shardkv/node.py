@@ -69,7 +69,14 @@ class ShardKVNode:
                                             total_timeout=CALL_TIMEOUT_S, call_timeout=1.0)
         self._task = asyncio.get_running_loop().create_task(
             Migrator(self.driver, self.gid, self._controller, self._peers,
-                     own=self.cfg.shardkv.peers).run())
+                     own=self._own_servers).run())
+
+    def _own_servers(self) -> tuple[str, ...]:
+        """The group's servers as this node knows them: its members (which change with
+        `member` commands) and the TOML's founding peers."""
+        g = self.driver.groups.get(self.gid)
+        members = tuple(g.members.addrs.values()) if g is not None else ()
+        return members + tuple(self.cfg.shardkv.peers)
 
     async def stop(self) -> None:
         self._stopping = True

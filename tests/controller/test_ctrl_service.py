@@ -219,8 +219,8 @@ async def test_controller_client_finds_the_leader_and_raises_clear_errors(cluste
 async def test_set_servers_through_the_client_keeps_shards_and_moves_the_gid_to_its_new_servers(cluster):
     c = cluster(n=3).start()
     async with ControllerClient(addresses(c), total_timeout=60) as ctl:
-        await ctl.join({1: ["a1", "a2", "a3"]})
-        before = await ctl.join({2: ["b1"]})
+        await ctl.join({1: ["a1", "a2", "a3"]}, force=True)
+        before = await ctl.join({2: ["b1"]}, force=True)
         after = await ctl.set_servers(1, ["a1", "a2", "a4"])
         assert after.num == before.num + 1 and after.shards == before.shards
         assert after.groups == {1: ("a1", "a2", "a4"), 2: ("b1",)}
@@ -231,8 +231,8 @@ async def test_set_servers_through_the_client_keeps_shards_and_moves_the_gid_to_
         # a re-join must name the new servers
         await ctl.leave([1])
         with pytest.raises(ControllerError, match=r"gid 1 was served by other servers before \(a1, a2, a4\)"):
-            await ctl.join({1: ["a1", "a2", "a3"]})
-        assert (await ctl.join({1: ["a1", "a2", "a4"]})).groups[1] == ("a1", "a2", "a4")
+            await ctl.join({1: ["a1", "a2", "a3"]}, force=True)
+        assert (await ctl.join({1: ["a1", "a2", "a4"]}, force=True)).groups[1] == ("a1", "a2", "a4")
 
 
 async def test_controller_client_gives_up_naming_what_it_tried():

@@ -148,7 +148,7 @@ def test_a_gid_keeps_its_servers_across_leave_and_join(st):
     before = st.latest
     err = ck.join({1: ["c"]})
     assert err == ("join: gid 1 was served by other servers before (a); a gid keeps its servers: "
-                   "join the new servers under a new gid")
+                   "change them with `eraftd member`, or join the new servers under a new gid")
     assert st.latest == before
     assert ck.join({1: ["a"]}) == OK and st.latest.groups[1] == ("a",)
     # still refused after a restart (the history is rebuilt from the configurations)
@@ -214,7 +214,8 @@ def test_set_servers_decides_which_servers_a_rejoin_must_name(st):
     assert ck.leave([1]) == OK
     before = st.latest
     assert ck.join({1: ["a"]}) == ("join: gid 1 was served by other servers before (a2, a3); a gid "
-                                   "keeps its servers: join the new servers under a new gid")
+                                   "keeps its servers: change them with `eraftd member`, or join the new servers "
+                                   "under a new gid")
     assert st.latest is before
     again = ControllerState(st.configs)
     assert again.apply(Command(Join({1: ("a",)}))).err.startswith("join: gid 1 was served by other")

@@ -8,11 +8,15 @@ fixture, even on failure.
 from __future__ import annotations
 
 import shutil
+import urllib.error
+import urllib.request
 
 import pytest
 
 from eraftd._pb import admin_pb2 as apb
-from eraftd.testing import Cluster, Node, free_port, wait_for
+from eraftd import testing
+from eraftd.config import dump_toml
+from eraftd.testing import Cluster, Node, change_member, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -47,24 +51,16 @@ def local_value(node: Node, key: bytes) -> bytes | None:
     return r.value if r.found else None
 
 
-def change(c: Cluster, op: str, address: str = "", node_id: int = -1,
-           timeout: float = 60) -> apb.ChangeMemberResponse:
-    """One membership change at whoever leads, retrying while the answer says to."""
-    last = []
+def change(c: Cluster, op: str, address: str = "", node_id: int = -1) -> apb.ChangeMemberResponse:
+    return change_member(c.live, CTRL, op, address, node_id)
 
-    def attempt():
-        ld = c.leader(CTRL)
-        if ld is None:
-            return None
-        r = ld.admin().ChangeMember(apb.ChangeMemberRequest(group=CTRL, op=op, address=address,
-                                                            node_id=node_id), timeout=15)
-        last[:] = [r.err]
-        if r.err == "OK":
-            return r
-        if r.err == "ErrWrongLeader" or "try again" in r.err:
-            return None
-        raise AssertionError(f"{op} {address or node_id} refused: {r.err}")
-    return wait_for(attempt, timeout, f"{op} {address or node_id} (last answer: {last})")
+
+def readyz(http: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://{http}/readyz", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def members(node: Node) -> apb.MembersResponse:
@@ -82,14 +78,8 @@ def joiner(c: Cluster, base, name: str, address: str | None = None) -> Node:
     return n
 
 
-def wait_caught_up(c: Cluster, address: str, timeout: float = 60) -> None:
-    def ok():
-        ld = c.leader(CTRL)
-        if ld is None:
-            return False
-        r = members(ld)
-        return any(m.address == address and m.match >= r.last_index - 5 for m in r.members)
-    wait_for(ok, timeout, f"{address} to catch up")
+def wait_caught_up(c: Cluster, address: str) -> None:
+    testing.wait_caught_up(c.live, CTRL, address)
 
 
 def test_add_a_replica_promote_it_and_remove_one(cluster, tmp_path):
@@ -98,7 +88,7 @@ def test_add_a_replica_promote_it_and_remove_one(cluster, tmp_path):
     idx = put_many(c, "a", 300)
     n3 = joiner(c, tmp_path, "n3").start().wait_serving()
     st = n3.group_status(CTRL)
-    assert "waiting to be added" in st.problem
+    assert "waiting to be added to the group" in st.problem
     r = change(c, "add", n3.address)
     new_id = r.node_id
     assert new_id == 3
@@ -147,12 +137,17 @@ def test_wiped_follower_is_refused_then_replaced_with_every_write(cluster):
     c.wait_applied(CTRL, idx, [f])
     f.kill()
     shutil.rmtree(f.dir / "data")
+    http = f"127.0.0.1:{free_port()}"
+    f.config["node"]["http"] = http
+    f.toml.write_text(dump_toml(f.config))
     f.start().wait_serving()
     # it came back with an empty disk under a member's address: refused, and it says so
     wait_for(lambda: "came back with an empty disk" in f.group_status(CTRL).problem, 60,
              "the wiped node to be told it is refused")
     problem = f.group_status(CTRL).problem
     assert f"member replace ctrl {f.address}" in problem
+    code, text = readyz(http)
+    assert code == 503 and "came back with an empty disk" in text and f.address in text
     wait_for(lambda: any("came back with an empty disk" in x
                          for x in (c.leader(CTRL) or ld).group_status(CTRL).refused), 60,
              "the leader to list the refused member")
@@ -170,3 +165,4 @@ def test_wiped_follower_is_refused_then_replaced_with_every_write(cluster):
     assert local_value(f, b"a0") == b"v0" and local_value(f, b"a199") == b"v199"
     assert local_value(f, b"b49") == b"v49"
     wait_for(lambda: f.group_status(CTRL).problem == "", 30, "the replaced node's problem to clear")
+    wait_for(lambda: readyz(http)[0] == 200, 30, "the replaced node to be ready")

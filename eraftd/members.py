@@ -48,6 +48,7 @@ CATCH_UP_WITHIN = 100           # entries behind the leader's last index that co
 POLL_S = 0.3                    # how often the catch-up is looked at
 TRY_AGAIN_PAUSE_S = 0.5         # after a transient refusal
 TRY_AGAIN_TRIES = 5             # transient refusals retried before giving up
+REFUSAL_WAIT_S = 10.0           # replace: how long the leader may take to refuse a wiped founder
 
 Progress = Callable[[str], None]
 
@@ -179,7 +180,8 @@ class MemberClient:
     def __init__(self, ctl: ControllerClient, dial: Callable[[str], str] | None = None,
                  call_timeout: float = CALL_TIMEOUT_S, change_timeout: float = CHANGE_TIMEOUT_S,
                  poll: float = POLL_S, pause: float = TRY_AGAIN_PAUSE_S,
-                 tries: int = TRY_AGAIN_TRIES, default_timeout: float = 10.0) -> None:
+                 tries: int = TRY_AGAIN_TRIES, default_timeout: float = 10.0,
+                 refusal_wait: float = REFUSAL_WAIT_S) -> None:
         self.ctl = ctl
         self.dial = dial or (lambda a: a)
         self.call_timeout = call_timeout
@@ -188,6 +190,7 @@ class MemberClient:
         self.pause = pause
         self.tries = tries
         self.default_timeout = default_timeout
+        self.refusal_wait = refusal_wait
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._leaders: dict[int, str] = {}           # group -> the address that last led it
         self._known: dict[int, list[str]] = {}       # group -> addresses its membership named
@@ -466,7 +469,8 @@ class MemberClient:
         """The member at `address` came back with an empty disk: remove it, add the address
         again as a new member (the group gives it a new id), wait until it has caught up and
         promote it.  Refused (nothing changed) when no member is there, when the node there
-        does not answer, or when it still has the disk it was added with."""
+        does not answer, or when it still has the disk it was added with (its uid is the one
+        recorded; a founding member, recorded without one: the leader does not refuse it)."""
         deadline, said = self._deadline(timeout)
         g = group_word(group)
         ms = await self._find(group, deadline, said)
@@ -483,6 +487,19 @@ class MemberClient:
         if row.uid and st.node_uid == row.uid:
             raise Refused(f"{address} still has the disk it was added with (member {row.id}, the "
                           f"same node uid): there is nothing to replace; nothing changed")
+        seen_by = min(deadline, asyncio.get_running_loop().time() + self.refusal_wait)
+        while not row.uid and not row.problem:  # a founder (no uid recorded): the leader says
+            if self._left(seen_by) <= 0:
+                raise Refused(f"{group_name(group)} does not refuse {address} (member {row.id}): "
+                              f"its disk is the one the group knows, nothing to replace; nothing "
+                              f"changed")
+            progress(f"waiting for the leader to see the disk at {address}")
+            await asyncio.sleep(self.poll)
+            ms = await self._find(group, deadline, said)
+            row = ms.find(address)
+            if row is None:
+                raise Refused(f"{address} is no longer a member of {group_name(group)}: someone "
+                              f"removed it meanwhile; to add it: `eraftd member add {g} {address}`")
         steps = self._removed(group, row, await self._remove(group, row, deadline, said, progress))
         steps[0] += " (its old disk)"
         for s in steps:

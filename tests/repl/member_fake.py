@@ -45,6 +45,7 @@ class FakeGroup:
         self.lose_answers = 0
         self.changes: list[tuple[str, int, str]] = []     # (op, id, address), as applied
         self.uids: dict[str, int] = {}                    # node_uid each address answers Status with
+        self.wiped: set[int] = set()                      # uids the leader refuses (founders: no uid)
         self.no_leader = False
 
     def leader_address(self) -> str:
@@ -95,9 +96,12 @@ class FakeNode(apb_grpc.NodeAdminServicer):
                                   leader_id=-1 if g.no_leader else g.leader_id,
                                   last_index=g.last_index, commit_index=g.last_index, is_leader=lead)
         for i, m in sorted(g.members.items()):
+            now = g.uids.get(m.address, 0)
+            refused = bool(m.uid and now and now != m.uid) or (not m.uid and now in g.wiped)
             out.members.append(apb.Member(
                 id=i, address=m.address, uid=m.uid, role=m.role, match=m.match if lead else -1,
-                state=("replicate" if g.last_index - m.match <= 100 else "snapshot") if lead else ""))
+                state=("replicate" if g.last_index - m.match <= 100 else "snapshot") if lead else "",
+                problem=f"{m.address} came back with an empty disk" if lead and refused else ""))
         return out
 
     async def ChangeMember(self, request, context):

@@ -19,7 +19,7 @@ from repl import commands, completer, suggest
 from repl.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session, execute
 from repl.output import ClusterStatus, Member
 
-FAST = dict(call_timeout=0.5, change_timeout=0.5, poll=0.01, pause=0.01)
+FAST = dict(call_timeout=0.5, change_timeout=0.5, poll=0.01, pause=0.01, refusal_wait=0.2)
 
 
 def client(nodes: FakeNodes, group: int = mb.CTRL, first: str | None = None) -> mb.MemberClient:
@@ -162,6 +162,29 @@ def test_replace_removes_the_old_member_and_adds_the_address_again():
         assert steps[1] == f"added {wiped} to group 101 as a learner (member 3)"
         assert steps[-1] == f"{wiped} is a voter of group 101 (member 3)"
     go(t, group=101)
+
+
+def test_replace_of_a_founder_recorded_without_a_uid_needs_the_leaders_refusal():
+    async def t(nodes):
+        g = nodes.g
+        for m in g.members.values():
+            m.uid = 0                                     # founders: the record has no uids
+        wiped = nodes.addresses[1]
+        g.uids[wiped] = 55
+        async with client(nodes) as mc:
+            with pytest.raises(Refused, match="does not refuse"):
+                await mc.replace(mb.CTRL, wiped)          # not (yet) refused: nothing changed
+            assert g.changes == []
+            seen: list[str] = []
+
+            def progress(text: str) -> None:              # the leader sees it a moment later
+                seen.append(text)
+                if len(seen) == 3:
+                    g.wiped.add(55)
+            done = await mc.replace(mb.CTRL, wiped, progress=progress)
+            assert seen[0] == f"waiting for the leader to see the disk at {wiped}"
+        assert done.role == "voter" and [c[0] for c in g.changes] == ["remove", "add", "promote"]
+    go(t)
 
 
 def test_no_leader_or_nobody_answering_is_one_plain_line():

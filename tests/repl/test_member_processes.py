@@ -146,9 +146,9 @@ def test_add_a_replica_to_a_shardkv_group_then_remove_it(eraft_shape, tmp_path):
 
 @pytest.mark.xfail(strict=True, reason=(
     "node side: a node's uid is accepted per node, not per group: once `member replace ctrl` "
-    "records the new uid, group 100's leader lets the wiped node in as its OLD member id (a "
-    "voter with an empty disk: 'the group's leader addresses this node as member id 1'), and "
-    "`member replace 100` then adds a learner that never catches up"))
+    "has recorded the new uid, group 100 takes the wiped node back as its OLD member (a voter "
+    "with an empty disk: its log says 'the group's leader addresses this node as member id N'), "
+    "so `member replace 100` finds nothing refused and changes nothing (either order)"))
 def test_replace_a_wiped_node_of_both_groups(eraft_shape):
     """A node that is a controller peer and a replica of group 100 loses its disk: both groups
     refuse it, status says so, and `member replace` of each group brings it back."""

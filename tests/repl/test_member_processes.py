@@ -30,6 +30,14 @@ def ctrl(tmp_path):
         assert "Traceback" not in text, f"{n.name}:\n{text[-3000:]}"
 
 
+def status_saying(controllers: str, text: str) -> str:
+    """`eraftd status` once it says `text` (polled, 60 s at most): its output."""
+    def said() -> str | None:
+        r = eraftd("--controllers", controllers, "status", timeout=60)
+        return r.stdout if text in r.stdout else None
+    return wait_for(said, 60, f"status to say {text!r}")
+
+
 def members(controllers: str) -> dict:
     r = eraftd("--controllers", controllers, "member", "list", "ctrl", "--json")
     assert r.returncode == 0, r.stderr
@@ -88,10 +96,7 @@ def test_replace_a_machine_whose_disk_was_wiped(ctrl):
     # status says what happened and what to do
     line = f"{f.address} came back with an empty disk"
 
-    def said() -> str | None:
-        r = eraftd("--controllers", controllers, "status", timeout=60)
-        return r.stdout if line in r.stdout else None
-    out = wait_for(said, 60, "status to show the refused node")
+    out = status_saying(controllers, line)
     assert f"eraftd member replace ctrl {f.address}" in out
     old = next(m["id"] for m in members(controllers)["members"] if m["address"] == f.address)
     r = eraftd("--controllers", controllers, "member", "replace", "ctrl", f.address)
@@ -164,10 +169,7 @@ def test_replace_a_wiped_node_of_both_groups(eraft_shape):
     f.toml.write_text(dump_toml(f.config))
     f.start().wait_serving(60)
 
-    def said() -> str | None:
-        r = eraftd(*cs, "status", timeout=60)
-        return r.stdout if f"{f.address} came back with an empty disk" in r.stdout else None
-    wait_for(said, 60, "status to show the refused node")
+    status_saying(c.controllers, f"{f.address} came back with an empty disk")
     for g in ("ctrl", str(G100)):
         r = eraftd(*cs, "member", "replace", g, f.address, "--timeout", "20s")
         assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(
@@ -195,10 +197,7 @@ def test_replace_a_wiped_replica_of_a_shardkv_group(eraft_shape):
     shutil.rmtree(f.dir / "data")
     f.start().wait_serving(60)
 
-    def said() -> str | None:
-        r = eraftd(*cs, "status", timeout=60)
-        return r.stdout if f"eraftd member replace 101 {f.address}" in r.stdout else None
-    wait_for(said, 60, "status to name the replace command")
+    status_saying(c.controllers, f"eraftd member replace 101 {f.address}")
     r = eraftd(*cs, "member", "replace", "101", f.address)
     assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(
         f"{f.address} is a voter of group 101 (member "), (r.stdout, r.stderr)

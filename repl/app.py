@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence, TextIO
 from eraftd import config as config_mod
 from eraftd import logs
 from eraftd.durations import DurationError, parse_duration
+from eraftd.members import looks_like_address
 
 from .batch import emit, report, run_batch, run_oneshot, stream_lines
 from .commands import (COMMANDS, EXIT_OK, EXIT_USAGE, GRAMMAR, Outcome, Session, answer_offline,
@@ -96,7 +97,7 @@ def controllers_from(args: argparse.Namespace, environ: dict[str, str] | None = 
         raise Usage(f"eraftd: no controller addresses: give --controllers HOST:PORT,HOST:PORT,..., "
                     f"or --config FILE (a node's TOML file), or set {ENV_CONTROLLERS}")
     addrs = [a.strip() for a in text.split(",") if a.strip()]
-    if not addrs or not all(_looks_like_address(a) for a in addrs):
+    if not addrs or not all(looks_like_address(a) for a in addrs):
         raise Usage(f"eraftd: {where}: expected HOST:PORT,HOST:PORT,..., got {text!r}")
     return addrs
 
@@ -106,11 +107,6 @@ def dial_from(args: argparse.Namespace) -> Callable[[str], str] | None:
     the shell dials (controllers and replicas); None without --config or without a map."""
     cfg = _load_config(args)
     return cfg.node.dial_address if cfg is not None and cfg.node.dial else None
-
-
-def _looks_like_address(a: str) -> bool:
-    host, sep, port = a.rpartition(":")
-    return bool(sep and host and port.isdigit())
 
 
 def _timeout(args: argparse.Namespace) -> float:

@@ -24,9 +24,11 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence, TextIO
 
 import grpc
 
+from eraftd import members as mb
 from eraftd.controller.client import ControllerClient, ControllerError, ControllerUnavailable
 from eraftd.controller.state import NSHARDS, Config
 from eraftd.durations import DurationError, parse_duration
+from eraftd.errors import Error
 from eraftd.shardkv.clerk import Clerk, ShardKVError, ShardKVUnavailable
 
 from . import output, suggest
@@ -105,6 +107,7 @@ class Session:
                                     dial=dial)
         self.probe = Probe(self.ctl, timeout=min(1.0, timeout), dial=dial)
         self._clerk: Any = None
+        self._members: mb.MemberClient | None = None
         self.keys: dict[str, None] = {}     # keys used this session, oldest first
         self.on_config: list[Callable[[Config, str | None], None]] = []
         self.out: TextIO | None = None
@@ -113,6 +116,7 @@ class Session:
         self.unreachable: Callable[[], str] = lambda: ""
         self.spinner_after = SPINNER_AFTER_S
         self.deadline = 0.0                 # of the running command (time.monotonic())
+        self.activity = ""                  # what the running command waits for (the spinner)
 
     @property
     def clerk(self) -> Clerk:
@@ -121,9 +125,19 @@ class Session:
                                 call_timeout=min(3.0, self.timeout), dial=self.dial)
         return self._clerk
 
+    @property
+    def members(self) -> mb.MemberClient:
+        if self._members is None:
+            self._members = mb.MemberClient(self.ctl, dial=self.dial,
+                                            call_timeout=min(mb.CALL_TIMEOUT_S, self.timeout),
+                                            default_timeout=self.timeout)
+        return self._members
+
     async def close(self) -> None:
         if self._clerk is not None and hasattr(self._clerk, "close"):
             await self._clerk.close()
+        if self._members is not None:
+            await self._members.close()
         await self.probe.close()
         await self.ctl.close()
 
@@ -167,6 +181,9 @@ class Command:
     repeat: bool = False                   # the last slot repeats
     cluster: bool = True                   # needs the cluster (not help, exit)
     subcommands: Mapping[str, str] = field(default_factory=dict)   # a SUBCOMMAND slot's words
+    # it bounds its own waits and says what is missing: a --timeout bounds it from outside
+    # only a little later (WAIT_GRACE_S), and without --timeout nothing does
+    bounds_itself: bool = False
 
     @property
     def grammar(self) -> Grammar:
@@ -469,13 +486,19 @@ class Abandoning:
     wait: bool
 
 
+def _subcommand(words: list[str], names: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """(the subcommand, the words after it) of a command with subcommands (shard, member)."""
+    if not words:
+        raise UsageError(f"expected a subcommand: {', '.join(names)}")
+    sub, *rest = words
+    if sub not in names:
+        raise UsageError(f"unknown subcommand {sub!r}; expected {', '.join(names)}")
+    return sub, rest
+
+
 def _parse_shard(words: list[str], opts: Opts) -> Abandoning:
     """abandon SHARD [SHARD ...] (the only subcommand so far)."""
-    if not words:
-        raise UsageError(f"expected a subcommand: {', '.join(SHARD_SUBCOMMANDS)}")
-    sub, *rest = words
-    if sub not in SHARD_SUBCOMMANDS:
-        raise UsageError(f"unknown subcommand {sub!r}; expected {', '.join(SHARD_SUBCOMMANDS)}")
+    _, rest = _subcommand(words, SHARD_SUBCOMMANDS)
     shards: list[int] = []
     for w in _count(rest, 1, None):
         shard = _int(w, "a shard", 0, NSHARDS - 1)
@@ -552,7 +575,7 @@ def _no_args(words: list[str], opts: Opts) -> None:
 
 async def _status(s: Session, _: None) -> Reply:
     cfg = s.saw_config(await s.ctl.query())
-    st = await s.probe.status(cfg)
+    st = await s.probe.status(cfg, membership=True)
     return Reply(output.format_status(st), output.status_json(st))
 
 
@@ -579,6 +602,86 @@ async def _bench(s: Session, opts: Any) -> Outcome:
     if result.failed:
         return Outcome(EXIT_FAILED, text, f"bench: {result.failed} of {result.requests} requests failed")
     return Outcome(EXIT_OK, text)
+
+
+# -- member: a group's Raft membership (eraftd/members.py does the work)
+
+MEMBER_OPS: dict[str, tuple[str, str]] = {   # name -> (usage, help)
+    "list": ("member list GID|ctrl", "the group's members: voters and learners, and how far each is "
+                                     "behind the leader"),
+    "add": ("member add GID|ctrl ADDR [--learner] [--timeout DURATION]",
+            "add the node at ADDR as a learner, wait until it has caught up, make it a voter"),
+    "promote": ("member promote GID|ctrl ADDR|ID", "make a learner a voter, once it has caught up"),
+    "remove": ("member remove GID|ctrl ADDR|ID",
+               "take a member out of the group (a leader hands over to another voter first)"),
+    "replace": ("member replace GID|ctrl ADDR",
+                "the member at ADDR came back with an empty disk: remove it, add it again as a "
+                "new member, promote it once caught up"),
+}
+MEMBER_USAGE = "member list|add|promote|remove|replace GID|ctrl [ADDR|ID] [--learner]"
+MEMBER_MORE = "\n".join(
+    [f"  {u}: {h}" for u, h in MEMBER_OPS.values()]
+    + ["GID|ctrl: a shardkv group's gid, or ctrl for the controller group; ID: a member's id "
+       "(member list shows them)",
+       "--learner: add only, do not promote; --timeout: the whole command (add and replace: "
+       f"default {mb.DEFAULT_WAIT_S:g}s, catching up included)",
+       "the node to add runs already, started with join = true in its TOML (eraft.toml.example, "
+       "\"Joining\")"])
+
+
+@dataclass(frozen=True)
+class MemberArgs:
+    op: str
+    group: int
+    member: str | int | None = None
+    learner: bool = False
+    wait: float | None = None          # --timeout, in seconds
+
+
+def _parse_member(words: list[str], opts: Opts) -> MemberArgs:
+    op, rest = _subcommand(words, MEMBER_OPS)
+    sub_usage = MEMBER_OPS[op][0].split(" [")[0]
+    want = 1 if op == "list" else 2
+    if len(rest) != want:
+        raise UsageError(f"expected {sub_usage}, got {len(rest)} word{'s' if len(rest) != 1 else ''} "
+                         f"after {op}")
+    if opts.get("--learner") and op != "add":
+        raise UsageError("--learner goes only with member add")
+    try:
+        group = mb.parse_group(rest[0])
+        member = mb.parse_member(rest[1], address_only=op in ("add", "replace")) if want == 2 else None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    wait = parse_duration(str(opts["--timeout"])) / 1000 if "--timeout" in opts else None
+    return MemberArgs(op, group, member, bool(opts.get("--learner")), wait)
+
+
+async def _member(s: Session, a: MemberArgs) -> Reply:
+    mc = s.members
+    # the whole command's time: --timeout, else the session's (add and replace: their own)
+    timeout = a.wait if a.wait is not None else (
+        mb.DEFAULT_WAIT_S if a.op in ("add", "replace") else s.timeout)
+    if a.op == "list":
+        ms = await mc.members(a.group, timeout=timeout)
+        return Reply(output.format_members(ms), output.members_json(ms))
+
+    def step(text: str) -> None:           # a step done: printed as it happens
+        s.activity = ""
+        if not s.json:
+            _erase(s.progress)
+            s.write(text)
+
+    def progress(text: str) -> None:       # what it waits for: the spinner says it
+        s.activity = text
+
+    if a.op == "add":
+        done = await mc.add(a.group, str(a.member), a.learner, timeout, progress, step)
+    elif a.op == "replace":
+        done = await mc.replace(a.group, str(a.member), timeout, progress, step)
+    else:
+        assert a.member is not None
+        done = await getattr(mc, a.op)(a.group, a.member, timeout, progress, step)
+    return Reply(None, output.member_done_json(done))
 
 
 # -- the shell itself
@@ -669,6 +772,10 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
                                "the native batched path; --reads: the percentage of gets;\n"
                                "the keys are D + PREFIX + I (default __bench/, D = 0-9 spreads them over the "
                                "shards), deleted at the end unless --keep; Ctrl-C prints the summary so far"),
+    Command("member", MEMBER_USAGE, "list, add, promote, remove or replace a group's replicas",
+            (suggest.SUBCOMMAND, suggest.MEMBER_GROUP, suggest.MEMBER), _parse_member, _member,
+            options={"--learner": False}, more=MEMBER_MORE,
+            subcommands={name: h for name, (_, h) in MEMBER_OPS.items()}, bounds_itself=True),
     Command("help", "help [COMMAND]", "list the commands, or explain one (also COMMAND --help)",
             (suggest.TOPIC,), _parse_help, _help, cluster=False),
     Command("exit", "exit", "leave the shell (also quit, Ctrl-D)", (), _no_args, _exit,
@@ -750,8 +857,9 @@ async def run_words(session: Session, words: Sequence[str]) -> Outcome:
         # the clients bound every call by the session's timeout and say what they tried; a
         # shorter --timeout of this command bounds it from outside (--wait says itself what
         # is missing, so it gets a little longer)
-        grace = WAIT_GRACE_S if opts.get("--wait") else 0.0
-        outer = limit + grace if "--timeout" in opts or grace else None
+        grace = WAIT_GRACE_S if opts.get("--wait") or cmd.bounds_itself else 0.0
+        outer = limit + grace if "--timeout" in opts or opts.get("--wait") else None
+        session.activity = ""
         try:
             async with asyncio.timeout(outer):
                 result = await _with_spinner(session, cmd, line_of(words), cmd.run(session, parsed))
@@ -764,7 +872,7 @@ async def run_words(session: Session, words: Sequence[str]) -> Outcome:
     except TimeoutError:
         return _failed(EXIT_FAILED, f"{name}: no answer within {limit:g} s; "
                                     f"see status, or try again with a longer --timeout", as_json)
-    except (CommandFailed, ControllerUnavailable, ShardKVError, ShardKVUnavailable,
+    except (CommandFailed, ControllerUnavailable, ShardKVError, ShardKVUnavailable, Error,
             grpc.aio.AioRpcError, OSError) as e:
         return _failed(EXIT_FAILED, plain(e), as_json)
     except asyncio.CancelledError:
@@ -809,7 +917,8 @@ async def _with_spinner(session: Session, cmd: Command, line: str, work: Awaitab
         i = 0
         while not done:
             shown_spinner = True
-            stream.write(f"\r\033[K{frames[i % 4]} {line}: waiting for the cluster "
+            stream.write(f"\r\033[K{frames[i % 4]} {line}: "
+                         f"{session.activity or 'waiting for the cluster'} "
                          f"({time.monotonic() - start:.0f} s; Ctrl-C cancels)")
             stream.flush()
             i += 1

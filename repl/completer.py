@@ -147,11 +147,25 @@ def _gid_meta(cfg: Config, gid: int) -> str:
     return f"{len(shards)} shard{'s' if len(shards) != 1 else ''} · {', '.join(cfg.groups[gid])}"
 
 
+MEMBER_OF_GROUP = ("promote", "remove", "replace")    # member subcommands naming a present member
+
+
+def _members_of(view: ClusterView, group: int) -> list[tuple[str, str]]:
+    """(address, meta) of the group's members as the live view knows them: the configured
+    servers (a gid's) and every node the last status listed for it (learners too)."""
+    st = view.status
+    listed = [m for m in st.members() if m.gid == group] if st is not None else []
+    configured = list(view.config.groups.get(group, ())) if view.config is not None and group else []
+    meta = {m.address: m.role + (", learner" if m.learner else "") for m in listed}
+    return [(a, meta.get(a, "")) for a in dict.fromkeys(configured + [m.address for m in listed])]
+
+
 def candidates(s: sg.Suggestion, view: ClusterView, keys: Iterable[str],
                commands: Mapping[str, str], options: Sequence[str] = (),
                subcommands: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
     """(word to insert, what to display, display_meta) for suggestion `s`, whose word they all
-    start with.  `commands`: name -> help; `keys`: the keys used, oldest first."""
+    start with.  `commands`: name -> help; `keys`: the keys used, oldest first; `subcommands`:
+    the command's (name -> help)."""
     cfg = view.config
     out: list[tuple[str, str, str]] = []
     if s.kind in (sg.COMMAND, sg.TOPIC):
@@ -181,6 +195,16 @@ def candidates(s: sg.Suggestion, view: ClusterView, keys: Iterable[str],
         out = [(o, o, "") for o in options]
     elif s.kind == sg.SUBCOMMAND:
         out = [(name, name, help) for name, help in (subcommands or {}).items()]
+    elif s.kind == sg.MEMBER_GROUP:
+        out = [("ctrl", "ctrl", "the controller group")]
+        if cfg is not None:
+            out += [(str(g), str(g), _gid_meta(cfg, g)) for g in cfg.groups]
+    elif s.kind == sg.MEMBER and s.args and s.args[0] in MEMBER_OF_GROUP and len(s.args) > 1:
+        try:
+            group = 0 if s.args[1].lower() == "ctrl" else int(s.args[1])
+        except ValueError:
+            return []
+        out = [(a, a, meta) for a, meta in _members_of(view, group)]
     return [c for c in out if c[0].startswith(s.word)]
 
 

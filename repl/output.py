@@ -29,6 +29,7 @@ class Member:
     commit: int | None = None
     storage_bytes: int | None = None
     problem: str = ""         # why it is down
+    learner: bool = False     # a member that receives the log but does not vote
 
     @property
     def up(self) -> bool:
@@ -51,6 +52,7 @@ class ClusterStatus:
     replicas: tuple[Member, ...]
     shards: tuple[ShardRow, ...]
     leader: str | None = None         # the controller leader, when known
+    problems: tuple[str, ...] = ()    # what nodes report about membership (a refused node, ...)
 
     def members(self) -> tuple[Member, ...]:
         return self.controllers + self.replicas
@@ -199,6 +201,8 @@ def _member_dict(m: Member) -> dict[str, Any]:
     d = asdict(m)
     if not m.problem:
         d.pop("problem")
+    if not m.learner:
+        d.pop("learner")
     return d
 
 
@@ -208,20 +212,63 @@ def status_json(st: ClusterStatus) -> dict[str, Any]:
             "nodes": {"up": c.up, "total": c.total},
             "controllers": [_member_dict(m) for m in st.controllers],
             "replicas": [_member_dict(m) for m in st.replicas],
-            "shards": [asdict(s) for s in st.shards],
+            "shards": [asdict(s) for s in st.shards], "problems": list(st.problems),
             **({"abandoned": query_json(st.config)["abandoned"]} if st.config.abandoned else {})}
 
 
 def format_status(st: ClusterStatus) -> str:
     nodes = table(("group", "id", "address", "role", "term", "applied", "commit", "storage"),
-                  (("ctrl" if m.gid == 0 else m.gid, m.id, m.address, m.role, m.term, m.applied,
+                  (("ctrl" if m.gid == 0 else m.gid, m.id, m.address,
+                    m.role + (", learner" if m.learner else ""), m.term, m.applied,
                     m.commit, human_bytes(m.storage_bytes)) for m in st.members()))
     shards = table(("shard", "gid", "status", "keys", "bytes"),
                    ((s.shard, s.gid or "-", s.status, s.keys, s.bytes) for s in st.shards))
     head = (f"config {st.config.num}, controller leader {st.leader or 'unknown'}, "
             f"{format_count(status_count(st))}")
+    problems = ["", "problems:"] + ["  " + p for p in st.problems] if st.problems else []
     line = abandoned_line(st.config)
-    return "\n".join([head, "", nodes, "", shards] + (["", line] if line else []))
+    return "\n".join([head, "", nodes] + problems + ["", shards] + (["", line] if line else []))
+
+
+# ---------------------------------------------------------------- member
+
+def _group_json(group: int) -> str | int:
+    return "ctrl" if group == 0 else group
+
+
+def members_json(ms: Any) -> dict[str, Any]:
+    """`member list --json` (ms: eraftd.members.Membership)."""
+    return {"group": _group_json(ms.group), "leader": ms.leader, "leader_id": ms.leader_id,
+            "last_index": ms.last_index, "commit_index": ms.commit_index,
+            "change_pending": ms.change_pending, "from_leader": ms.from_leader,
+            "answered_by": ms.answered_by, "members": [asdict(r) for r in ms.rows]}
+
+
+def format_members(ms: Any) -> str:
+    """`member list`: a line about the group, then one row per member."""
+    name = "ctrl" if ms.group == 0 else f"group {ms.group}"
+    if ms.from_leader:
+        head = (f"{name}: leader {ms.leader} (member {ms.leader_id}), last index {ms.last_index}, "
+                f"commit {ms.commit_index}")
+    else:
+        head = (f"{name}: no leader answered; as {ms.answered_by} sees it (leader "
+                f"{ms.leader or 'unknown'}; how far each member is: unknown)")
+    if ms.change_pending:
+        head += "; a membership change is in progress"
+    voters = sum(r.role == "voter" for r in ms.rows)
+    learners = len(ms.rows) - voters
+    head += f"; {voters} voter{'s' if voters != 1 else ''}" + (
+        f", {learners} learner{'s' if learners != 1 else ''}" if learners else "")
+    rows = table(("id", "address", "role", "match", "lag", "state", "problem"),
+                 ((r.id, r.address, r.role + (" (leader)" if r.leader else ""), r.match, r.lag,
+                   r.state or None, r.problem or None) for r in ms.rows))
+    return head + "\n\n" + rows
+
+
+def member_done_json(done: Any) -> dict[str, Any]:
+    """`member add|promote|remove|replace --json` (done: eraftd.members.Done)."""
+    return {"ok": True, "group": _group_json(done.group), "id": done.id, "address": done.address,
+            "role": done.role, "changed": done.changed, "steps": list(done.steps)}
 
 
 # ---------------------------------------------------------------- bench

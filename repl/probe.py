@@ -1,7 +1,9 @@
 """Ask every node of the cluster how it is: the data behind `status` and the completer.
 
 Controller peers answer through ControllerClient.status (ShardCtrlerService.GetStatus);
-shardkv replicas through ShardKVService.GetStatus.  Every call has a short deadline and no
+shardkv replicas through ShardKVService.GetStatus; with `membership`, every node's
+NodeAdmin.Status too, for the learners (marked, and listed when the configuration does not
+name them) and the membership problems nodes report (a node refused for an empty disk).  Every call has a short deadline and no
 retries, and all of them run at once: a node that does not answer in time is listed as down
 with the reason, never left out and never waited for longer than `timeout`.
 """
@@ -10,10 +12,13 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import grpc
 
+from eraftd._pb import admin_pb2 as apb
+from eraftd._pb import admin_pb2_grpc as apb_grpc
 from eraftd._pb import shardkv_pb2 as skvpb
 from eraftd._pb import shardkv_pb2_grpc as skvpb_grpc
 from eraftd.controller.client import ControllerClient
@@ -65,15 +70,26 @@ class Probe:
         for ch in chans.values():
             await ch.close()
 
-    async def _replica(self, addr: str) -> skvpb.GetStatusResponse:
+    def _channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
         if ch is None:
             ch = self._channels[addr] = grpc.aio.insecure_channel(self.dial(addr))
-        return await skvpb_grpc.ShardKVServiceStub(ch).GetStatus(skvpb.GetStatusRequest(),
-                                                                  timeout=self.timeout)
+        return ch
 
-    async def status(self, cfg: Config) -> ClusterStatus:
-        """Every controller peer and every replica of `cfg`'s groups, and each shard's state."""
+    async def _replica(self, addr: str) -> skvpb.GetStatusResponse:
+        return await skvpb_grpc.ShardKVServiceStub(self._channel(addr)).GetStatus(
+            skvpb.GetStatusRequest(), timeout=self.timeout)
+
+    async def _admin(self, addr: str) -> apb.NodeStatus:
+        return await apb_grpc.NodeAdminStub(self._channel(addr)).Status(apb.StatusRequest(),
+                                                                       timeout=self.timeout)
+
+    async def status(self, cfg: Config, membership: bool = False) -> ClusterStatus:
+        """Every controller peer and every replica of `cfg`'s groups, and each shard's state
+        (with `membership`: learners and membership problems too, see the module doc)."""
+        if membership:
+            return await self._with_membership(cfg)
+
         ctrl_addrs = self.ctl.addresses
         replica_addrs = [(gid, i, a) for gid, servers in cfg.groups.items()
                          for i, a in enumerate(servers)]
@@ -89,6 +105,68 @@ class Probe:
                 by_gid.setdefault(gid, []).append(r)
         leader = next((m.address for m in controllers if m.role == "Leader"), None)
         return ClusterStatus(cfg, controllers, replicas, shard_rows(cfg, by_gid), leader)
+
+
+    async def _with_membership(self, cfg: Config) -> ClusterStatus:
+        addrs = list(dict.fromkeys(list(self.ctl.addresses)
+                                   + [a for servers in cfg.groups.values() for a in servers]))
+        st, answers = await asyncio.gather(
+            self.status(cfg), asyncio.gather(*(self._admin(a) for a in addrs), return_exceptions=True))
+        admin = {a: r for a, r in zip(addrs, answers) if not isinstance(r, BaseException)}
+        voters, learners = group_members(admin)
+        listed = {(m.gid, m.address) for m in st.members()}
+        unlisted = sorted((voters | learners) - listed)
+        more = [a for a in dict.fromkeys(a for _, a in unlisted) if a not in admin]
+        for a, r in zip(more, await asyncio.gather(*(self._admin(a) for a in more),
+                                                   return_exceptions=True)):
+            if not isinstance(r, BaseException):
+                admin[a] = r
+        extra: dict[bool, list[Member]] = {False: [], True: []}   # not listed: ctrl, shardkv
+        for gid, a in unlisted:
+            g = next((g for g in admin[a].groups if g.group == gid), None) if a in admin else None
+            extra[gid != 0].append(
+                Member(gid, -1, a, DOWN, problem="no answer") if g is None else
+                Member(gid, g.id, a, g.role, g.term, g.last_applied, g.commit_index,
+                       admin[a].storage_size))
+
+        def mark(ms) -> tuple[Member, ...]:
+            return tuple(replace(m, learner=True) if (m.gid, m.address) in learners else m for m in ms)
+        controllers = mark(st.controllers + tuple(extra[False]))
+        leader = st.leader or next((m.address for m in controllers if m.role == "Leader"), None)
+        return replace(st, controllers=controllers, replicas=mark(st.replicas + tuple(extra[True])),
+                       leader=leader, problems=membership_problems(admin))
+
+
+def group_members(admin: dict[str, apb.NodeStatus]) -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
+    """(voters, learners) as (group, address) from the nodes' answers: each group's as its
+    leader sees it, else as every member that answered does (together)."""
+    views: dict[int, list[apb.GroupStatus]] = {}
+    for ns in admin.values():
+        for g in ns.groups:
+            views.setdefault(g.group, []).append(g)
+    voters: set[tuple[int, str]] = set()
+    learners: set[tuple[int, str]] = set()
+    for gid, gs in views.items():
+        leading = [g for g in gs if g.role == "Leader"]
+        for g in (max(leading, key=lambda g: g.term),) if leading else gs:
+            voters |= {(gid, a) for a in g.peers}
+            learners |= {(gid, a) for a in g.learners}
+    return voters, learners
+
+
+def membership_problems(admin: dict[str, apb.NodeStatus]) -> tuple[str, ...]:
+    """What the nodes say about membership, each thing once: a node's own problem (named by
+    its address unless it names itself) and a leader's refused members, a line that another
+    one contains left out (the refused node's "refused by L: why" holds the leader's "why")."""
+    lines: dict[str, None] = {}
+    for addr, ns in admin.items():
+        for g in ns.groups:
+            where = "ctrl" if g.group == 0 else f"group {g.group}"
+            if g.problem:
+                lines[scrub(g.problem if addr in g.problem else f"{addr} ({where}): {g.problem}")] = None
+            for r in g.refused:
+                lines[scrub(r)] = None
+    return tuple(x for x in lines if not any(x != y and x in y for y in lines))
 
 
 def _member(gid: int, i: int, addr: str, r) -> Member:

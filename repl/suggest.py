@@ -26,14 +26,17 @@ ADDRESS = "address"      # one server address inside a GROUP_SPEC, after the '='
 CONFIG_NUM = "num"       # a configuration number
 TOPIC = "topic"          # help's argument: a command name
 OPTION = "option"        # an option of a command that takes options (bench)
-SUBCOMMAND = "subcommand"  # the first word of a command with subcommands (shard abandon)
+SUBCOMMAND = "subcommand"  # the first word of a command with subcommands (shard abandon, member add)
+MEMBER_GROUP = "member group"   # member's group: a live gid, or ctrl (the controller group)
+MEMBER = "member"        # an address of a member of the group named before (member promote/remove/replace)
 NOTHING = "nothing"      # nothing (more) goes here
 
 
 @dataclass(frozen=True)
 class Grammar:
     """The words a command takes: `slots` in order; with `repeat` the last slot repeats;
-    `options` (name -> takes a value) are recognised anywhere after the command word, up to --."""
+    `options` (name -> takes a value) are recognised anywhere after the command word, up to --;
+    `subcommands` (name -> help) are what a SUBCOMMAND slot offers."""
     slots: tuple[str, ...] = ()
     repeat: bool = False
     options: Mapping[str, bool] | None = None

@@ -101,7 +101,7 @@ class FakeProbe:
         self.states = states       # each call: the next status of every shard
         self.calls = 0
 
-    async def status(self, cfg):
+    async def status(self, cfg, membership=False):
         s = self.states[min(self.calls, len(self.states) - 1)]
         self.calls += 1
         return ClusterStatus(cfg, (), (), tuple(ShardRow(i, g, s, 1) for i, g in enumerate(cfg.shards)))

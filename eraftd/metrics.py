@@ -147,8 +147,7 @@ class NodeCollector(Collector):
             m = g.members
             gauges["voters"].add_metric([gid], len(m.voters))
             gauges["learners"].add_metric([gid], len(m.learners))
-            gauges["refused"].add_metric([gid], sum(1 for a in self.driver.refused
-                                                    if m.id_of(a) is not None))
+            gauges["refused"].add_metric([gid], len(g.refused))
             gauges["problem"].add_metric([gid], 1 if member_problem(self.driver, g) else 0)
             name = st.role.wire_name
             for r in ROLES:
@@ -172,10 +171,14 @@ class NodeCollector(Collector):
 
 def member_problem(driver: Any, g: Any) -> str:
     """Why this node cannot take part in group g ("" if it can): refused by its peers (it came
-    back with an empty disk), or waiting to be added."""
+    back with an empty disk), removed from the group, or waiting to be added."""
     if getattr(driver, "problem", ""):
         return driver.problem
+    if getattr(g, "problem", ""):
+        return g.problem
     if getattr(g, "waiting", False):
+        if g.me >= 0 and g.me not in g.members.addrs and g.node.conf_state.voters:
+            return "removed from the group: it serves nothing for it (stop this node)"
         return "waiting to be added to the group (eraftd member add)"
     return ""
 

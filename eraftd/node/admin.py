@@ -41,8 +41,7 @@ class AdminService(pb_grpc.NodeAdminServicer):
             st = g.node.status()
             m = g.members
             problem = metrics.member_problem(d, g)
-            refused = [why for addr, why in sorted(d.refused.items())
-                       if m.id_of(addr) is not None] if g.is_leader() else []
+            refused = [why for _, why in sorted(g.refused.items())] if g.is_leader() else []
             out.groups.append(pb.GroupStatus(
                 group=g.gid, id=g.me, role=st.role.wire_name, term=st.term, leader_id=st.lead,
                 leader_address=g.leader_address, commit_index=st.commit, last_applied=st.applied,
@@ -64,7 +63,7 @@ class AdminService(pb_grpc.NodeAdminServicer):
         st = g.node.status()
         m = g.members
         lead = g.is_leader()
-        refused = self.driver.refused
+        refused = g.refused
         out = pb.MembersResponse(err="OK", leader_hint=g.leader_address, leader_id=st.lead,
                                  last_index=st.last_index, commit_index=st.commit, is_leader=lead,
                                  change_pending=lead and g.node.raft.pending_conf_index > st.applied)

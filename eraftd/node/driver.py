@@ -99,6 +99,8 @@ class Group:
         # addresses of senders our record does not name (a node that waits to be added learns
         # where its leader is from the leader's own messages)
         self.sender_addrs: dict[int, str] = {}
+        self.refused: dict[str, str] = {}   # member address -> why its messages are refused
+        self.problem = ""                   # why this node is refused in this group, if it is
         self.name = "controller" if self.gid == 0 else f"group {self.gid}"
         # proposals waiting for the next round, and proposals in the log waiting to apply
         self.proposals: list[tuple[bytes, asyncio.Future]] = []
@@ -150,6 +152,7 @@ class Group:
                  me)
         self.fail_pending(NotLeader(""))
         self.me = me
+        self.problem = ""
         self.node = self._new_node(me)
 
     @property
@@ -336,22 +339,25 @@ class Driver:
         self._tasks: set[asyncio.Task] = set()
         # while a round waits for its fsync, core inputs wait here (see the module docstring)
         self._syncing = False
-        self._held_msgs: list[tuple[int, Message, bool]] = []
+        self._held_msgs: list[tuple[int, Message, bool, str]] = []
         self._held_ticks = 0
         self._held_calls: list[Callable[[], None]] = []     # rare inputs: reports, snapshots
         self._syncer: ThreadPoolExecutor | None = None
         # peers' node uids (address -> uid): learned on first contact, then from the groups'
         # records; a peer that comes back with another uid is refused (see check_peer)
         load = getattr(store, "load_peer_uids", None)
-        self.peer_uids: dict[str, int] = load() if load else {}
-        self.refused: dict[str, str] = {}       # address -> why its messages are refused
-        self.problem = ""                       # why this node is refused by its peers, if it is
-        self._refusal_logged: dict[str, float] = {}
+        uids, refused = load() if load else ({}, {})
+        self.peer_uids: dict[str, int] = uids
+        self._saved_refusals: dict[int, dict[str, str]] = refused
+        self.problem = ""              # why the whole node is refused by a peer (another cluster)
+        self._refusal_logged: dict[int, float] = {}
+        self._refusal_told: dict[tuple[int, str], float] = {}
 
     def add_group(self, spec: GroupSpec, opts: RaftOptions, rng: random.Random,
                   snapshot_entries: int) -> Group:
         g = Group(spec, self.store.group(spec.gid), opts, rng, snapshot_entries)
         self.groups[spec.gid] = g
+        g.refused = dict(self._saved_refusals.get(spec.gid, {}))
         g.conf_listeners.append(self._learn_member_uids)
         self._learn_member_uids(g)
         if g.me == WAITING:
@@ -360,51 +366,91 @@ class Driver:
         return g
 
     # ---------------------------------------------------------------- peer identity
+    # peer_uids: the node uid last known at each address (node-level: one disk per address).
+    # A new uid at a member's address is a new disk: in every group whose record does not name
+    # that uid for the member there, the member is refused (g.refused) -- its messages dropped,
+    # nothing sent to it, a REFUSED message back now and then -- until that group replaces it.
     def _learn_member_uids(self, g: Group) -> None:
-        """The group's record names members' uids (an added member's): they override."""
+        """The group's record names members' uids (an added member's): they are the truth."""
         changed = False
         for nid, uid in g.members.uids.items():
             addr = g.members.address(nid)
-            if addr and uid and self.peer_uids.get(addr) != uid:
-                self.peer_uids[addr] = uid
-                self.refused.pop(addr, None)
-                changed = True
+            if addr and uid:
+                changed |= self._uid_at(addr, uid)
+                if g.refused.pop(addr, None) is not None:
+                    changed = True
+                    log.info("%s: %s is a member again (replaced)", g.name, addr)
+        for addr in [a for a in g.refused if g.members.id_of(a) is None]:
+            del g.refused[addr]     # removed: nothing to refuse any more
+            changed = True
         if changed:
             self._save_peer_uids()
+
+    def _uid_at(self, addr: str, uid: int) -> bool:
+        """`uid` is at `addr` now; if another one was known there, refuse the member at addr in
+        every group that does not know it by `uid`.  True if anything changed."""
+        known = self.peer_uids.get(addr)
+        if known == uid:
+            return False
+        self.peer_uids[addr] = uid
+        if known is None:
+            return True
+        for h in self.groups.values():
+            nid = h.members.id_of(addr)
+            if nid is not None and h.members.uids.get(nid) != uid and addr not in h.refused:
+                sel = "ctrl" if h.gid == 0 else str(h.gid)
+                h.refused[addr] = (f"{addr} came back with an empty disk (node uid {uid:016x}, "
+                                   f"{h.name} knew {known:016x}): run `eraftd member replace "
+                                   f"{sel} {addr}`")
+                log.warning("%s: refusing %s", h.name, h.refused[addr])
+        return True
 
     def _save_peer_uids(self) -> None:
         save = getattr(self.store, "save_peer_uids", None)
         if save:
-            save(self.peer_uids)
+            save(self.peer_uids, {g.gid: dict(g.refused) for g in self.groups.values()
+                                  if g.refused})
 
     def check_peer(self, addr: str, uid: int) -> str:
-        """The transport asks before taking a peer's messages: "" to take them, else why not."""
-        if not uid or addr == "":
-            return ""  # an older eraftd, which sends no uid
-        known = self.peer_uids.get(addr)
-        if known is None:
-            self.peer_uids[addr] = uid
+        """The transport shows us each stream's sender uid first (refusals are per group, in
+        _step_messages: the stream itself is always taken)."""
+        if uid and addr and self._uid_at(addr, uid):
             self._save_peer_uids()
-            return ""
-        if known == uid:
-            return ""
-        gids = [("ctrl" if g.gid == 0 else str(g.gid)) for g in self.groups.values()
-                if g.members.id_of(addr) is not None] or ["GID"]
-        why = (f"{addr} came back with an empty disk (node uid {uid:016x}, the group knew "
-               f"{known:016x}): run `eraftd member replace {gids[0]} {addr}`")
-        self.refused[addr] = why
-        now = time.monotonic()
-        if now - self._refusal_logged.get(addr, -1e9) >= 60:
-            self._refusal_logged[addr] = now
-            log.warning("refusing %s", why)
-        return why
+        return ""
 
     def on_refused(self, addr: str, why: str) -> None:
-        """A peer turned our messages away (we came back with an empty disk, say)."""
+        """A peer turned our stream away (another cluster, say): the whole node is refused."""
         line = f"refused by {addr}: {why}"
         if line != self.problem:
             log.error("this node is %s", line)
         self.problem = line
+
+    def on_stranger(self, addr: str) -> None:
+        """A peer sent us messages meant for the disk that was at our address before ours: tell
+        it who is here (the batch carries our uid), so that its groups refuse this node until
+        they replace it -- even one that waits to be added and sends nothing else."""
+        now = time.monotonic()
+        if now - self._refusal_told.get((-1, addr), -1e9) < 1.0 or not self.groups:
+            return
+        self._refusal_told[(-1, addr)] = now
+        gid = next(iter(self.groups))
+        self.transport.send(addr, gid, [Message(MsgType.HELLO)])
+
+    def _refuse(self, g: Group, addr: str, m: Message) -> None:
+        """A message of a refused member: dropped; it hears why at most once a second."""
+        now = time.monotonic()
+        if now - self._refusal_told.get((g.gid, addr), -1e9) >= 1.0:
+            self._refusal_told[(g.gid, addr)] = now
+            self.transport.send(addr, g.gid, [Message(MsgType.REFUSED, to=m.frm, frm=g.me,
+                                                      context=g.refused[addr].encode())])
+
+    def _refused_by(self, g: Group, addr: str, why: str) -> None:
+        line = f"refused by {addr}: {why}"
+        now = time.monotonic()
+        if line != g.problem or now - self._refusal_logged.get(g.gid, -1e9) >= 60:
+            self._refusal_logged[g.gid] = now
+            log.error("%s: this node is %s", g.name, line)
+        g.problem = line
 
     # ---------------------------------------------------------------- membership changes
     async def change_membership(self, gid: int, cc: ConfChange) -> tuple[int, Members]:
@@ -473,23 +519,36 @@ class Driver:
                 g = self.groups.get(gid)
                 if g is not None and m.frm >= 0 and m.frm not in g.members.addrs:
                     g.sender_addrs[m.frm] = from_addr
+        items = [(gid, m, to_me, from_addr) for gid, m in batch]
         if self._syncing:
-            self._held_msgs.extend((gid, m, to_me) for gid, m in batch)
+            self._held_msgs.extend(items)
             return
-        self._step_messages([(gid, m, to_me) for gid, m in batch])
+        self._step_messages(items)
 
-    def _step_messages(self, items: list[tuple[int, Message, bool]]) -> None:
+    def _step_messages(self, items: list[tuple[int, Message, bool, str]]) -> None:
         groups = self.groups
-        for gid, m, to_me in items:
+        for gid, m, to_me, addr in items:
             g = groups.get(gid)
             if g is None:
                 continue
+            if m.type == MsgType.REFUSED:
+                self._refused_by(g, addr, m.context.decode(errors="replace"))
+                continue
+            if m.type == MsgType.HELLO:
+                # (its uid was looked at with its batch, in check_peer): tell it every group
+                # that refuses it
+                for h in groups.values():
+                    if addr in h.refused:
+                        self._refuse(h, addr, m)
+                continue
+            if addr in g.refused:
+                self._refuse(g, addr, m)
+                continue
             if m.to != g.me:
-                if not (m.to >= 0 and (to_me or g.waiting or self.problem)
+                if not (m.to >= 0 and (to_me or g.waiting or g.problem or self.problem)
                         and m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP)):
                     continue
                 g.rebind(m.to)
-                self.problem = ""
             g.node.step(m)
         self.wake.set()
 
@@ -723,7 +782,7 @@ class Driver:
                 by_peer.setdefault(m.to, []).append(m)
         for to, ms in by_peer.items():
             addr = g.address_of(to)
-            if addr and addr not in self.refused:
+            if addr and addr not in g.refused:
                 self.transport.send(addr, g.gid, ms)
 
     def _spawn(self, coro) -> None:

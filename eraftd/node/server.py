@@ -158,7 +158,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         transport = Transport(cfg.node.advertise, cfg.node.dial_address, on_messages,
                               on_snapshot, on_unreachable, self_uid=store.node_uid,
                               check_peer=check_peer, on_refused=on_refused,
-                              pass_sender=True, peer_uid=lambda a: driver.peer_uids.get(a, 0))
+                              pass_sender=True, peer_uid=lambda a: driver.peer_uids.get(a, 0),
+                              on_stranger=lambda a: driver.on_stranger(a))
         transport.add_to_server(server)
         driver = Driver(store, transport, cfg.raft.heartbeat_ms)
         shardkv = ShardKVNode(cfg) if cfg.shardkv and test_machine is None else None

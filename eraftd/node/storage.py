@@ -337,18 +337,23 @@ class NodeStore:
         return out
 
     # -- peers' node uids (eraftd/node/driver.py: check_peer) -------------
-    def load_peer_uids(self) -> dict[str, int]:
+    def load_peer_uids(self) -> tuple[dict[str, int], dict[int, dict[str, str]]]:
+        """(address -> node uid last known there, gid -> {refused member address: why})."""
         raw = self._db.get(_PEER_UIDS_KEY)
         if raw is None:
-            return {}
+            return {}, {}
         try:
-            return {str(k): int(v) for k, v in json.loads(raw).items()}
-        except (ValueError, AttributeError):
-            return {}  # unreadable: learn them again (refusals start anew)
+            d = json.loads(raw)
+            return ({str(k): int(v) for k, v in d["uids"].items()},
+                    {int(g): {str(a): str(w) for a, w in r.items()}
+                     for g, r in d.get("refused", {}).items()})
+        except (ValueError, AttributeError, KeyError, TypeError):
+            return {}, {}  # unreadable: learn them again (refusals start anew)
 
-    def save_peer_uids(self, uids: dict[str, int]) -> None:
+    def save_peer_uids(self, uids: dict[str, int], refused: dict[int, dict[str, str]]) -> None:
         self._check_open()
-        self._db.put(_PEER_UIDS_KEY, json.dumps(uids, sort_keys=True).encode(), self._wopts)
+        rec = {"uids": uids, "refused": {str(g): r for g, r in refused.items()}}
+        self._db.put(_PEER_UIDS_KEY, json.dumps(rec, sort_keys=True).encode(), self._wopts)
 
     # -- writing ---------------------------------------------------------
     def new_batch(self) -> Batch:

@@ -165,6 +165,7 @@ class Transport:
         on_refused: Callable[[str, str], None] | None = None,
         pass_sender: bool = False,
         peer_uid: Callable[[str], int] | None = None,
+        on_stranger: Callable[[str], None] | None = None,
     ):
         """
         self_addr: this node's advertised address (sent with every batch).
@@ -190,6 +191,8 @@ class Transport:
             to_me: the sender named this node by its uid.
         peer_uid: address -> the uid we know that peer by (0: unknown), sent with each batch;
             a receiver with another uid drops the batch.
+        on_stranger: called with the sender's address when a batch is dropped so (the sender
+            knows another disk at our address).
         """
         if max_batch_msgs < 1 or max_queue < 1:
             raise ValueError("max_batch_msgs and max_queue must be >= 1")
@@ -213,6 +216,7 @@ class Transport:
         self._on_refused = on_refused
         self._pass_sender = pass_sender
         self._peer_uid = peer_uid or (lambda _a: 0)
+        self._on_stranger = on_stranger
         self._peers: dict[str, _Peer] = {}
         self._snapshot_channels: set[grpc.aio.Channel] = set()
         self._closed = False
@@ -307,7 +311,7 @@ class Transport:
         except asyncio.TimeoutError:
             raise _PeerError(f"no answer within {self._connect_timeout}s") from None
         if call.done():
-            raise _PeerError(f"{await call.code()}: {await call.details()}")
+            raise _PeerError(f"{_words(await call.code())}: {await call.details()}")
         return call
 
     async def _disconnect(self, peer: _Peer) -> None:
@@ -345,7 +349,8 @@ class Transport:
                 call.add_done_callback(lambda _c: wake.set())  # notice a stream ending while idle
                 while True:
                     if call.done():  # reconnect, keeping the queue intact
-                        raise _PeerError(f"stream ended: {await call.code()}: {await call.details()}")
+                        raise _PeerError(f"stream ended: {_words(await call.code())}: "
+                                         f"{await call.details()}")
                     if not q:
                         wake.clear()
                         await wake.wait()
@@ -536,6 +541,8 @@ class _Servicer(pb_grpc.RaftTransportServicer):
             if batch.to_uid and t._self_uid and batch.to_uid != t._self_uid:
                 # meant for the node that had this address before (its disk was wiped): not us
                 t.refused_batches += 1
+                if t._on_stranger is not None:
+                    t._on_stranger(batch.from_addr)
                 continue
             items = decode_batch(batch)
             batches += 1
@@ -607,5 +614,14 @@ def _split(chunk) -> Iterator[bytes]:
 
 def _describe(e: BaseException) -> str:
     if isinstance(e, grpc.aio.AioRpcError):
-        return f"{e.code().name}: {e.details()}"
+        return f"{_words(e.code())}: {e.details()}"
+    if isinstance(e, _PeerError):
+        return str(e)
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _words(code: Any) -> str:
+    """A gRPC status code in plain words (eraftd/errors.py's), for the log."""
+    from ..errors import STATUS_WORDS
+    name = getattr(code, "name", str(code))
+    return STATUS_WORDS.get(name, name.lower().replace("_", " "))

@@ -140,6 +140,12 @@ class MsgType(IntEnum):
     HEARTBEAT_RESP = 18
     READ_INDEX_RESP = 19
     TIMEOUT_NOW = 20
+    # the driver's own, never stepped into a core: "your messages are refused in this group"
+    # (context: why, in plain words), sent to a member that came back with an empty disk
+    REFUSED = 30
+    # the driver's own too: "this is who is at this address now" (sent to a peer whose
+    # messages were meant for the disk that was here before; its batch carries our uid)
+    HELLO = 31
 
 
 LOCAL_TYPES = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.SNAP_STATUS, MsgType.UNREACHABLE,

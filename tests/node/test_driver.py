@@ -77,7 +77,7 @@ async def test_inputs_during_the_fsync_wait_are_held_until_the_round_ends(tmp_pa
         driver.on_unreachable("b")
         stepped = asyncio.ensure_future(driver._when_stepping(lambda: g.node.raft.log.committed))
         await asyncio.sleep(0.05)             # the loop runs; the core must not move
-        assert driver._held_msgs == [(GID, commit, False)] and len(driver._held_calls) == 2
+        assert driver._held_msgs == [(GID, commit, False, "")] and len(driver._held_calls) == 2
         assert g.node.raft.log.committed == 0 and not stepped.done()
         assert transport.sent == []
 

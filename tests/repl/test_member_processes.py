@@ -149,11 +149,6 @@ def test_add_a_replica_to_a_shardkv_group_then_remove_it(eraft_shape, tmp_path):
         assert eraftd(*cs, "get", f"k{i}").stdout == f"v{i}\n"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "node side: a node's uid is accepted per node, not per group: once `member replace ctrl` "
-    "has recorded the new uid, group 100 takes the wiped node back as its OLD member (a voter "
-    "with an empty disk: its log says 'the group's leader addresses this node as member id N'), "
-    "so `member replace 100` finds nothing refused and changes nothing (either order)"))
 def test_replace_a_wiped_node_of_both_groups(eraft_shape):
     """A node that is a controller peer and a replica of group 100 loses its disk: both groups
     refuse it, status says so, and `member replace` of each group brings it back."""

@@ -113,6 +113,7 @@ class Raft:
         self.opts = opts
         self.conf = ConfState(tuple(sorted(opts.peers)), tuple(sorted(opts.learners)))
         self.pending_conf_index = 0
+        self.hand_over_term = -1   # see _may_hand_over
         self.notices: list[Notice] = []
         self.rng = rng
         self.log = RaftLog(storage, opts.applied, opts.max_committed_per_ready)
@@ -185,9 +186,12 @@ class Raft:
         among its configuration's voters) to hand over: it may be the only one that knows its
         removal committed, and the voters that do not know could each need its vote (which its
         longer log refuses them).  The right ends with the term (a vote for anyone else, or a
-        newer leader); `_hand_over` passes the leadership on."""
+        newer leader); `_hand_over` passes the leadership on.  It also has the right in a term
+        in which it refused a voter's campaign for its own longer log (that voter lags, and may
+        need exactly our vote)."""
         c = self.conf
-        return bool(c.voters) and self.id not in c and self.vote == self.id
+        return (bool(c.voters) and self.id not in c
+                and (self.vote == self.id or self.hand_over_term == self.term))
 
     def is_member(self, nid: int) -> bool:
         return nid in self.conf
@@ -352,13 +356,16 @@ class Raft:
                 # a node that knows no membership waits to be added (maybe after losing its
                 # disk, and with it the votes it cast): it answers no campaign
                 return
-            if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            up_to_date = self.log.is_up_to_date(m.index, m.log_term)
+            if can_vote and up_to_date:
                 self._send(Message(resp, to=m.frm, term=m.term))
                 if t == T.VOTE:
                     self.election_elapsed = 0
                     self.vote = m.frm
             else:
                 self._send(Message(resp, to=m.frm, term=self.term, reject=True))
+                if not up_to_date and self.id not in self.conf and m.frm in self.conf.voters:
+                    self.hand_over_term = self.term
         elif self.role == Role.LEADER:
             self._step_leader(m)
         elif self.role == Role.FOLLOWER:

@@ -124,7 +124,7 @@ def test_example_replica_only_block_is_valid(tmp_path):
 
 
 def test_example_joining_block_is_valid(tmp_path):
-    cfg = loads(example_block("`member replace GID ADDR`."))
+    cfg = loads(example_block("until `eraftd member replace GID ADDR`."))
     assert cfg.roles() == ["shardkv"] and cfg.shardkv.join and cfg.shardkv.id is None
     assert cfg.node.advertise not in cfg.shardkv.peers
 

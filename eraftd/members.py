@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 
@@ -44,6 +44,7 @@ OK, ERR_WRONG_LEADER = "OK", "ErrWrongLeader"
 CALL_TIMEOUT_S = 2.0            # one Members / Status call
 CHANGE_TIMEOUT_S = 12.0         # one ChangeMember call (answered once applied; a node waits 10 s)
 DEFAULT_WAIT_S = 120.0          # add / replace: the whole operation, catching up included
+STARTING_WAIT_S = 15.0          # add / replace: how long a node just started may take to answer
 CATCH_UP_WITHIN = 100           # entries behind the leader's last index that count as caught up
 POLL_S = 0.3                    # how often the catch-up is looked at
 TRY_AGAIN_PAUSE_S = 0.5         # after a transient refusal
@@ -402,6 +403,7 @@ class MemberClient:
         if row is not None:
             steps.append(f"{address} is already a learner of {group_name(group)} (member {row.id})")
         else:
+            await self._node_status(address, deadline, progress)
             before = {r.id for r in ms.rows}
             progress(f"adding {address}")
             new_id = await self._change(
@@ -464,6 +466,26 @@ class MemberClient:
             steps.append(f"{row.address} was the leader: it hands over to another voter")
         return steps
 
+    async def _node_status(self, address: str, deadline: float, progress: Progress,
+                           todo: str = "start the new node first (with join = true in its TOML), "
+                                       "then add it; nothing changed") -> Any:
+        """The node at `address`'s NodeAdmin.Status, waiting a little for a node just started
+        (`eraftd run ... &` then at once `member add`); Unavailable with `todo` if it never
+        answers."""
+        loop = asyncio.get_running_loop()
+        until = min(deadline, loop.time() + STARTING_WAIT_S)
+        while True:
+            try:
+                return await self._stub(address).Status(
+                    apb.StatusRequest(),
+                    timeout=max(0.01, min(self.call_timeout, self._left(deadline))))
+            except grpc.aio.AioRpcError as e:
+                if self._left(until) <= 0:
+                    raise Unavailable(f"{address} does not answer ({rpc_problem(e)}): "
+                                      f"{todo}") from None
+            progress(f"waiting for {address} to answer")
+            await asyncio.sleep(self.poll)
+
     async def replace(self, group: int, address: str, timeout: float = DEFAULT_WAIT_S,
                       progress: Progress = _quiet, step: Progress = _quiet) -> Done:
         """The member at `address` came back with an empty disk: remove it, add the address
@@ -478,12 +500,9 @@ class MemberClient:
         if row is None:
             raise Refused(f"no member of {group_name(group)} is at {address} (its members: "
                           f"{ms.named()}); to add one: `eraftd member add {g} {address}`")
-        try:
-            st = await self._stub(address).Status(
-                apb.StatusRequest(), timeout=max(0.01, min(self.call_timeout, self._left(deadline))))
-        except grpc.aio.AioRpcError as e:
-            raise Unavailable(f"{address} does not answer ({rpc_problem(e)}): start the new machine "
-                              f"there first, then run the replace again; nothing changed") from None
+        st = await self._node_status(address, deadline, progress,
+                                     "start the new machine there first, then run the replace "
+                                     "again; nothing changed")
         if row.uid and st.node_uid == row.uid:
             raise Refused(f"{address} still has the disk it was added with (member {row.id}, the "
                           f"same node uid): there is nothing to replace; nothing changed")

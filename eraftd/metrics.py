@@ -205,7 +205,8 @@ def exposition() -> bytes:
 def readiness(driver: Any) -> tuple[bool, list[str]]:
     """/readyz's rule: ready when, for every group this node hosts, (1) a leader is known in
     the current term, and (2) this node has applied everything it knows to be committed
-    (applied >= commit).  A follower learns the commit index from the leader's appends and
+    (applied >= the commit index its last round knew: one stepped in since is applied by the
+    next round, and is no lag).  A follower learns the commit index from the leader's appends and
     heartbeats, so (2) means it has caught up with the leader's last known commit.  Returns
     (ready, one reason per group that is not)."""
     problems = []
@@ -216,6 +217,7 @@ def readiness(driver: Any) -> tuple[bool, list[str]]:
             problems.append(f"{g.name}: {why}")
         elif st.lead < 0:
             problems.append(f"{g.name}: no leader known (term {st.term}, {st.role.wire_name.lower()})")
-        elif st.applied < st.commit:
-            problems.append(f"{g.name}: applied {st.applied} < commit {st.commit} (catching up)")
+        elif st.applied < getattr(g, "round_commit", st.commit):
+            problems.append(f"{g.name}: applied {st.applied} < commit {g.round_commit} "
+                            f"(catching up)")
     return not problems, problems

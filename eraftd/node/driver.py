@@ -100,6 +100,9 @@ class Group:
         # where its leader is from the leader's own messages)
         self.sender_addrs: dict[int, str] = {}
         self.refused: dict[str, str] = {}   # member address -> why its messages are refused
+        # the commit index as the last round knew it (a message stepped since may have moved
+        # the core's on; the next round applies that): what /readyz compares applied with
+        self.round_commit = self.node.applied
         self.problem = ""                   # why this node is refused in this group, if it is
         self.name = "controller" if self.gid == 0 else f"group {self.gid}"
         # proposals waiting for the next round, and proposals in the log waiting to apply
@@ -697,6 +700,7 @@ class Driver:
                 log.info("%s: installed snapshot at index %d", g.name, rd.snapshot.index)
             self._send(g, rd.persisted_messages)
             g.node.advance(rd)
+            g.round_commit = g.node.commit
             g.after_advance()
             for n in rd.notices:
                 self._log_notice(g, n)

@@ -78,7 +78,8 @@ async def test_metrics_move_and_readyz(cluster):  # noqa: F811
     assert 'eraft_shard_status{group="100",shard="0",status="Serving"} 1.0' in after
     # a follower's readyz stays ready, and the controller node too
     for n in c.nodes:
-        assert http_get(f"http://{c.http[n.name]}/readyz")[0] == 200
+        status, body = http_get(f"http://{c.http[n.name]}/readyz")
+        assert status == 200, (n.name, body)
 
     # a group that lost its majority has no leader: its nodes are not ready, though alive
     g = c.group(G)

@@ -340,8 +340,13 @@ class Raft:
             if (self.opts.check_quorum or self.opts.pre_vote) and m.type in (T.HEARTBEAT, T.APP):
                 # a stale leader: our higher term in the answer makes it step down
                 self._send(Message(T.APP_RESP, to=m.frm))
-            elif m.type == T.PRE_VOTE:
-                self._send(Message(T.PRE_VOTE_RESP, to=m.frm, term=self.term, reject=True))
+            elif m.type in (T.PRE_VOTE, T.VOTE):
+                # our higher term in the answer: a candidate that needs our vote learns it (with
+                # membership changes, nobody else may ever tell it: the nodes that raised our
+                # term need not count it as a voter, and we, a learner in our own view, do not
+                # campaign; sim seed 2739)
+                resp = T.PRE_VOTE_RESP if m.type == T.PRE_VOTE else T.VOTE_RESP
+                self._send(Message(resp, to=m.frm, term=self.term, reject=True))
             return
 
         t = m.type

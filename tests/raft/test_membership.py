@@ -291,6 +291,7 @@ def test_a_follower_whose_disk_was_wiped_is_sent_the_log_again() -> None:
     1369,  # a learner promoted before its first snapshot blocked every election
     2492,  # a removed follower that knew the commit refused the lagging last voter its vote
     5210,  # a removed node with a full log disrupted a group that ran pre-vote only
+    2739,  # a candidate whose needed voter had a higher term was never told it
 ])
 def test_chaos_seed_that_once_failed(seed: int) -> None:
     from sim.chaos import run_seed

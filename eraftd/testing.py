@@ -84,6 +84,24 @@ def leader_of(nodes: Iterable[Node], group: int) -> Node | None:
     return best
 
 
+def processes(cmd_has: str, cwd: Path | None = None) -> list[int]:
+    """Pids of the live processes (not zombies, not this one) whose command line contains
+    `cmd_has` and, if given, whose working directory is `cwd`."""
+    pids, me = [], os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            here = Path(os.readlink(entry / "cwd")) if cwd is not None else None
+        except OSError:
+            continue
+        if cmd_has in cmd and state != "Z" and (cwd is None or here == cwd):
+            pids.append(int(entry.name))
+    return pids
+
+
 def change_member(nodes: Callable[[], Iterable[Node]], group: int, op: str, address: str = "",
                   node_id: int = -1, timeout: float = 60) -> apb.ChangeMemberResponse:
     """One membership change (NodeAdmin.ChangeMember) at whoever of nodes() leads `group`,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from eraftd.testing import free_port, wait_for
+from eraftd.testing import free_port, processes, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -84,21 +84,6 @@ def walk(tmp_path):
         w.kill_all()
 
 
-def our_processes(cwd: Path, arg: str) -> list[int]:
-    """Pids of processes running in `cwd` (this walk's) whose command line has `arg`."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            if Path(os.readlink(d / "cwd")) == cwd and arg in (d / "cmdline").read_bytes() \
-                    .replace(b"\0", b" ").decode(errors="replace"):
-                out.append(int(d.name))
-        except OSError:
-            continue
-    return out
-
-
 def serving(w: Walk, addr: str) -> bool:
     from eraftd._pb import admin_pb2 as apb
     from eraftd._pb import admin_pb2_grpc as apb_grpc
@@ -139,7 +124,7 @@ def test_quick_start_then_add_a_replica_then_replace_a_machine(walk):
 
     # Replace a machine: "stop n6, then rm -rf mycluster/data/n6" (n6 is 127.0.0.1:7003)
     n6 = w.map["127.0.0.1:7003"]
-    pids = our_processes(w.base, "mycluster/n6.toml")
+    pids = processes("mycluster/n6.toml", cwd=w.base)
     assert pids, "n6 is not running"
     for p in pids:
         os.kill(p, signal.SIGKILL)

@@ -23,19 +23,6 @@ pytestmark = pytest.mark.e2e
 CTRL = 0
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    made: list = []
-
-    def make(**kw) -> Cluster:
-        c = Cluster(tmp_path, **kw)
-        made.append(c)
-        return c
-    yield make
-    for c in made:
-        c.close()
-
-
 def put_many(c: Cluster, prefix: str, n: int) -> int:
     last = 0
     for start in range(0, n, 50):

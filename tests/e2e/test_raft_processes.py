@@ -18,19 +18,6 @@ pytestmark = pytest.mark.e2e
 CTRL = 0
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    clusters: list[Cluster] = []
-
-    def make(**kw) -> Cluster:
-        c = Cluster(tmp_path, **kw)
-        clusters.append(c)
-        return c
-    yield make
-    for c in clusters:
-        c.close()
-
-
 def local_value(node, key: bytes) -> bytes | None:
     r = node.admin().Read(apb.ReadRequest(group=CTRL, key=key, local=True), timeout=5)
     assert r.err == "OK", r.err

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from eraftd.testing import wait_for
+from eraftd.testing import processes, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -27,18 +27,7 @@ EXE = [sys.executable, "-m", "eraftd"]
 
 def processes_of(d: Path) -> list[int]:
     """Pids of the live processes whose command line names directory d (demo's nodes)."""
-    pids, me = [], os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(d) in cmd and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+    return processes(str(d))
 
 
 def kill_processes_of(d: Path) -> None:

@@ -412,7 +412,10 @@ class ShardedCluster:
         group (`join = true`, peers = the group's replicas so far)."""
         base = self.groups[gid][0].config
         addr = address or f"127.0.0.1:{free_port()}"
-        cfg = {"node": {**base["node"], "listen": addr},
+        node = {**base["node"], "listen": addr}
+        if "http" in node:
+            node["http"] = f"127.0.0.1:{free_port()}"
+        cfg = {"node": node,
                "shardkv": {**base["shardkv"], "peers": self.addresses(gid), "join": True},
                "raft": base["raft"], "log": base["log"]}
         n = Node(f"g{gid}-{len(self.groups[gid])}", self.base, cfg)

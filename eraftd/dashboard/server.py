@@ -25,7 +25,7 @@ from .._pb import admin_pb2_grpc as apb_grpc
 from ..controller.client import ControllerClient
 from ..controller.state import Config
 from repl.output import format_count, status_count   # the shell's one count of nodes
-from repl.probe import scrub
+from repl.probe import group_members, membership_problems, scrub
 
 log = logging.getLogger("eraftd.dashboard")
 
@@ -86,7 +86,7 @@ class Poller:
         addresses = list(dict.fromkeys(
             list(self.ctl.addresses) + [a for servers in cfg.groups.values() for a in servers]))
         status, admins = await asyncio.gather(
-            self.probe.status(cfg),
+            self.probe.status(cfg, membership=True),
             asyncio.gather(*(self._admin(a) for a in addresses), return_exceptions=True))
         now = time.time()
         admin = {a: r for a, r in zip(addresses, admins) if not isinstance(r, BaseException)}
@@ -107,11 +107,13 @@ class Poller:
             if a not in admin:
                 self._prev_ops.pop(a, None)
         leader_changes = {(g.group, a): g.leader_changes for a, s in admin.items() for g in s.groups}
+        _, learners = group_members(admin)
 
         def member(m: Any) -> dict[str, Any]:
             d = asdict(m)
             d["up"] = m.up
             d["leader_changes"] = leader_changes.get((m.gid, m.address))
+            d["learner"] = (m.gid, m.address) in learners
             return d
 
         controllers = [member(m) for m in status.controllers]
@@ -146,6 +148,8 @@ class Poller:
             "controller_leader": status.leader,
             "controllers": controllers, "replicas": replicas, "groups": groups,
             "nodes": nodes, "shards": shards,
+            # membership: what nodes report (refused for an empty disk, waiting to be added)
+            "problems": list(membership_problems(admin)),
             "metrics": {
                 "config_num": cfg.num,
                 "nodes_total": count.total, "nodes_healthy": count.up,

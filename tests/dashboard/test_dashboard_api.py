@@ -4,12 +4,14 @@ and a killed node as down."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import pytest
 from dash_support import cluster, dashboard, http_get  # noqa: F401
 
 from eraftd.controller.client import ControllerClient
 from eraftd.shardkv.clerk import Clerk
+from eraftd.testing import change_member
 
 pytestmark = pytest.mark.e2e
 G1, G2 = 100, 101
@@ -57,6 +59,21 @@ async def test_api_cluster(cluster, dashboard):  # noqa: F811
     down = next(m for m in s["replicas"] if m["address"] == victim.address)
     assert down["problem"] and not down["up"]
     assert s["metrics"]["nodes_healthy"] == 6
+
+    # membership: a learner is marked; a replica back with an empty disk is a problem shown
+    n = c.add_replica(G1)
+    await asyncio.to_thread(lambda: n.start().wait_serving())
+    await asyncio.to_thread(change_member, lambda: c.group(G1), G1, "add", n.address)
+    s = await asyncio.to_thread(
+        d.wait, lambda s: any(m["address"] == n.address and m["learner"] for m in s["replicas"]),
+        30, "the learner shown")
+    wiped = c.group(G1)[0]
+    await asyncio.to_thread(wiped.kill)
+    shutil.rmtree(wiped.dir / "data")
+    await asyncio.to_thread(lambda: wiped.start().wait_serving())
+    s = await asyncio.to_thread(
+        d.wait, lambda s: any(f"{wiped.address} came back with an empty disk" in p
+                              for p in s["problems"]), 60, "the refused replica shown")
 
     # the page and its files come from the package
     for path, needle in (("/", "<title>eraftd dashboard</title>"), ("/app.js", "/api/cluster"),

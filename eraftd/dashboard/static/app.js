@@ -37,7 +37,7 @@ function drawMetrics(d) {
 function memberRow(m, storage) {
   const role = roleName(m.role);
   return `<tr class="member ${role === "down" ? "down" : ""}" data-gid="${m.gid}" data-address="${esc(m.address)}" data-role="${role}">
-    <td>${esc(m.address)}</td><td><span class="role role-${role}">${esc(role)}</span></td>
+    <td>${esc(m.address)}</td><td><span class="role role-${role}">${esc(role)}</span>${m.learner ? ' <span class="learner muted">learner</span>' : ""}</td>
     <td class="num">${show(m.term)}</td><td class="num">${show(m.applied)}</td><td class="num">${show(m.commit)}</td>
     <td class="num">${bytes(m.storage_bytes)}</td><td class="muted">${esc(m.problem || "")}</td></tr>`;
 }
@@ -61,6 +61,12 @@ function drawShards(d) {
       <td class="num">${show(s.keys)}</td><td class="num">${bytes(s.bytes)}</td></tr>`).join("");
 }
 
+function drawProblems(d) {
+  const ps = d.problems || [];
+  $("#problems-section").hidden = !ps.length;
+  $("#problems").innerHTML = ps.map((p) => `<li class="problem">${esc(p)}</li>`).join("");
+}
+
 function drawEvents(d) {
   const ev = d.metrics.recent_leader_changes;
   $("#events").innerHTML = ev.length ? ev.map((e) =>
@@ -81,7 +87,7 @@ async function refresh() {
     if (d.ready) {
       $("#summary").textContent = `configuration ${d.config.num} · controller leader ${d.controller_leader || "unknown"} · ` +
         `updated ${new Date(d.time * 1000).toLocaleTimeString()}`;
-      drawMetrics(d); drawTopology(d); drawShards(d); drawEvents(d);
+      drawMetrics(d); drawProblems(d); drawTopology(d); drawShards(d); drawEvents(d);
       document.body.dataset.ready = "1";
     }
   } catch (e) {

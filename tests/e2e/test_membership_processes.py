@@ -116,11 +116,12 @@ def test_remove_the_leader_and_the_rest_carry_on(cluster):
     assert ld.group_status(CTRL).role != "Leader"
 
 
-def test_wiped_follower_is_refused_then_replaced_with_every_write(cluster):
+@pytest.mark.parametrize("which", ["follower", "leader"])
+def test_wiped_disk_is_refused_then_replaced_with_every_write(cluster, which):
     c = cluster(n=3).start()
     ld = c.wait_leader()
     idx = put_many(c, "a", 200)
-    f = next(n for n in c.nodes if n is not ld)
+    f = ld if which == "leader" else next(n for n in c.nodes if n is not ld)
     c.wait_applied(CTRL, idx, [f])
     f.kill()
     shutil.rmtree(f.dir / "data")

@@ -34,6 +34,7 @@ async def main_async(args: argparse.Namespace) -> int:
     ops: Counter[str] = Counter()
     faults: Counter[str] = Counter()
     changes: Counter[str] = Counter()
+    members: Counter[str] = Counter()
     anomalies: list[str] = []
     t0 = time.monotonic()
     rnd = 0
@@ -53,6 +54,7 @@ async def main_async(args: argparse.Namespace) -> int:
         ops.update(rep.ops)
         faults.update(rep.faults)
         changes.update(rep.config_changes)
+        members.update(rep.member_changes)
         anomalies += [f"round {rnd} (seed {seed}): {a}" for a in rep.anomalies]
         if not rep.anomalies and not args.keep:
             shutil.rmtree(d, ignore_errors=True)
@@ -61,6 +63,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"operations checked: {dict(ops)}")
     print(f"faults injected by kind: {dict(sorted(faults.items()))} (total {sum(faults.values())})")
     print(f"configuration changes: {dict(changes)}")
+    print(f"membership changes (disk wiped each time): {dict(members)}")
     print(f"anomalies: {len(anomalies)}")
     for a in anomalies:
         print(f"  - {a}")

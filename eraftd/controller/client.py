@@ -69,6 +69,11 @@ class NotAController(ControllerUnavailable):
     """Every address given answered, but none is a controller; the message says what each is."""
 
 
+def _retrieved(t: asyncio.Task) -> None:
+    if not t.cancelled():
+        t.exception()
+
+
 class ControllerClient:
     def __init__(self, addresses: Sequence[str], total_timeout: float = 30.0,
                  call_timeout: float = 3.0, client_id: int | None = None,
@@ -173,6 +178,9 @@ class ControllerClient:
                     continue                             # someone may have asked meanwhile
                 self._query_deadline = deadline
                 self._query = loop.create_task(self._query_latest(deadline, self._said(timeout)))
+                # its waiters may all have given up (their own deadlines) before it fails:
+                # its outcome is theirs to see, never asyncio's "exception never retrieved"
+                self._query.add_done_callback(_retrieved)
             task, task_deadline = self._query, self._query_deadline
             try:
                 return await asyncio.wait_for(asyncio.shield(task),

@@ -98,7 +98,7 @@ class AdminService(pb_grpc.NodeAdminServicer):
                 return pb.ChangeMemberResponse(
                     err=f"{addr} is already a member (id {m.id_of(addr)}); to give it a new "
                         f"disk use replace")
-            uid, why = await self._ask_uid(addr)
+            uid, why = await self._ask_uid(addr, g.gid)
             if why:
                 return pb.ChangeMemberResponse(err=why)
             cc = ConfChange(op, m.next_id, ChangeContext(addr, uid).encode())
@@ -124,9 +124,9 @@ class AdminService(pb_grpc.NodeAdminServicer):
                     f"the group up?); look with `member list` whether it happened")
         return pb.ChangeMemberResponse(err="OK", node_id=cc.node_id, index=idx)
 
-    async def _ask_uid(self, addr: str) -> tuple[int, str]:
-        """The node uid of the node at addr (it must answer: a member that is not there
-        would only weaken the group), or why not."""
+    async def _ask_uid(self, addr: str, gid: int) -> tuple[int, str]:
+        """The node uid of the node at addr (it must answer, and host group `gid`: a member
+        that is not there would only weaken the group), or why not."""
         target = self.cfg.node.dial_address(addr)
         try:
             async with grpc.aio.insecure_channel(target) as ch:
@@ -137,6 +137,13 @@ class AdminService(pb_grpc.NodeAdminServicer):
                        f"in its TOML), then add it")
         if not st.node_uid:
             return 0, f"{addr} runs an eraftd too old to be added (it has no node uid)"
+        if not any(gs.group == gid for gs in st.groups):
+            want = ("[controller] peers = [...] and join = true" if gid == 0
+                    else f"[shardkv] gid = {gid} and join = true")
+            hosts = ", ".join("the controller group" if gs.group == 0 else f"group {gs.group}"
+                              for gs in st.groups) or "no group"
+            return 0, (f"{addr} does not host {'the controller group' if gid == 0 else f'group {gid}'}"
+                       f" (it hosts {hosts}): start it with {want} in its TOML")
         return st.node_uid, ""
 
     def _group(self, gid: int, context) -> Any:

@@ -104,6 +104,33 @@ def test_add_a_replica_promote_it_and_remove_one(cluster, tmp_path):
     assert n3.group_status(CTRL).id == new_id
 
 
+def test_adding_a_node_that_does_not_host_the_group_is_refused(cluster, tmp_path):
+    c = cluster(n=3).start()
+    ld = c.wait_leader()
+    before = sorted(m.address for m in members(ld).members)
+    addr = f"127.0.0.1:{free_port()}"
+    stranger = Node("stranger", tmp_path, {   # a node of group 7 only
+        "node": {"listen": addr, "data_dir": "data"},
+        "shardkv": {"gid": 7, "peers": [addr], "controllers": [c.nodes[0].address]},
+        "raft": {"heartbeat_ms": 50, "election_ms": 500}}, ["--test-state-machine", "register"])
+    c.nodes.append(stranger)            # killed by the fixture with the others
+    stranger.start().wait_serving()
+    r = change_member_raw(ld, "add", addr)
+    assert r.err == (f"{addr} does not host the controller group (it hosts group 7): start it "
+                     f"with [controller] peers = [...] and join = true in its TOML"), r.err
+    r = change_member_raw(ld, "add", "127.0.0.1:1")
+    assert r.err.startswith("127.0.0.1:1 does not answer; start the new node first"), r.err
+    r = ld.admin().ChangeMember(apb.ChangeMemberRequest(group=5, op="add", address=addr),
+                                timeout=15)
+    assert r.err == "this node hosts no group 5"
+    assert sorted(m.address for m in members(ld).members) == before      # nothing changed
+
+
+def change_member_raw(node: Node, op: str, address: str) -> apb.ChangeMemberResponse:
+    return node.admin().ChangeMember(apb.ChangeMemberRequest(group=CTRL, op=op, address=address),
+                                     timeout=15)
+
+
 def test_remove_the_leader_and_the_rest_carry_on(cluster):
     c = cluster(n=3).start()
     ld = c.wait_leader()

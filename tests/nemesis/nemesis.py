@@ -320,16 +320,31 @@ class Replicas:
         return next((m.id for m in r.members if m.address == address), None)
 
     def _add_back(self, gid: int, n: Node, timeout: float) -> None:
+        """n a voter again: added if it is no member, promoted if a learner.  The membership is
+        read again after an add refused as "already a member" (a leader that had not applied
+        the latest change answered the first read)."""
         nodes = lambda: self._members(gid)  # noqa: E731
-        ld = leader_of(nodes(), gid)
-        r = ld.admin().Members(apb.MembersRequest(group=gid), timeout=5) if ld else None
-        mine = [m for m in r.members if m.address == n.address] if r else []
-        if not mine:
-            nid = change_member(nodes, gid, "add", n.address, timeout=timeout).node_id
-        elif mine[0].role == "learner":
-            nid = mine[0].id
-        else:
-            return
+        deadline = time.monotonic() + timeout
+        while True:
+            ld = leader_of(nodes(), gid)
+            r = ld.admin().Members(apb.MembersRequest(group=gid), timeout=5) if ld else None
+            if r is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no leader of group {gid}")
+                time.sleep(0.2)
+                continue
+            mine = [m for m in r.members if m.address == n.address]
+            if mine and mine[0].role == "voter":
+                return
+            if mine:
+                nid = mine[0].id
+                break
+            try:
+                nid = change_member(nodes, gid, "add", n.address, timeout=timeout).node_id
+                break
+            except AssertionError as e:
+                if "already a member" not in str(e) or time.monotonic() > deadline:
+                    raise
         wait_caught_up(nodes, gid, n.address, timeout)
         change_member(nodes, gid, "promote", node_id=nid, timeout=timeout)
 

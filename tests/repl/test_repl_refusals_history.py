@@ -2,28 +2,19 @@
 leave of the last group serving shards is refused (it would delete every value), and a gid
 that left is refused back with other servers (they would replay its history and wedge its
 shards) while a re-join with its own servers works.  Each refusal: exit 1, one line, no new
-configuration.  (A cluster of its own: these tests change which groups there are.)
+configuration.  (`cluster` is module-scoped: this module has a cluster of its own, as these
+tests change which groups there are.)
 """
 from __future__ import annotations
 
 import json
 
 import pytest
-from repl_support import G100, ShellCluster, eraftd
+from repl_support import G100, ShellCluster, cluster, eraftd  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
 OTHER = 103
-
-
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory):
-    c = ShellCluster(tmp_path_factory.mktemp("history"))
-    try:
-        yield c.start()
-    finally:
-        c.close()
-    c.check_logs()
 
 
 def run(c: ShellCluster, *args: str):
@@ -43,8 +34,8 @@ def one_refusal(r, *words: str) -> None:
         assert w in r.stderr, (w, r.stderr)
 
 
-def test_leave_of_the_last_group_and_a_rejoin_with_other_servers_are_refused(fresh):
-    c = fresh
+def test_leave_of_the_last_group_and_a_rejoin_with_other_servers_are_refused(cluster):  # noqa: F811
+    c = cluster
     assert run(c, "put", "k", "v").returncode == 0
     before = latest(c)
     one_refusal(run(c, "leave", str(G100)), f"leave: gid {G100} would leave no group to serve the "

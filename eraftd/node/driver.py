@@ -15,9 +15,10 @@ the state machine's data (eraftd/node/members.py) and changed by CONF_CHANGE ent
 here in log order in the round's batch.  Transport addresses come from it.  A node that waits to
 be added (join = true, or refused after coming back with an empty disk) has no id yet: the
 first message of its group's leader names it (m.to), and the snapshot that follows brings the
-membership.  Peers are known by their data_dir's node uid (TOFU, then from the group's record):
-a peer that comes back under a member's address with another uid is refused (its streams are
-turned away by the transport, so it neither votes nor counts) until it is replaced.
+membership.  Peers are known by their data_dir's node uid (first contact, then the groups'
+records): a peer that comes back under a member's address with another uid is refused in every
+group that does not know it by that uid (its messages dropped, so it neither votes nor counts;
+a REFUSED message tells it why) until that group replaces it.
 
 The fsync runs in a thread (rocksdict holds the GIL through a synced write, but not through
 flush_wal), so the loop keeps accepting calls and peer messages meanwhile.  Nothing is stepped
@@ -32,7 +33,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from dataclasses import replace
 
@@ -41,7 +42,7 @@ from ..raft.messages import (ConfChange, ConfChangeOp, Entry, EntryType, Message
 from ..raft.options import RaftOptions
 from ..raft.rawnode import ProposalDropped, RawNode
 from .. import metrics
-from .members import MEMBERS_KEY, ChangeContext, Members
+from .members import MEMBERS_KEY, Members
 
 log = logging.getLogger("eraftd.raft")
 
@@ -87,7 +88,6 @@ class Group:
     def __init__(self, spec: GroupSpec, store: Any, opts: RaftOptions, rng: random.Random,
                  snapshot_entries: int) -> None:
         self.gid = spec.gid
-        self.spec = spec
         self.store = store
         self.sm = spec.make_state_machine(store)
         self.members, self.me = self._load_members(spec)
@@ -432,20 +432,24 @@ class Driver:
         """A peer sent us messages meant for the disk that was at our address before ours: tell
         it who is here (the batch carries our uid), so that its groups refuse this node until
         they replace it -- even one that waits to be added and sends nothing else."""
-        now = time.monotonic()
-        if now - self._refusal_told.get((-1, addr), -1e9) < 1.0 or not self.groups:
+        if not self.groups or not self._once_a_second((-1, addr)):
             return
-        self._refusal_told[(-1, addr)] = now
         gid = next(iter(self.groups))
         self.transport.send(addr, gid, [Message(MsgType.HELLO)])
 
     def _refuse(self, g: Group, addr: str, m: Message) -> None:
         """A message of a refused member: dropped; it hears why at most once a second."""
-        now = time.monotonic()
-        if now - self._refusal_told.get((g.gid, addr), -1e9) >= 1.0:
-            self._refusal_told[(g.gid, addr)] = now
+        if self._once_a_second((g.gid, addr)):
             self.transport.send(addr, g.gid, [Message(MsgType.REFUSED, to=m.frm, frm=g.me,
                                                       context=g.refused[addr].encode())])
+
+    def _once_a_second(self, key: tuple[int, str]) -> bool:
+        """Whether to tell the peer of `key` (a group, or -1 for HELLO) now: once a second."""
+        now = time.monotonic()
+        if now - self._refusal_told.get(key, -1e9) < 1.0:
+            return False
+        self._refusal_told[key] = now
+        return True
 
     def _refused_by(self, g: Group, addr: str, why: str) -> None:
         line = f"refused by {addr}: {why}"
@@ -517,23 +521,20 @@ class Driver:
                     to_me: bool = False) -> None:
         """Step a peer's messages.  to_me: the sender named this node by its node uid, so a
         message to another id of ours means the group added this node anew (a replace)."""
-        if from_addr:
-            for gid, m in batch:
-                g = self.groups.get(gid)
-                if g is not None and m.frm >= 0 and m.frm not in g.members.addrs:
-                    g.sender_addrs[m.frm] = from_addr
-        items = [(gid, m, to_me, from_addr) for gid, m in batch]
+        items = ((gid, m, to_me, from_addr) for gid, m in batch)
         if self._syncing:
             self._held_msgs.extend(items)
             return
         self._step_messages(items)
 
-    def _step_messages(self, items: list[tuple[int, Message, bool, str]]) -> None:
+    def _step_messages(self, items: Iterable[tuple[int, Message, bool, str]]) -> None:
         groups = self.groups
         for gid, m, to_me, addr in items:
             g = groups.get(gid)
             if g is None:
                 continue
+            if addr and m.frm >= 0 and m.frm not in g.members.addrs:
+                g.sender_addrs[m.frm] = addr   # (see Group.sender_addrs)
             if m.type == MsgType.REFUSED:
                 self._refused_by(g, addr, m.context.decode(errors="replace"))
                 continue

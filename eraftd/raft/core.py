@@ -18,7 +18,8 @@ What keeps two configurations in use at once adjacent (their majorities overlap)
     (`pending_conf_index`, conservatively the last index when it became leader);
   * a node does not campaign while a committed change is not yet applied;
   * learners never vote, never count toward commit, ReadIndex or check-quorum, and never
-    campaign; a removed leader steps down once its removal is applied.
+    campaign; a removed leader, once its removal is applied, leads on without counting
+    itself until it has handed the leadership to a voter that has the whole log.
 """
 from __future__ import annotations
 
@@ -193,16 +194,24 @@ class Raft:
         return (bool(c.voters) and self.id not in c
                 and (self.vote == self.id or self.hand_over_term == self.term))
 
-    def is_member(self, nid: int) -> bool:
-        return nid in self.conf
-
     def accepts_from(self, m: Message) -> bool:
         """Whether a network message from m.frm may be stepped (see _FROM_NON_MEMBERS)."""
         return m.frm in self.conf or m.type in _FROM_NON_MEMBERS
 
-    def _others(self) -> list[int]:
-        """Every member but us: where a leader's appends and heartbeats go."""
-        return [p for p in self.conf.members() if p != self.id]
+    @property
+    def conf(self) -> ConfState:
+        return self._conf
+
+    @conf.setter
+    def conf(self, cs: ConfState) -> None:
+        self._conf = cs
+        # every member but us: where a leader's appends and heartbeats go (kept with the
+        # membership: the broadcasts of the hot path do not rebuild it)
+        self._others = tuple(p for p in cs.members() if p != self.id)
+
+    def _knows_membership(self) -> bool:
+        """False for a node that waits to be added (it learns the group from a snapshot)."""
+        return bool(self._conf.voters or self._conf.learners)
 
     def past_election_timeout(self) -> bool:
         return self.election_elapsed >= self.randomized_election_timeout
@@ -357,7 +366,7 @@ class Raft:
                         or (self.vote == NONE and self.lead == NONE)
                         or (t == T.PRE_VOTE and m.term > self.term))
             resp = T.VOTE_RESP if t == T.VOTE else T.PRE_VOTE_RESP
-            if not (self.conf.voters or self.conf.learners):
+            if not self._knows_membership():
                 # a node that knows no membership waits to be added (maybe after losing its
                 # disk, and with it the votes it cast): it answers no campaign
                 return
@@ -653,13 +662,13 @@ class Raft:
             self._bcast_append()
 
     def _bcast_append(self) -> None:
-        for p in self._others():
+        for p in self._others:
             self._send_append(p)
 
     def _bcast_heartbeat(self, ctx: bytes) -> None:
         committed = self.log.committed
         prs = self.prs
-        for p in self._others():
+        for p in self._others:
             self._send(Message(T.HEARTBEAT, to=p, commit=min(prs[p].match, committed),
                                context=ctx))
 
@@ -763,7 +772,7 @@ class Raft:
             self.read_states.append(ReadState(m.index, m.context))
 
     def _handle_append(self, m: Message) -> None:
-        if not self.conf.voters and not self.conf.learners:
+        if not self._knows_membership():
             self._send(Message(T.APP_RESP, to=m.frm, index=m.index, reject=True,
                                context=NEED_SNAPSHOT))
             return

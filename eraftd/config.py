@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple
 
 from eraftd.logs import LEVELS
+from eraftd.tls import TlsFiles
 
 
 class ConfigError(Exception):
@@ -36,6 +37,7 @@ class NodeSection:
     advertise: str              # the address peers and clients use for this node (default: listen)
     http: str = ""              # /metrics, /healthz; "" = off
     dial: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    testing: bool = False       # serve the test-only entry points (NodeAdmin Propose/Read)
 
     def dial_address(self, addr: str) -> str:
         """Where to connect to reach the peer known as `addr` (a proxy or NAT mapping, or itself)."""
@@ -86,6 +88,18 @@ class RaftSection:
 
 
 @dataclass(frozen=True)
+class TlsSection:
+    """[tls]: every service on the node's port is TLS; peers are dialled with mutual TLS."""
+    files: TlsFiles             # ca_file, cert_file, key_file (absolute)
+    client_auth: str = "require"  # "require": clients present a certificate of ca_file; "none": server TLS only
+    admins: tuple[str, ...] = ()  # client certificate common names allowed the admin commands
+
+    @property
+    def require_client_auth(self) -> bool:
+        return self.client_auth == "require"
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "info"         # one of eraftd.logs.LEVELS
     file: str = ""              # absolute; "" = stderr
@@ -99,6 +113,7 @@ class Config:
     shardkv: ShardKVSection | None
     raft: RaftSection
     log: LogSection
+    tls: TlsSection | None = None
 
     def roles(self) -> list[str]:
         return [name for name in ("controller", "shardkv") if getattr(self, name) is not None]
@@ -195,6 +210,15 @@ def _level(v: str) -> str | None:
     return None if v.lower() in LEVELS else f"must be one of {', '.join(LEVELS)}, got {_show(v)}"
 
 
+def _client_auth(v: str) -> str | None:
+    return None if v in ("require", "none") else f'must be "require" or "none", got {_show(v)}'
+
+
+def _admins(v: list[str]) -> str | None:
+    bad = [a for a in v if not a.strip()]
+    return f"lists an empty name; give certificate common names, e.g. {_show(['ops'])}" if bad else None
+
+
 class _Key(NamedTuple):
     kind: _Kind
     check: Callable[[Any], str | None] | None = None
@@ -209,6 +233,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "advertise": _Key(_STR, _optional_address),      # default: listen
         "http": _Key(_STR, _optional_address),
         "dial": _Key(_STR_TABLE, _dial),
+        "testing": _Key(_BOOL),
     },
     "controller": {
         "peers": _Key(_STRS, _peers, required=True),
@@ -236,6 +261,13 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "level": _Key(_STR, _level),
         "file": _Key(_STR),
     },
+    "tls": {
+        "ca_file": _Key(_STR, _non_empty, required=True),
+        "cert_file": _Key(_STR, _non_empty, required=True),
+        "key_file": _Key(_STR, _non_empty, required=True),
+        "client_auth": _Key(_STR, _client_auth),
+        "admins": _Key(_STRS, _admins),
+    },
 }
 
 
@@ -259,6 +291,7 @@ class _Loader:
             shardkv=self.shardkv(sections["shardkv"], node, controller),
             raft=self.raft(sections["raft"]),
             log=self.log(sections["log"]),
+            tls=self.tls(sections["tls"]),
         )
 
     def sections(self, doc: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
@@ -310,7 +343,8 @@ class _Loader:
         if http and http == t["listen"]:
             raise self.error("[node] http", f"must differ from [node] listen, got {_show(http)}")
         return NodeSection(listen=t["listen"], data_dir=data_dir, advertise=advertise, http=http,
-                           dial=MappingProxyType(dict(t.get("dial", {}))))
+                           dial=MappingProxyType(dict(t.get("dial", {}))),
+                           testing=t.get("testing", False))
 
     def own_id(self, section: str, t: dict[str, Any], node: NodeSection) -> int | None:
         """This node's id in the section's peers: its advertise address's position; None when it
@@ -353,6 +387,18 @@ class _Loader:
             raise self.error("[raft] election_ms", f"must be greater than heartbeat_ms ({raft.heartbeat_ms}), "
                              f"got {raft.election_ms}")
         return raft
+
+    def tls(self, t: dict[str, Any] | None) -> TlsSection | None:
+        if t is None:
+            return None
+        paths = {}
+        for key in ("ca_file", "cert_file", "key_file"):
+            p = paths[key] = self.resolve(t[key])
+            if not os.path.isfile(p):
+                raise self.error(f"[tls] {key}", f"no such file: {p} (make the cluster's certificates "
+                                 f"with `eraftd cert`)")
+        return TlsSection(files=TlsFiles(**paths), client_auth=t.get("client_auth", "require"),
+                          admins=tuple(a.strip() for a in t.get("admins", ())))
 
     def log(self, t: dict[str, Any] | None) -> LogSection:
         log = LogSection(**(t or {}))

@@ -57,7 +57,7 @@ class GroupStatus(_message.Message):
     def __init__(self, group: _Optional[int] = ..., id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., last_index: _Optional[int] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., proposals: _Optional[int] = ..., entries_appended: _Optional[int] = ..., entries_applied: _Optional[int] = ..., leader_changes: _Optional[int] = ..., elections: _Optional[int] = ..., snapshots: _Optional[int] = ..., learners: _Optional[_Iterable[str]] = ..., problem: _Optional[str] = ..., refused: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("address", "version", "roles", "storage_size", "groups", "requests", "operations", "node_uid")
+    __slots__ = ("address", "version", "roles", "storage_size", "groups", "requests", "operations", "node_uid", "cluster_id", "problem")
     class RequestsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,8 @@ class NodeStatus(_message.Message):
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     NODE_UID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
     address: str
     version: str
     roles: _containers.RepeatedScalarFieldContainer[str]
@@ -81,7 +83,9 @@ class NodeStatus(_message.Message):
     requests: _containers.ScalarMap[str, int]
     operations: int
     node_uid: int
-    def __init__(self, address: _Optional[str] = ..., version: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., storage_size: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., requests: _Optional[_Mapping[str, int]] = ..., operations: _Optional[int] = ..., node_uid: _Optional[int] = ...) -> None: ...
+    cluster_id: int
+    problem: str
+    def __init__(self, address: _Optional[str] = ..., version: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., storage_size: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., requests: _Optional[_Mapping[str, int]] = ..., operations: _Optional[int] = ..., node_uid: _Optional[int] = ..., cluster_id: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
     __slots__ = ("group", "commands")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11shardctrler.proto\x12\rshardctrlerpb\"\x8a\x02\n\x06\x43onfig\x12\x0b\n\x03num\x18\x01 \x01(\x03\x12\x0e\n\x06shards\x18\x02 \x03(\x05\x12\x31\n\x06groups\x18\x03 \x03(\x0b\x32!.shardctrlerpb.Config.GroupsEntry\x12\x37\n\tabandoned\x18\x64 \x03(\x0b\x32$.shardctrlerpb.Config.AbandonedEntry\x1a\x45\n\x0bGroupsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.shardctrlerpb.Servers:\x02\x38\x01\x1a\x30\n\x0e\x41\x62\x61ndonedEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x1a\n\x07Servers\x12\x0f\n\x07servers\x18\x01 \x03(\t\"\xb9\x02\n\x0e\x43ommandRequest\x12;\n\x07servers\x18\x01 \x03(\x0b\x32*.shardctrlerpb.CommandRequest.ServersEntry\x12\x0c\n\x04gids\x18\x02 \x03(\x05\x12\r\n\x05shard\x18\x03 \x01(\x05\x12\x0b\n\x03gid\x18\x04 \x01(\x05\x12\x0b\n\x03num\x18\x05 \x01(\x05\x12\x1d\n\x02op\x18\x06 \x01(\x0e\x32\x11.shardctrlerpb.Op\x12\x11\n\tclient_id\x18\x07 \x01(\x03\x12\x12\n\ncommand_id\x18\x08 \x01(\x03\x12\x16\n\x0e\x61\x62\x61ndon_shards\x18\x64 \x03(\x05\x12\r\n\x05\x66orce\x18\x65 \x01(\x08\x1a\x46\n\x0cServersEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.shardctrlerpb.Servers:\x02\x38\x01\"E\n\x0f\x43ommandResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12%\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x15.shardctrlerpb.Config\"\x12\n\x10GetStatusRequest\"~\n\x11GetStatusResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x03\x12\x14\n\x0clast_applied\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x03\x12\x14\n\x0cstorage_size\x18\x06 \x01(\x03*L\n\x02Op\x12\x08\n\x04JOIN\x10\x00\x12\t\n\x05LEAVE\x10\x01\x12\x08\n\x04MOVE\x10\x02\x12\t\n\x05QUERY\x10\x03\x12\x0f\n\x0bSET_SERVERS\x10\x04\x12\x0b\n\x07\x41\x42\x41NDON\x10\x05\x32\xae\x01\n\x12ShardCtrlerService\x12H\n\x07\x43ommand\x12\x1d.shardctrlerpb.CommandRequest\x1a\x1e.shardctrlerpb.CommandResponse\x12N\n\tGetStatus\x12\x1f.shardctrlerpb.GetStatusRequest\x1a .shardctrlerpb.GetStatusResponseB)Z\'github.com/eraft-io/eraft/shardctrlerpbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11shardctrler.proto\x12\rshardctrlerpb\"\x8a\x02\n\x06\x43onfig\x12\x0b\n\x03num\x18\x01 \x01(\x03\x12\x0e\n\x06shards\x18\x02 \x03(\x05\x12\x31\n\x06groups\x18\x03 \x03(\x0b\x32!.shardctrlerpb.Config.GroupsEntry\x12\x37\n\tabandoned\x18\x64 \x03(\x0b\x32$.shardctrlerpb.Config.AbandonedEntry\x1a\x45\n\x0bGroupsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.shardctrlerpb.Servers:\x02\x38\x01\x1a\x30\n\x0e\x41\x62\x61ndonedEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x1a\n\x07Servers\x12\x0f\n\x07servers\x18\x01 \x03(\t\"\xb9\x02\n\x0e\x43ommandRequest\x12;\n\x07servers\x18\x01 \x03(\x0b\x32*.shardctrlerpb.CommandRequest.ServersEntry\x12\x0c\n\x04gids\x18\x02 \x03(\x05\x12\r\n\x05shard\x18\x03 \x01(\x05\x12\x0b\n\x03gid\x18\x04 \x01(\x05\x12\x0b\n\x03num\x18\x05 \x01(\x05\x12\x1d\n\x02op\x18\x06 \x01(\x0e\x32\x11.shardctrlerpb.Op\x12\x11\n\tclient_id\x18\x07 \x01(\x03\x12\x12\n\ncommand_id\x18\x08 \x01(\x03\x12\x16\n\x0e\x61\x62\x61ndon_shards\x18\x64 \x03(\x05\x12\r\n\x05\x66orce\x18\x65 \x01(\x08\x1a\x46\n\x0cServersEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.shardctrlerpb.Servers:\x02\x38\x01\"Y\n\x0f\x43ommandResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12%\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x15.shardctrlerpb.Config\x12\x12\n\ncluster_id\x18\x64 \x01(\x04\"\x12\n\x10GetStatusRequest\"~\n\x11GetStatusResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x03\x12\x14\n\x0clast_applied\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x03\x12\x14\n\x0cstorage_size\x18\x06 \x01(\x03*L\n\x02Op\x12\x08\n\x04JOIN\x10\x00\x12\t\n\x05LEAVE\x10\x01\x12\x08\n\x04MOVE\x10\x02\x12\t\n\x05QUERY\x10\x03\x12\x0f\n\x0bSET_SERVERS\x10\x04\x12\x0b\n\x07\x41\x42\x41NDON\x10\x05\x32\xae\x01\n\x12ShardCtrlerService\x12H\n\x07\x43ommand\x12\x1d.shardctrlerpb.CommandRequest\x1a\x1e.shardctrlerpb.CommandResponse\x12N\n\tGetStatus\x12\x1f.shardctrlerpb.GetStatusRequest\x1a .shardctrlerpb.GetStatusResponseB)Z\'github.com/eraft-io/eraft/shardctrlerpbb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONFIG_ABANDONEDENTRY']._serialized_options = b'8\001'
   _globals['_COMMANDREQUEST_SERVERSENTRY']._loaded_options = None
   _globals['_COMMANDREQUEST_SERVERSENTRY']._serialized_options = b'8\001'
-  _globals['_OP']._serialized_start=868
-  _globals['_OP']._serialized_end=944
+  _globals['_OP']._serialized_start=888
+  _globals['_OP']._serialized_end=964
   _globals['_CONFIG']._serialized_start=37
   _globals['_CONFIG']._serialized_end=303
   _globals['_CONFIG_GROUPSENTRY']._serialized_start=184
@@ -53,11 +53,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMANDREQUEST_SERVERSENTRY']._serialized_start=577
   _globals['_COMMANDREQUEST_SERVERSENTRY']._serialized_end=647
   _globals['_COMMANDRESPONSE']._serialized_start=649
-  _globals['_COMMANDRESPONSE']._serialized_end=718
-  _globals['_GETSTATUSREQUEST']._serialized_start=720
-  _globals['_GETSTATUSREQUEST']._serialized_end=738
-  _globals['_GETSTATUSRESPONSE']._serialized_start=740
-  _globals['_GETSTATUSRESPONSE']._serialized_end=866
-  _globals['_SHARDCTRLERSERVICE']._serialized_start=947
-  _globals['_SHARDCTRLERSERVICE']._serialized_end=1121
+  _globals['_COMMANDRESPONSE']._serialized_end=738
+  _globals['_GETSTATUSREQUEST']._serialized_start=740
+  _globals['_GETSTATUSREQUEST']._serialized_end=758
+  _globals['_GETSTATUSRESPONSE']._serialized_start=760
+  _globals['_GETSTATUSRESPONSE']._serialized_end=886
+  _globals['_SHARDCTRLERSERVICE']._serialized_start=967
+  _globals['_SHARDCTRLERSERVICE']._serialized_end=1141
 # @@protoc_insertion_point(module_scope)

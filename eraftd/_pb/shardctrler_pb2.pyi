@@ -86,12 +86,14 @@ class CommandRequest(_message.Message):
     def __init__(self, servers: _Optional[_Mapping[int, Servers]] = ..., gids: _Optional[_Iterable[int]] = ..., shard: _Optional[int] = ..., gid: _Optional[int] = ..., num: _Optional[int] = ..., op: _Optional[_Union[Op, str]] = ..., client_id: _Optional[int] = ..., command_id: _Optional[int] = ..., abandon_shards: _Optional[_Iterable[int]] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class CommandResponse(_message.Message):
-    __slots__ = ("err", "config")
+    __slots__ = ("err", "config", "cluster_id")
     ERR_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     err: str
     config: Config
-    def __init__(self, err: _Optional[str] = ..., config: _Optional[_Union[Config, _Mapping]] = ...) -> None: ...
+    cluster_id: int
+    def __init__(self, err: _Optional[str] = ..., config: _Optional[_Union[Config, _Mapping]] = ..., cluster_id: _Optional[int] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()

@@ -88,6 +88,7 @@ class ControllerClient:
         self.dial = dial or (lambda a: a)
         self._ids = itertools.count(1)
         self._backoff = backoff
+        self.cluster_id = 0                  # the cluster id the controllers answered with (0: none yet)
         self._leader: str | None = None
         self._channels: dict[str, tuple[grpc.aio.Channel, pb_grpc.ShardCtrlerServiceStub]] = {}
         self._lock = asyncio.Lock()          # one command in flight per client id
@@ -314,6 +315,8 @@ class ControllerClient:
             else:
                 if resp.err not in _RETRYABLE:
                     self._leader = addr
+                    if resp.cluster_id:
+                        self.cluster_id = resp.cluster_id     # eraftd/node/cluster.py
                     if resp.err != OK:
                         raise ControllerError(resp.err)
                     return resp

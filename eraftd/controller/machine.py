@@ -6,7 +6,11 @@ first; the version byte keeps a future format apart, and no command encodes to e
 which is the leader's no-op).  SET_SERVERS (eraftd's, not eRaft's) carries its gid and servers
 as the one entry of the `servers` map, as a JOIN of one group would.
 
+Log entry b"\x02" + u64: the cluster id, proposed by the first leader that finds none (the
+controller service); only the first applied one counts, so every replica keeps the same.
+
 Group data (the group's GroupStore, so snapshots ship it as is):
+    b"i"                   u64 cluster id (absent until fixed)
     b"c" u64(num)          configuration num >= 1, a shardctrlerpb.Config
     b"s" i64(client_id)    session: >qq command_id, num, then err (UTF-8)
 Configuration 0 is implicit.  The machine keeps everything in memory too (the store shows
@@ -38,8 +42,10 @@ def send_leader_hint(context, hint: str) -> None:
         context.set_trailing_metadata(((LEADER_METADATA_KEY, hint),))
 
 ENTRY_V1 = b"\x01"
+ENTRY_CLUSTER_ID = b"\x02"     # + u64: the cluster's id (eraftd/node/cluster.py); the first one counts
 _CONFIG = b"c"
 _SESSION = b"s"
+_CLUSTER_ID = b"i"
 _U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
 _SESSION_HDR = struct.Struct(">qq")
@@ -114,6 +120,10 @@ def encode_command(cmd: Command) -> bytes:
     return ENTRY_V1 + command_to_pb(cmd).SerializeToString(deterministic=True)
 
 
+def encode_cluster_id(cid: int) -> bytes:
+    return ENTRY_CLUSTER_ID + _U64.pack(cid)
+
+
 def decode_command(data: bytes) -> Command:
     if not data.startswith(ENTRY_V1):
         raise BadRequest(f"not a controller log entry (format byte {data[:1]!r})")
@@ -142,12 +152,18 @@ def load_state(store: Any) -> ControllerState:
     return ControllerState(configs, sessions)
 
 
+def _load_cluster_id(store: Any) -> int:
+    raw = store.get(_CLUSTER_ID)
+    return _U64.unpack(raw)[0] if raw and len(raw) == _U64.size else 0
+
+
 class ControllerMachine:
     """The StateMachine of group 0: results are state.Applied (None for no-op entries)."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
         self.state = load_state(store)
+        self.cluster_id = _load_cluster_id(store)
 
     def apply(self, entries: list[Entry], batch: Any) -> list[Any]:
         out: list[Any] = []
@@ -155,6 +171,12 @@ class ControllerMachine:
         for e in entries:
             if not e.data:
                 out.append(None)
+                continue
+            if e.data[:1] == ENTRY_CLUSTER_ID:
+                if not self.cluster_id and len(e.data) == 1 + _U64.size:
+                    self.cluster_id = _U64.unpack_from(e.data, 1)[0]
+                    store.stage_put(batch, _CLUSTER_ID, e.data[1:])
+                out.append(self.cluster_id)
                 continue
             try:
                 cmd = decode_command(e.data)
@@ -174,6 +196,7 @@ class ControllerMachine:
 
     def restored(self) -> None:
         self.state = load_state(self.store)
+        self.cluster_id = _load_cluster_id(self.store)
 
     def query(self, num: int) -> Config:
         return self.state.query(num)

@@ -17,6 +17,8 @@ with the same ids, and the dedup table makes that safe).
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 from typing import Any, Callable
 
 import grpc
@@ -26,11 +28,12 @@ from .._pb import shardctrler_pb2_grpc as pb_grpc
 from ..node.access import Access, Right
 from ..node.driver import NotLeader
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, BadRequest, send_leader_hint,
-                      command_from_pb, config_to_pb, encode_command)
+                      command_from_pb, config_to_pb, encode_cluster_id, encode_command)
 from .precheck import PROBE_TIMEOUT_S, abandon_problem, join_problem
 from .state import OK, Abandon, Command, Join, check, validate
 
 COMMAND_TIMEOUT_S = 2.0
+log = logging.getLogger("eraftd.controller")
 
 
 class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
@@ -52,7 +55,8 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
         try:
             if request.op == pb.QUERY:
                 await asyncio.wait_for(self.driver.read_barrier(self.gid), self.timeout)
-                return pb.CommandResponse(err=OK, config=config_to_pb(g.sm.query(request.num)))
+                return pb.CommandResponse(err=OK, config=config_to_pb(g.sm.query(request.num)),
+                                          cluster_id=g.sm.cluster_id)
             await self._authorize(request, context)
             try:
                 cmd = command_from_pb(request)
@@ -63,12 +67,33 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
                 return pb.CommandResponse(err=err)
             res = await asyncio.wait_for(self.driver.propose(self.gid, encode_command(cmd)),
                                          self.timeout)
-            return pb.CommandResponse(err=res.err, config=config_to_pb(g.sm.query(res.num)))
+            return pb.CommandResponse(err=res.err, config=config_to_pb(g.sm.query(res.num)),
+                                      cluster_id=g.sm.cluster_id)
         except NotLeader as e:      # also ProposalLost: outcome unknown, the client retries
             send_leader_hint(context, e.hint)
             return pb.CommandResponse(err=ERR_WRONG_LEADER)
         except asyncio.TimeoutError:
             return pb.CommandResponse(err=ERR_TIMEOUT)
+
+    async def keep_cluster_id(self, cluster: Any, every: float = 0.2) -> None:
+        """Until this node knows its cluster id: the leader proposes one (a random 64-bit
+        number) when the controller log has none; every controller takes it from its log
+        (cluster: the node's ClusterIdentity).  Runs for the node's life; ends once known."""
+        g = self.driver.groups[self.gid]
+        while True:
+            cid = g.sm.cluster_id
+            if cid:
+                why = cluster.learn(cid, "the controller log")
+                if why:
+                    log.critical("%s", why)
+                return
+            if g.is_leader() and g.sm.state.latest is not None:
+                try:
+                    await asyncio.wait_for(self.driver.propose(
+                        self.gid, encode_cluster_id(secrets.randbelow((1 << 64) - 1) + 1)), self.timeout)
+                except (NotLeader, asyncio.TimeoutError):
+                    pass
+            await asyncio.sleep(every)
 
     async def _authorize(self, request: pb.CommandRequest, context) -> None:
         """JOIN / LEAVE / MOVE / ABANDON need an admin; SET_SERVERS a node or an admin."""

@@ -38,7 +38,8 @@ class AdminService(pb_grpc.NodeAdminServicer):
     async def Status(self, request, context):
         out = pb.NodeStatus(address=self.cfg.node.advertise, version=__version__,
                             roles=self.cfg.roles(), storage_size=self.store.size_bytes(),
-                            node_uid=self.store.node_uid)
+                            node_uid=self.store.node_uid, cluster_id=self.store.cluster_id,
+                            problem=self.driver.problem or "")
         d = self.driver
         for g in d.groups.values():
             st = g.node.status()

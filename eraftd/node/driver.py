@@ -332,6 +332,7 @@ class Group:
 
 class Driver:
     def __init__(self, store: Any, transport: Any, heartbeat_ms: int) -> None:
+        self.cluster: Any = None            # the node's ClusterIdentity (server.py sets it)
         self.store = store
         self.transport = transport
         self.heartbeat_s = heartbeat_ms / 1000.0

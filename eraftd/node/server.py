@@ -23,6 +23,7 @@ from ..raft.options import RaftOptions
 from ..shardkv.node import ShardKVNode
 from ..tls import TlsError, host_of
 from .access import Access, AccessInterceptor
+from .cluster import ClusterIdentity
 from .admin import AdminService
 from .driver import Driver, GroupSpec
 from .statemachine import TEST_MACHINES
@@ -150,6 +151,7 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         raise StartupError(str(e)) from None
 
     access = Access(cfg.tls, cfg.node.testing)
+    cluster = ClusterIdentity(store)
     try:
         server = grpc.aio.server(options=server_options(),
                                  interceptors=[AccessInterceptor(access)] if access.enforce else None)
@@ -190,24 +192,28 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
                               check_peer=check_peer, on_refused=on_refused,
                               pass_sender=True, peer_uid=lambda a: driver.peer_uids.get(a, 0),
                               on_stranger=lambda a: driver.on_stranger(a),
-                              tls=cfg.tls.files if cfg.tls else None)
+                              tls=cfg.tls.files if cfg.tls else None, cluster=cluster)
         transport.add_to_server(server)
         driver = Driver(store, transport, cfg.raft.heartbeat_ms)
+        driver.cluster = cluster
         shardkv = ShardKVNode(cfg) if cfg.shardkv and test_machine is None else None
         seed = random.SystemRandom().randrange(1 << 62)
         for spec in group_specs(cfg, _state_machines(cfg, test_machine, shardkv), store.node_uid):
             driver.add_group(spec, raft_options(cfg), random.Random(seed + spec.gid),
                              cfg.raft.snapshot_entries)
         AdminService(cfg, driver, store, test_machine is not None, access).add_to_server(server)
+        ctrl = None
         if cfg.controller and test_machine is None:
-            ShardCtrlerService(driver, CONTROLLER_GROUP, dial=cfg.node.dial_address,
-                               access=access).add_to_server(server)
+            ctrl = ShardCtrlerService(driver, CONTROLLER_GROUP, dial=cfg.node.dial_address,
+                                      access=access)
+            ctrl.add_to_server(server)
         if shardkv:
             shardkv.add_to_server(server, driver)
 
         http = await _start_http(cfg, driver, store) if cfg.node.http else None
         await server.start()
         run = asyncio.create_task(driver.run())
+        keeper = asyncio.create_task(ctrl.keep_cluster_id(cluster)) if ctrl else None
         if shardkv:
             shardkv.start()
         roles = " + ".join(
@@ -228,6 +234,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
             log.critical("raft driver stopped: %r", exc)
             raise StartupError(f"the raft driver failed: {exc!r}")
         log.info("shutting down")
+        if keeper:
+            keeper.cancel()
         await server.stop(grace=0.5)     # stop accepting; in-flight calls get half a second
         if http:
             await http.stop()

@@ -75,7 +75,8 @@ _CHUNK_HDR = struct.Struct(">4sI")          # magic, pair count
 
 _IDENTITY_KEY = b"I"
 _PEER_UIDS_KEY = b"P"                      # peers' node uids (JSON: address -> uid)
-_UID_FIELD = "node_uid"                    # the identity record's field that is not the config's
+_UID_FIELD = "node_uid"                    # the identity record's fields that are not the config's:
+_CLUSTER_FIELD = "cluster_id"              # the data_dir's uid, the cluster it belongs to (0: none yet)
 _CONFIG_FILE = "rocksdict-config.json"     # rewritten by rocksdict on every open, even a failed one
 _RESTORE_BATCH_BYTES = 4 << 20             # bound on one restore write (it holds the GIL)
 _POINT_DELETE_MAX = 64                     # truncations longer than this use delete_range
@@ -239,6 +240,7 @@ class NodeStore:
         self.data_dir = data_dir
         self.identity = identity            # as the config gives it (without the uid)
         self.node_uid = node_uid            # this data_dir's random 64-bit id (module docstring)
+        self.cluster_id = 0                 # the cluster it belongs to; 0: not known yet
         self.fsync = fsync
         self._wopts = WriteOptions()
         self._wopts.sync = fsync
@@ -276,6 +278,7 @@ class NodeStore:
             raise StorageError(f"data_dir {path} exists but is not a directory; "
                                f"point data_dir at a directory")
         uid: int | None = None                  # None: draw one (first start, or a record from before uids)
+        cluster = 0
         if os.path.isdir(path):
             try:
                 names = os.listdir(path)
@@ -291,6 +294,7 @@ class NodeStore:
                         f"created by eraftd or is damaged; use a fresh data_dir (or restore a backup)")
                 if stored is not None:
                     uid = _stored_uid(path, stored)
+                    cluster = _stored_cluster(path, stored)
                     if stored != want:
                         raise StorageError(_identity_mismatch(path, stored, want))
                 # no record at all: an empty database, a first start that never finished
@@ -307,7 +311,20 @@ class NodeStore:
             wo = WriteOptions()
             wo.sync = True
             db.put(_IDENTITY_KEY, json.dumps({**want, _UID_FIELD: uid}, sort_keys=True).encode(), wo)
-        return cls(db, path, want, uid, fsync, cache_entries, cache_bytes)
+        store = cls(db, path, want, uid, fsync, cache_entries, cache_bytes)
+        store.cluster_id = cluster
+        return store
+
+    def set_cluster_id(self, cluster_id: int) -> None:
+        """Record the cluster this data_dir belongs to (once; eraftd/node/cluster.py)."""
+        self._check_open()
+        if not 0 < cluster_id < 1 << 64:
+            raise ValueError(f"cluster id {cluster_id} out of range")
+        rec = {**self.identity, _UID_FIELD: self.node_uid, _CLUSTER_FIELD: cluster_id}
+        wo = WriteOptions()
+        wo.sync = True
+        self._db.put(_IDENTITY_KEY, json.dumps(rec, sort_keys=True).encode(), wo)
+        self.cluster_id = cluster_id
 
     # -- groups ----------------------------------------------------------
     def group(self, group: int) -> "GroupStore":
@@ -1174,6 +1191,15 @@ def _stored_uid(path: str, stored: dict) -> int | None:
         raise StorageError(f"data_dir {path}: its identity record has an invalid {_UID_FIELD} "
                            f"({json.dumps(uid)}); the data is damaged; use a fresh data_dir")
     return uid
+
+
+def _stored_cluster(path: str, stored: dict) -> int:
+    """Take the cluster id out of a recorded identity; 0 when none was recorded yet."""
+    cid = stored.pop(_CLUSTER_FIELD, 0)
+    if not (isinstance(cid, int) and not isinstance(cid, bool) and 0 <= cid < 1 << 64):
+        raise StorageError(f"data_dir {path}: its identity record has an invalid {_CLUSTER_FIELD} "
+                           f"({json.dumps(cid)}); the data is damaged; use a fresh data_dir")
+    return cid
 
 
 def uid_text(uid: int) -> str:

@@ -157,6 +157,7 @@ class Transport:
         *,
         max_batch_bytes: int = 4 * 1024 * 1024,
         cluster_tag: int = 0,
+        cluster: Any = None,
         backoff_min: float = 0.02,
         backoff_max: float = 1.0,
         connect_timeout: float = 5.0,
@@ -183,7 +184,9 @@ class Transport:
         max_batch_msgs / max_batch_bytes: bounds of one MessageBatch (the byte bound uses an
             estimate; a single message is always sent whatever its size).
         max_queue: messages queued per peer; beyond that the oldest are dropped.
-        cluster_tag: reserved cluster identity; batches carrying another tag are refused.
+        cluster: the node's eraftd.node.cluster.ClusterIdentity (value: the id every batch and
+            snapshot carries; learn(id, sender): "" to take a batch, else why it is refused).
+            cluster_tag: a fixed id instead (tests); 0 on either side is "not known yet".
         rng: source of back-off jitter (seed it for reproducible tests).
         tls: eraftd.tls.TlsFiles to dial peers with mutual TLS (None: plaintext).
         self_uid: this node's data_dir uid, sent with every batch.
@@ -207,7 +210,7 @@ class Transport:
         self._max_batch_msgs = max_batch_msgs
         self._max_batch_bytes = max_batch_bytes
         self._max_queue = max_queue
-        self._cluster_tag = cluster_tag
+        self._cluster = cluster if cluster is not None else _FixedCluster(cluster_tag)
         self._backoff_min = backoff_min
         self._backoff_max = backoff_max
         self._connect_timeout = connect_timeout
@@ -329,7 +332,7 @@ class Transport:
         wake = peer.wake
         max_n = self._max_batch_msgs
         max_b = self._max_batch_bytes
-        from_addr, tag, uid = self.self_addr, self._cluster_tag, self._self_uid
+        from_addr, uid, cluster = self.self_addr, self._self_uid, self._cluster
         backoff = self._backoff_min
         loop = asyncio.get_running_loop()
         while not self._closed:
@@ -356,7 +359,7 @@ class Transport:
                         wake.clear()
                         await wake.wait()
                         continue
-                    batch = pb.MessageBatch(from_addr=from_addr, cluster_tag=tag, from_uid=uid,
+                    batch = pb.MessageBatch(from_addr=from_addr, cluster_tag=cluster.value, from_uid=uid,
                                             to_uid=self._peer_uid(peer.addr))
                     add = batch.msgs.add
                     n = size = 0
@@ -432,7 +435,7 @@ class Transport:
         try:
             call = pb_grpc.RaftTransportStub(channel).InstallSnapshot(
                 metadata=((_MD_FROM, self.self_addr),))
-            header = pb.SnapshotHeader(from_addr=self.self_addr, cluster_tag=self._cluster_tag,
+            header = pb.SnapshotHeader(from_addr=self.self_addr, cluster_tag=self._cluster.value,
                                        msg=encode_message(group, msg))
             try:
                 await call.write(pb.SnapshotChunk(header=header))
@@ -514,7 +517,7 @@ class _Servicer(pb_grpc.RaftTransportServicer):
         await context.send_initial_metadata(())  # "accepted": the client starts writing
         on_messages = t._on_messages
         read = context.read
-        tag = t._cluster_tag
+        learn = t._cluster.learn
         batches = msgs = 0
         while True:
             try:
@@ -534,11 +537,10 @@ class _Servicer(pb_grpc.RaftTransportServicer):
                                     f"a batch from {batch.from_addr!r} on the stream of {sender!r}")
             if t._closed:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "transport closed")
-            if batch.cluster_tag != tag:
+            why = learn(batch.cluster_tag, batch.from_addr)
+            if why:
                 t.refused_batches += 1
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                    f"cluster tag {batch.cluster_tag} from {batch.from_addr!r} "
-                                    f"is not ours ({tag})")
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
             if t._check_peer is not None:
                 why = t._check_peer(batch.from_addr, batch.from_uid)
                 if why:
@@ -577,10 +579,9 @@ class _Servicer(pb_grpc.RaftTransportServicer):
         if sender and header.from_addr != sender:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"a snapshot from {header.from_addr!r} on the stream of {sender!r}")
-        if header.cluster_tag != t._cluster_tag:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"cluster tag {header.cluster_tag} from {header.from_addr!r} "
-                                f"is not ours ({t._cluster_tag})")
+        why = t._cluster.learn(header.cluster_tag, header.from_addr)
+        if why:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         if t._on_snapshot is None:
             return pb.SnapshotAck(ok=False, error="this node does not accept snapshots")
         group, msg = decode_message(header.msg)
@@ -602,6 +603,18 @@ class _Servicer(pb_grpc.RaftTransportServicer):
             log.exception("on_snapshot for group %d from %s raised", group, header.from_addr)
             return pb.SnapshotAck(ok=False, error=f"{type(e).__name__}: {e}")
         return pb.SnapshotAck(ok=bool(ok))
+
+
+class _FixedCluster:
+    """A cluster id that is given, not learned (Transport's cluster_tag)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def learn(self, cid: int, source: str) -> str:
+        if cid and self.value and cid != self.value:
+            return f"{source} belongs to cluster {cid:x}, this node to cluster {self.value:x}"
+        return ""
 
 
 def _parse_stream(value: str) -> tuple[int, int] | None:

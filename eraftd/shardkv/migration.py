@@ -94,6 +94,11 @@ class Peers:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._last_good: dict[tuple[str, ...], str] = {}
         self.hedge_s = hedge_s
+        self.cluster: Any = None            # the node's ClusterIdentity (ShardKVNode sets it)
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """What every call carries: this node's cluster id (eraftd/node/cluster.py)."""
+        return self.cluster.metadata() if self.cluster is not None else ()
 
     def channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
@@ -121,7 +126,7 @@ class Peers:
         asking: dict[asyncio.Task, str] = {}
 
         async def ask(addr: str) -> tuple[Any, str]:
-            call = method(self.channel(addr))(request, timeout=timeout)
+            call = method(self.channel(addr))(request, timeout=timeout, metadata=self.metadata())
             resp = await call
             hint = ""
             if resp.err == ERR_WRONG_LEADER:
@@ -207,6 +212,10 @@ class Migrator:
 
     async def step(self) -> None:
         g = self.group
+        cluster = self.driver.cluster
+        if cluster is not None and not cluster.value:
+            await self.controller.query(-1)     # every replica asks until it knows its cluster
+            self._our_controllers()
         if not g.is_leader():
             return
         st = g.sm.state
@@ -282,6 +291,8 @@ class Migrator:
 
     async def _next_config(self, num: int) -> None:
         cfg = await self.controller.query(num + 1)
+        if not self._our_controllers():
+            return
         if cfg.num != num + 1:
             return
         st = self.group.sm.state
@@ -296,6 +307,15 @@ class Migrator:
         err = await self._propose(encode_config(cfg, ours))
         if err != OK:
             log.debug("group %d: configuration %d not taken: %s", self.gid, cfg.num, err)
+
+    def _our_controllers(self) -> bool:
+        """The controllers answer with their cluster id: a node that knows none takes it; one
+        of another cluster follows none of their configurations (logged once a minute)."""
+        cluster = self.driver.cluster
+        if cluster is None:
+            return True
+        return not cluster.learn(getattr(self.controller, "cluster_id", 0),
+                                 f"the controllers ({', '.join(self.controller.addresses)})")
 
     def _current(self, num: int, shard: int, status: int) -> bool:
         g = self.group

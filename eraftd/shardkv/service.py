@@ -63,6 +63,13 @@ class _Base:
     def state(self) -> Any:
         return self.group.sm.state
 
+    async def _same_cluster(self, context) -> None:
+        """A migration call from a node of another cluster is refused (eraftd/node/cluster.py)."""
+        cluster = getattr(self.driver, "cluster", None)
+        why = cluster.check_call(context) if cluster is not None else ""
+        if why:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+
 
 class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
     def __init__(self, driver: Any, gid: int, limits: Limits, address: str,
@@ -118,6 +125,7 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
 
     async def GetShardsData(self, request: pb.ShardOperationRequest, context) -> pb.ShardOperationResponse:
         """eRaft's pull: whole shards in one answer (eraftd groups use PullShard instead)."""
+        await self._same_cluster(context)
         g = self.group
         if not g.is_leader():
             return pb.ShardOperationResponse(err=ERR_WRONG_LEADER)
@@ -144,6 +152,7 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
 
     async def DeleteShardsData(self, request: pb.ShardOperationRequest, context) -> pb.ShardOperationResponse:
         """The new owner has these shards of configuration config_num: delete our copies."""
+        await self._same_cluster(context)
         g = self.group
         try:
             if not g.is_leader():
@@ -334,6 +343,7 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
 
 class ShardMigrationService(_Base, migpb_grpc.ShardMigrationServicer):
     async def PullShard(self, req: migpb.PullShardRequest, context) -> migpb.PullShardResponse:
+        await self._same_cluster(context)
         st = self.state()
         if st.config.num < req.config_num:
             return migpb.PullShardResponse(err=ERR_NOT_READY)

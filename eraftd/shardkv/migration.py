@@ -212,7 +212,7 @@ class Migrator:
 
     async def step(self) -> None:
         g = self.group
-        cluster = self.driver.cluster
+        cluster = getattr(self.driver, "cluster", None)
         if cluster is not None and not cluster.value:
             await self.controller.query(-1)     # every replica asks until it knows its cluster
             self._our_controllers()
@@ -311,7 +311,7 @@ class Migrator:
     def _our_controllers(self) -> bool:
         """The controllers answer with their cluster id: a node that knows none takes it; one
         of another cluster follows none of their configurations (logged once a minute)."""
-        cluster = self.driver.cluster
+        cluster = getattr(self.driver, "cluster", None)
         if cluster is None:
             return True
         return not cluster.learn(getattr(self.controller, "cluster_id", 0),

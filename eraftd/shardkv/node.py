@@ -73,7 +73,7 @@ class ShardKVNode:
     def start(self) -> None:
         dial = self.cfg.node.dial_address
         self._peers = Peers(dial)
-        self._peers.cluster = self.driver.cluster
+        self._peers.cluster = getattr(self.driver, "cluster", None)
         self._controller = ControllerClient([dial(a) for a in self.cfg.shardkv.controllers],
                                             total_timeout=CONTROLLER_TOTAL_S,
                                             call_timeout=CONTROLLER_CALL_S)

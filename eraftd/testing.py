@@ -27,6 +27,7 @@ import grpc
 from ._pb import admin_pb2 as apb
 from ._pb import admin_pb2_grpc as apb_grpc
 from .config import dump_toml
+from .tls import TlsFiles, sync_channel
 
 _LIVE: set["Node"] = set()
 
@@ -136,8 +137,11 @@ def wait_caught_up(nodes: Callable[[], Iterable[Node]], group: int, address: str
 
 
 class Node:
-    def __init__(self, name: str, base: Path, config: dict, extra_args: Iterable[str] = ()) -> None:
+    def __init__(self, name: str, base: Path, config: dict, extra_args: Iterable[str] = (),
+                 tls: TlsFiles | None = None) -> None:
+        """tls: the files channel() dials this node with (a TLS cluster's client files)."""
         self.name = name
+        self.tls = tls
         self.dir = base / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = config
@@ -222,7 +226,7 @@ class Node:
     # -- talking to it --
     def channel(self) -> grpc.Channel:
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address)
+            self._channel = sync_channel(self.address, self.tls)
         return self._channel
 
     def close_channel(self) -> None:
@@ -333,6 +337,24 @@ class Cluster:
         wait_for(caught_up, timeout, f"{[n.name for n in targets]} to apply index {index}")
 
 
+TLS_ADMIN = "ops"                  # the admin client of a TLS test cluster
+
+
+def _make_tls(directory: Path, hosts: list[str]) -> tuple[dict, TlsFiles]:
+    """Certificates for a TLS test cluster in `directory` (made once: a restarted test cluster
+    keeps them): its [tls] section and the admin client's files."""
+    from . import certs
+    d = str(directory)
+    if not (directory / certs.CA_CERT).exists():
+        certs.create_ca(d)
+        certs.create_node(d, hosts)
+        certs.create_client(d, TLS_ADMIN)
+    crt, key = certs.client_files(TLS_ADMIN)
+    section = {"ca_file": f"{d}/{certs.CA_CERT}", "cert_file": f"{d}/{certs.NODE_CERT}",
+               "key_file": f"{d}/{certs.NODE_KEY}", "client_auth": "require", "admins": [TLS_ADMIN]}
+    return section, TlsFiles(section["ca_file"], f"{d}/{crt}", f"{d}/{key}")
+
+
 class ShardedCluster:
     """A sharded deployment on loopback: `controllers` controller peers (group 0) and, for each
     gid, `replicas` shardkv replicas; every node its own process, free ports, short timeouts.
@@ -344,10 +366,16 @@ class ShardedCluster:
     def __init__(self, base: Path, gids: Iterable[int] = (100, 101), replicas: int = 3,
                  controllers: int = 3, host: str = "127.0.0.1", raft: dict | None = None,
                  shardkv: dict | None = None, log_level: str = "info",
-                 proxied: bool = False) -> None:
+                 proxied: bool = False, tls: bool = False) -> None:
         """proxied: every node reaches every other node through a port of its own
-        ([node.dial]); `proxies` maps each node's address to that port, for a TcpProxy."""
+        ([node.dial]); `proxies` maps each node's address to that port, for a TcpProxy.
+        tls: a TLS cluster: certificates made in base/certs (eraftd.certs: the CA, one node
+        certificate naming the host, the admin client "ops"), [tls] in every TOML
+        (client_auth = "require", admins = ["ops"]); `client_tls` is the ops client's files,
+        which the nodes' channel() use too (None without tls)."""
         self.base = Path(base)
+        self.tls_section, self.client_tls = (_make_tls(self.base / "certs", [host]) if tls
+                                             else (None, None))
         raft_cfg = {"heartbeat_ms": 50, "election_ms": 500}
         raft_cfg.update(raft or {})
         ctrl = [f"{host}:{free_port(host)}" for _ in range(controllers)]
@@ -359,15 +387,18 @@ class ShardedCluster:
         def node(a: str) -> dict:
             return {"listen": a, "data_dir": "data",
                     **({"dial": dict(self.proxies)} if proxied else {})}
+        tls_cfg = {"tls": self.tls_section} if self.tls_section else {}
         self.controllers: list[Node] = [
             Node(f"c{i}", self.base, {"node": node(a), "controller": {"peers": ctrl},
-                                      "raft": raft_cfg, "log": {"level": log_level}})
+                                      "raft": raft_cfg, "log": {"level": log_level}, **tls_cfg},
+                 tls=self.client_tls)
             for i, a in enumerate(ctrl)]
         self.groups: dict[int, list[Node]] = {
             gid: [Node(f"g{gid}-{i}", self.base,
                        {"node": node(a),
                         "shardkv": {"gid": gid, "peers": ps, "controllers": ctrl, **(shardkv or {})},
-                        "raft": raft_cfg, "log": {"level": log_level}})
+                        "raft": raft_cfg, "log": {"level": log_level}, **tls_cfg},
+                       tls=self.client_tls)
                   for i, a in enumerate(ps)]
             for gid, ps in peers.items()}
 
@@ -417,8 +448,9 @@ class ShardedCluster:
             node["http"] = f"127.0.0.1:{free_port()}"
         cfg = {"node": node,
                "shardkv": {**base["shardkv"], "peers": self.addresses(gid), "join": True},
-               "raft": base["raft"], "log": base["log"]}
-        n = Node(f"g{gid}-{len(self.groups[gid])}", self.base, cfg)
+               "raft": base["raft"], "log": base["log"],
+               **({"tls": base["tls"]} if "tls" in base else {})}
+        n = Node(f"g{gid}-{len(self.groups[gid])}", self.base, cfg, tls=self.client_tls)
         self.groups[gid].append(n)
         return n
 

@@ -69,8 +69,8 @@ def rpc_problem(e: BaseException, tls: bool | None = None) -> str:
         details = _details(e)
         if name == "UNAVAILABLE" and (words := _tls_problem(details, tls)):
             return words
-        if name in ("PERMISSION_DENIED", "UNAUTHENTICATED") and details:
-            return details
+        if (why := denied(e)) is not None:
+            return why
         return STATUS_WORDS.get(name, name.lower().replace("_", " "))
     if isinstance(e, asyncio.TimeoutError):
         return "no answer in time"
@@ -83,6 +83,21 @@ class Error(Exception):
 
 class Refused(Error):
     """The cluster refused the operation (bad input, a rule it would break): nothing changed."""
+
+
+class Denied(Refused):
+    """A node refused this client the operation (its certificate does not give the right: an
+    admin command without an admin certificate); the message is the node's own reason."""
+
+
+def denied(e: BaseException) -> str | None:
+    """The node's reason when a call failed because the node refused this client (gRPC
+    PERMISSION_DENIED or UNAUTHENTICATED with details), else None.  Not worth a retry: the
+    clients raise Denied with it at once."""
+    code = getattr(e, "code", None)
+    if callable(code) and getattr(code(), "name", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+        return _details(e) or STATUS_WORDS[code().name]
+    return None
 
 
 class Unavailable(Error):

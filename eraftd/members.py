@@ -36,7 +36,7 @@ import grpc
 from ._pb import admin_pb2 as apb
 from ._pb import admin_pb2_grpc as apb_grpc
 from .controller.client import ControllerClient
-from .errors import Refused, Unavailable, rpc_problem
+from .errors import Denied, Refused, Unavailable, denied, rpc_problem
 from .tls import TlsFiles, channel
 
 CTRL = 0                        # the controller group's number
@@ -269,6 +269,8 @@ class MemberClient:
                         apb.MembersRequest(group=group),
                         timeout=max(0.01, min(self.call_timeout, self._left(deadline))))
                 except grpc.aio.AioRpcError as e:
+                    if (why := denied(e)) is not None:
+                        raise Denied(why) from None
                     tried[addr] = rpc_problem(e, self.tls is not None)
                     if e.code() == grpc.StatusCode.UNIMPLEMENTED:
                         strangers.add(addr)
@@ -329,6 +331,8 @@ class MemberClient:
                     apb.ChangeMemberRequest(group=group, op=op, address=address, node_id=node_id),
                     timeout=max(0.01, min(self.change_timeout, self._left(deadline))))
             except grpc.aio.AioRpcError as e:
+                if (why := denied(e)) is not None:
+                    raise Denied(why) from None
                 lost = f"the leader {leader}: {rpc_problem(e, self.tls is not None)}"
                 self._leaders.pop(group, None)
                 await asyncio.sleep(max(0.0, min(self.pause, self._left(deadline))))
@@ -482,6 +486,8 @@ class MemberClient:
                     apb.StatusRequest(),
                     timeout=max(0.01, min(self.call_timeout, self._left(deadline))))
             except grpc.aio.AioRpcError as e:
+                if (why := denied(e)) is not None:
+                    raise Denied(why) from None
                 if self._left(until) <= 0:
                     raise Unavailable(f"{address} does not answer ({rpc_problem(e, self.tls is not None)}): "
                                       f"{todo}") from None

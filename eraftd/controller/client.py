@@ -37,7 +37,7 @@ from .._pb import shardctrler_pb2 as pb
 from .._pb import shardctrler_pb2_grpc as pb_grpc
 from .._pb import shardkv_pb2 as skvpb
 from .._pb import shardkv_pb2_grpc as skvpb_grpc
-from ..errors import Refused, Unavailable, rpc_problem
+from ..errors import Denied, Refused, Unavailable, denied, rpc_problem
 from ..node.transport import channel_options
 from ..tls import TlsFiles, channel
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, LEADER_METADATA_KEY, command_to_pb,
@@ -312,6 +312,8 @@ class ControllerClient:
                                       for a in self.addresses) + ": give the controller addresses")
                     addr = next_addr()                   # skip it, at once
                     continue
+                if (why := denied(e)) is not None:
+                    raise Denied(why) from None
                 last = f"{addr}: {rpc_problem(e, self.tls is not None)}"
             else:
                 if resp.err not in _RETRYABLE:

@@ -45,7 +45,7 @@ class HttpServer:
         certificate, client certificates of the cluster's CA required iff client_auth = "require"."""
         self.address = address
         self.runner = web.AppRunner(make_app(driver), access_log=None)
-        self.ssl = (tls.files.ssl_context(server=True, require_client_auth=tls.client_auth == "require")
+        self.ssl = (tls.files.ssl_context(server=True, require_client_auth=tls.require_client_auth)
                     if tls is not None else None)
 
     async def start(self) -> None:

@@ -67,7 +67,7 @@ from .._pb import kvbatch_pb2 as kvpb
 from .._pb import kvbatch_pb2_grpc as kvpb_grpc
 from ..controller.client import ControllerClient, ControllerUnavailable, err_words
 from ..controller.state import NSHARDS, Config
-from ..errors import Refused, Unavailable, rpc_problem
+from ..errors import Denied, Refused, Unavailable, denied, rpc_problem
 from ..node.transport import MAX_MESSAGE_BYTES
 from ..tls import TlsFiles, channel
 from .state import (APPEND, CAS, CAS_ABSENT, DELETE, ERR_WRONG_LEADER, EXISTS, GET, OP_NAMES,
@@ -195,13 +195,14 @@ class _Lane:
         self.asking[addr] += 1
         slow = loop.call_later(c.check_after, c.suspect, until)   # unanswered for long: check
         hint = ""
+        why = None
         try:
             resp = await c.stub(addr).Batch(
                 req, timeout=max(0.001, min(c.call_timeout, until - loop.time())))
             err = resp.err
             hint = resp.leader
         except grpc.aio.AioRpcError as e:
-            err, problem = e.code().name, rpc_problem(e, c.tls is not None)
+            err, problem, why = e.code().name, rpc_problem(e, c.tls is not None), denied(e)
         else:
             problem = err_words(err)
         finally:
@@ -209,6 +210,13 @@ class _Lane:
             self.asking[addr] -= 1
             self.inflight -= 1
         self.notes[addr] = problem or "OK"
+        if why is not None:                     # the node refuses this client: no retry
+            self.flying.difference_update(ops)
+            for op in ops:
+                if not op.fut.done():
+                    op.fut.set_exception(Denied(why))
+            self.pump()
+            return
         if not err:
             self.flying.difference_update(ops)
             self.delay = c.backoff[0]

@@ -139,7 +139,7 @@ def wait_caught_up(nodes: Callable[[], Iterable[Node]], group: int, address: str
 class Node:
     def __init__(self, name: str, base: Path, config: dict, extra_args: Iterable[str] = (),
                  tls: TlsFiles | None = None) -> None:
-        """tls: the files channel() dials this node with (a TLS cluster's client files)."""
+        """tls: the client files the test talks to this node with (its TOML has a [tls])."""
         self.name = name
         self.tls = tls
         self.dir = base / name
@@ -272,7 +272,8 @@ class Cluster:
         self.nodes: list[Node] = []
         for i, addr in enumerate(addrs):
             cfg = {
-                "node": {"listen": addr, "data_dir": "data"},
+                # the test state machine's Propose/Read are test-only entry points
+                "node": {"listen": addr, "data_dir": "data", **({"testing": True} if test_machine else {})},
                 "controller": {"peers": addrs},
                 "raft": raft_cfg,
                 "log": {"level": log_level},
@@ -337,22 +338,21 @@ class Cluster:
         wait_for(caught_up, timeout, f"{[n.name for n in targets]} to apply index {index}")
 
 
-TLS_ADMIN = "ops"                  # the admin client of a TLS test cluster
-
-
-def _make_tls(directory: Path, hosts: list[str]) -> tuple[dict, TlsFiles]:
-    """Certificates for a TLS test cluster in `directory` (made once: a restarted test cluster
-    keeps them): its [tls] section and the admin client's files."""
+def make_tls(directory: Path, host: str = "127.0.0.1",
+             admins: tuple[str, ...] = ("ops",)) -> tuple[TlsFiles, dict]:
+    """A CA, one node certificate for host and client certificates for admins (the first is
+    returned as the client's TlsFiles) in directory; and the [tls] table for the nodes' TOML."""
     from . import certs
     d = str(directory)
     if not (directory / certs.CA_CERT).exists():
         certs.create_ca(d)
-        certs.create_node(d, hosts)
-        certs.create_client(d, TLS_ADMIN)
-    crt, key = certs.client_files(TLS_ADMIN)
-    section = {"ca_file": f"{d}/{certs.CA_CERT}", "cert_file": f"{d}/{certs.NODE_CERT}",
-               "key_file": f"{d}/{certs.NODE_KEY}", "client_auth": "require", "admins": [TLS_ADMIN]}
-    return section, TlsFiles(section["ca_file"], f"{d}/{crt}", f"{d}/{key}")
+        certs.create_node(d, [host])
+        for name in admins:
+            certs.create_client(d, name)
+    crt, key = certs.client_files(admins[0])
+    table = {"ca_file": str(directory / certs.CA_CERT), "cert_file": str(directory / certs.NODE_CERT),
+             "key_file": str(directory / certs.NODE_KEY), "admins": list(admins)}
+    return TlsFiles(str(directory / certs.CA_CERT), str(directory / crt), str(directory / key)), table
 
 
 class ShardedCluster:
@@ -369,13 +369,11 @@ class ShardedCluster:
                  proxied: bool = False, tls: bool = False) -> None:
         """proxied: every node reaches every other node through a port of its own
         ([node.dial]); `proxies` maps each node's address to that port, for a TcpProxy.
-        tls: a TLS cluster: certificates made in base/certs (eraftd.certs: the CA, one node
-        certificate naming the host, the admin client "ops"), [tls] in every TOML
-        (client_auth = "require", admins = ["ops"]); `client_tls` is the ops client's files,
-        which the nodes' channel() use too (None without tls)."""
+        tls: make a CA, a node certificate for host and an admin client certificate "ops" in
+        base/certs (tls_certs), give every node a [tls] section, and talk to the nodes with
+        the ops certificate (`tls`: its TlsFiles; None without TLS)."""
         self.base = Path(base)
-        self.tls_section, self.client_tls = (_make_tls(self.base / "certs", [host]) if tls
-                                             else (None, None))
+        self.tls, tls_section = make_tls(self.base / "certs", host) if tls else (None, None)
         raft_cfg = {"heartbeat_ms": 50, "election_ms": 500}
         raft_cfg.update(raft or {})
         ctrl = [f"{host}:{free_port(host)}" for _ in range(controllers)]
@@ -387,18 +385,18 @@ class ShardedCluster:
         def node(a: str) -> dict:
             return {"listen": a, "data_dir": "data",
                     **({"dial": dict(self.proxies)} if proxied else {})}
-        tls_cfg = {"tls": self.tls_section} if self.tls_section else {}
+        extra = {"tls": tls_section} if tls_section else {}
         self.controllers: list[Node] = [
             Node(f"c{i}", self.base, {"node": node(a), "controller": {"peers": ctrl},
-                                      "raft": raft_cfg, "log": {"level": log_level}, **tls_cfg},
-                 tls=self.client_tls)
+                                      "raft": raft_cfg, "log": {"level": log_level}, **extra},
+                 tls=self.tls)
             for i, a in enumerate(ctrl)]
         self.groups: dict[int, list[Node]] = {
             gid: [Node(f"g{gid}-{i}", self.base,
                        {"node": node(a),
                         "shardkv": {"gid": gid, "peers": ps, "controllers": ctrl, **(shardkv or {})},
-                        "raft": raft_cfg, "log": {"level": log_level}, **tls_cfg},
-                       tls=self.client_tls)
+                        "raft": raft_cfg, "log": {"level": log_level}, **extra},
+                       tls=self.tls)
                   for i, a in enumerate(ps)]
             for gid, ps in peers.items()}
 
@@ -450,7 +448,7 @@ class ShardedCluster:
                "shardkv": {**base["shardkv"], "peers": self.addresses(gid), "join": True},
                "raft": base["raft"], "log": base["log"],
                **({"tls": base["tls"]} if "tls" in base else {})}
-        n = Node(f"g{gid}-{len(self.groups[gid])}", self.base, cfg, tls=self.client_tls)
+        n = Node(f"g{gid}-{len(self.groups[gid])}", self.base, cfg, tls=self.tls)
         self.groups[gid].append(n)
         return n
 

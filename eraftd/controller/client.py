@@ -88,6 +88,7 @@ class ControllerClient:
         self.client_id = client_id or random.SystemRandom().randrange(1, 1 << 63)
         self.dial = dial or (lambda a: a)
         self.tls = tls                  # the TLS files of every channel (None: plaintext)
+        self._last_problem = ""         # the last failed call's answer, in words
         self._ids = itertools.count(1)
         self._backoff = backoff
         self._leader: str | None = None
@@ -190,7 +191,8 @@ class ControllerClient:
             except asyncio.TimeoutError:
                 raise ControllerUnavailable(
                     f"no controller leader answered within {self._said(timeout):g}s; asked "
-                    f"{', '.join(self.addresses)}") from None
+                    f"{', '.join(self.addresses)}"
+                    + (f" (last: {self._last_problem})" if self._last_problem else "")) from None
             except ControllerUnavailable as e:
                 # the shared query ran out of its starter's time: go on if ours remains
                 if isinstance(e, NotAController) or task_deadline >= deadline - 1e-3:
@@ -322,6 +324,7 @@ class ControllerClient:
                         raise ControllerError(resp.err)
                     return resp
                 last = f"{addr}: {err_words(resp.err)}" + (f" (leader: {hint})" if hint else "")
+            self._last_problem = last           # for a caller that gives up before this ends
             if self._leader == addr:
                 self._leader = None
             if hint and hint != addr and not followed_hint:

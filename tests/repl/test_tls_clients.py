@@ -182,6 +182,11 @@ async def test_the_right_files_connect_and_a_client_certificate_is_presented(c: 
         assert svc.joined == [100]
         async with eraftd.AsyncClient([svc.address], timeout=20, tls=c.client("app1")) as kv:
             assert (await kv.query()).num == 0
+
+        def blocking() -> int:                  # its own loop in a thread: not this one's
+            with eraftd.Client([svc.address], timeout=20, tls=c.client("app1")) as kv:
+                return kv.query().num
+        assert await asyncio.to_thread(blocking) == 0
     async with fake(c.node, require_client_auth=False) as svc:          # client_auth = "none"
         async with ControllerClient([svc.address], total_timeout=20, tls=TlsFiles(c.ca)) as ctl:
             assert (await ctl.query()).num == 0

@@ -30,12 +30,15 @@ STATUS_WORDS = {
 # found by experiment with grpc 1.85 (tests/test_tls_clients.py checks each case):
 #   a TLS client, a plaintext node:   "... Tls handshake failed ... WRONG_VERSION_NUMBER ..."
 #   the node's certificate is not of the client's CA:  "... CERTIFICATE_VERIFY_FAILED ..."
+#   the node's certificate names another host:  "... Hostname Verification Check failed."
 #   the node refused the client's certificate (none given where one is required, or one of
 #   another CA), and a plaintext client against a TLS node: "... Socket closed"
 TLS_NOT_SERVED = ("answered without TLS: it is not a TLS node (no [tls] in its TOML): leave out "
                   "--tls-ca/--tls-cert/--tls-key (and ERAFT_TLS_*), or check the address")
 TLS_UNTRUSTED = ("presented a certificate that is not signed by the CA of --tls-ca: give the "
                  "cluster's CA certificate (its [tls] ca_file)")
+TLS_WRONG_NAME = ("presented a certificate that does not name this address: a node certificate names "
+                  "the node's advertise host (`eraftd cert create-node DIR ADDR...`); dial that name")
 TLS_REFUSED = ("closed the connection during the TLS handshake: check --tls-ca is the cluster's CA "
                "and give --tls-cert/--tls-key (a client certificate signed by it) if the cluster "
                "requires client certificates")
@@ -52,6 +55,8 @@ def _tls_problem(details: str, tls: bool | None) -> str | None:
         return TLS_NOT_SERVED
     if "CERTIFICATE_VERIFY_FAILED" in details or "certificate verify failed" in details:
         return TLS_UNTRUSTED
+    if "Hostname Verification" in details:
+        return TLS_WRONG_NAME
     if "Tls handshake failed" in details or "Handshake failed" in details:
         return TLS_REFUSED
     if details.startswith("failed to connect") and details.endswith("Socket closed"):

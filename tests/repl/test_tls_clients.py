@@ -45,6 +45,11 @@ class Certs:
         for d in (self.dir, self.other):
             certs.create_ca(str(d))
         certs.create_node(str(self.dir), ["127.0.0.1:7001"])
+        self.elsewhere = base / "elsewhere"                 # our CA, a node certificate for 127.0.0.2
+        self.elsewhere.mkdir()
+        for name in (certs.CA_CERT, certs.CA_KEY):
+            (self.elsewhere / name).write_bytes((self.dir / name).read_bytes())
+        certs.create_node(str(self.elsewhere), ["127.0.0.2:7001"])
         certs.create_client(str(self.dir), "ops")
         certs.create_client(str(self.dir), "app1")
         certs.create_client(str(self.other), "ops")
@@ -200,6 +205,7 @@ async def test_the_right_files_connect_and_a_client_certificate_is_presented(c: 
     ("client certificate of another CA", "closed the connection during the TLS handshake"),
     ("trusts another CA", "presented a certificate that is not signed by the CA of --tls-ca: give the "
                           "cluster's CA certificate"),
+    ("node certificate of another host", "presented a certificate that does not name this address"),
 ])
 async def test_each_wrong_case_is_a_line_in_plain_words(c: Certs, case: str, expected: str) -> None:
     server, client = {
@@ -208,6 +214,8 @@ async def test_each_wrong_case_is_a_line_in_plain_words(c: Certs, case: str, exp
         "no client certificate": (c.node, TlsFiles(c.ca)),
         "client certificate of another CA": (c.node, c.client("ops", cert_of=c.other)),
         "trusts another CA": (c.node, c.client("ops", ca_of=c.other, cert_of=c.other)),
+        "node certificate of another host": (
+            TlsFiles(c.ca, str(c.elsewhere / "node.crt"), str(c.elsewhere / "node.key")), c.client("ops")),
     }[case]
     async with fake(server) as svc:
         async with ControllerClient([svc.address], total_timeout=1.5, call_timeout=0.5,

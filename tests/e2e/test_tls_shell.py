@@ -38,9 +38,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _oneshot(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(eraftd_command() + list(args), capture_output=True, text=True, env=_env(),
-                          timeout=120, stdin=subprocess.DEVNULL)
+def _oneshot(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(eraftd_command() + list(args), capture_output=True, text=True,
+                          env={**_env(), **(env or {})}, timeout=120, stdin=subprocess.DEVNULL)
 
 
 def test_the_shell_with_tls_flags_joins_writes_and_reads(tls_cluster, tmp_path):
@@ -93,3 +93,10 @@ def test_the_shell_with_tls_flags_joins_writes_and_reads(tls_cluster, tmp_path):
     # a node's TOML (--config) gives its [tls] files: the value is still the one written with TLS
     r = _oneshot("--config", str(c.group(G100)[0].toml), "get", "tls-key")
     assert (r.returncode, r.stdout, r.stderr) == (0, "over-tls\n", "")
+
+    # bench, native and unary (eRaft's clerk protocol), with the files from the environment
+    env = {"ERAFT_TLS_CA": t.ca_file, "ERAFT_TLS_CERT": t.cert_file, "ERAFT_TLS_KEY": t.key_file}
+    for unary in ([], ["--unary"]):
+        r = _oneshot(*at[:2], "--timeout", "60s", "bench", "200", "4", *unary, env=env)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        assert "ok          200\nerrors      none\n" in r.stdout, r.stdout

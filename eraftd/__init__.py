@@ -4,7 +4,7 @@ and the CLI stay quick to start."""
 __version__ = "0.1.0"
 
 _LIBRARY = {"Client": "client", "AsyncClient": "client",
-            "Error": "errors", "Refused": "errors", "Unavailable": "errors"}
+            "Error": "errors", "Refused": "errors", "Unavailable": "errors", "TlsFiles": "tls"}
 
 
 def __getattr__(name: str):

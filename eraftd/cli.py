@@ -172,15 +172,20 @@ def _dashboard_arguments(p: argparse.ArgumentParser) -> None:
                    help="where to serve the page (default 127.0.0.1:8080)")
     p.add_argument("--interval", default=parse_duration("5s"), type=parse_duration, metavar="DURATION",
                    help="how often to poll the cluster and refresh the page (default 5s)")
+    p.epilog = ("TLS: --tls-ca (with --tls-cert/--tls-key when the cluster requires client "
+                "certificates) dials a TLS cluster; given --tls-cert and --tls-key, the page is "
+                "served over HTTPS with that certificate too (make one that names the dashboard's "
+                "host, e.g. `eraftd cert create-node DIR HOST:PORT`).  The same files come from "
+                "ERAFT_TLS_CA/_CERT/_KEY or --config's [tls].")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import asyncio
 
-    from repl.app import Usage, controllers_from, dial_from
+    from repl.app import Usage, controllers_from, dial_from, tls_from
     logs.setup("warning", "")
     try:
-        controllers, dial = controllers_from(args), dial_from(args)
+        controllers, dial, tls = controllers_from(args), dial_from(args), tls_from(args)
     except Usage as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
@@ -188,8 +193,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         print("eraftd dashboard: --interval must be above 0", file=sys.stderr)
         return EXIT_USAGE
     from eraftd.dashboard.server import serve
+    from eraftd.tls import TlsError
     try:
-        asyncio.run(serve(controllers, args.listen, args.interval / 1000, dial=dial))
+        asyncio.run(serve(controllers, args.listen, args.interval / 1000, dial=dial, tls=tls))
+    except TlsError as e:
+        print(f"eraftd dashboard: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as e:
         print(f"eraftd dashboard: {e}", file=sys.stderr)
         return EXIT_FAILURE

@@ -28,7 +28,14 @@ Errors (all subclasses of eraftd.Error):
                          is unreachable or has no leader): a write's outcome is then unknown.
 
 `timeout` bounds each operation (default 10 s); `dial` maps the addresses the cluster
-advertises to the ones to connect to (a NAT or port-forward setup, like `[node.dial]`).
+advertises to the ones to connect to (a NAT or port-forward setup, like `[node.dial]`); `tls`
+connects with TLS to a cluster with a [tls] section:
+
+    tls = eraftd.TlsFiles("certs/ca.crt", "certs/client.app.crt", "certs/client.app.key")
+    with eraftd.Client(controllers, tls=tls) as kv: ...
+
+(the CA file alone when the cluster has client_auth = "none"; eraftd.tls.from_env() reads
+ERAFT_TLS_CA/_CERT/_KEY).
 
 AsyncClient runs on the caller's event loop.  Client runs one of its own in a background
 thread, so it can be used from plain (threaded) code; one Client may be shared by threads.
@@ -43,10 +50,11 @@ from .controller.client import ControllerClient
 from .controller.state import Config
 from .errors import Error, Refused, Unavailable
 from .shardkv.clerk import Clerk
+from .tls import TlsFiles
 
 Data = bytes | str
 
-__all__ = ["AsyncClient", "Client", "Config", "Error", "Refused", "Unavailable"]
+__all__ = ["AsyncClient", "Client", "Config", "Error", "Refused", "TlsFiles", "Unavailable"]
 
 _CALL_TIMEOUT_S = 3.0
 
@@ -55,7 +63,7 @@ class AsyncClient:
     """An eraftd cluster, for asyncio code.  Use `async with`, or call close()."""
 
     def __init__(self, controllers: Sequence[str] | str, timeout: float = 10.0,
-                 dial: Callable[[str], str] | None = None) -> None:
+                 dial: Callable[[str], str] | None = None, tls: TlsFiles | None = None) -> None:
         addrs = [a.strip() for a in controllers.split(",")] if isinstance(controllers, str) else list(controllers)
         addrs = [a for a in addrs if a]
         if not addrs:
@@ -65,7 +73,7 @@ class AsyncClient:
         self.controllers = addrs
         self.timeout = timeout
         call = min(_CALL_TIMEOUT_S, timeout)
-        extra = {"dial": dial} if dial is not None else {}
+        extra: dict = {"tls": tls, **({"dial": dial} if dial is not None else {})}
         self._kv = Clerk(addrs, total_timeout=timeout, call_timeout=call, **extra)
         self._ctl = ControllerClient(addrs, total_timeout=timeout, call_timeout=call, **extra)
 
@@ -132,20 +140,20 @@ class Client:
     each run on a private event loop in a background thread.  Use `with`, or call close()."""
 
     def __init__(self, controllers: Sequence[str] | str, timeout: float = 10.0,
-                 dial: Callable[[str], str] | None = None) -> None:
+                 dial: Callable[[str], str] | None = None, tls: TlsFiles | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="eraftd-client", daemon=True)
         self._thread.start()
         try:
-            self._async = self._run(self._make(controllers, timeout, dial))
+            self._async = self._run(self._make(controllers, timeout, dial, tls))
         except BaseException:
             self._stop()
             raise
         self.controllers, self.timeout = self._async.controllers, timeout
 
     @staticmethod
-    async def _make(controllers, timeout, dial) -> AsyncClient:
-        return AsyncClient(controllers, timeout, dial)     # the clerk needs a running loop
+    async def _make(controllers, timeout, dial, tls) -> AsyncClient:
+        return AsyncClient(controllers, timeout, dial, tls)     # the clerk needs a running loop
 
     def __enter__(self) -> "Client":
         return self

@@ -36,7 +36,8 @@ import grpc
 from ._pb import admin_pb2 as apb
 from ._pb import admin_pb2_grpc as apb_grpc
 from .controller.client import ControllerClient
-from .errors import Refused, Unavailable, rpc_problem
+from .errors import Denied, Refused, Unavailable, denied, rpc_problem
+from .tls import TlsFiles, channel
 
 CTRL = 0                        # the controller group's number
 VOTER, LEARNER = "voter", "learner"
@@ -182,9 +183,10 @@ class MemberClient:
                  call_timeout: float = CALL_TIMEOUT_S, change_timeout: float = CHANGE_TIMEOUT_S,
                  poll: float = POLL_S, pause: float = TRY_AGAIN_PAUSE_S,
                  tries: int = TRY_AGAIN_TRIES, default_timeout: float = 10.0,
-                 refusal_wait: float = REFUSAL_WAIT_S) -> None:
+                 refusal_wait: float = REFUSAL_WAIT_S, tls: TlsFiles | None = None) -> None:
         self.ctl = ctl
         self.dial = dial or (lambda a: a)
+        self.tls = tls
         self.call_timeout = call_timeout
         self.change_timeout = change_timeout
         self.poll = poll
@@ -210,7 +212,7 @@ class MemberClient:
     def _stub(self, addr: str) -> apb_grpc.NodeAdminStub:
         ch = self._channels.get(addr)
         if ch is None:
-            ch = self._channels[addr] = grpc.aio.insecure_channel(self.dial(addr))
+            ch = self._channels[addr] = channel(self.dial(addr), self.tls, name=addr)
         return apb_grpc.NodeAdminStub(ch)
 
     def _deadline(self, timeout: float | None) -> tuple[float, float]:
@@ -267,7 +269,9 @@ class MemberClient:
                         apb.MembersRequest(group=group),
                         timeout=max(0.01, min(self.call_timeout, self._left(deadline))))
                 except grpc.aio.AioRpcError as e:
-                    tried[addr] = rpc_problem(e)
+                    if (why := denied(e)) is not None:
+                        raise Denied(why) from None
+                    tried[addr] = rpc_problem(e, self.tls is not None)
                     if e.code() == grpc.StatusCode.UNIMPLEMENTED:
                         strangers.add(addr)
                     continue
@@ -327,7 +331,9 @@ class MemberClient:
                     apb.ChangeMemberRequest(group=group, op=op, address=address, node_id=node_id),
                     timeout=max(0.01, min(self.change_timeout, self._left(deadline))))
             except grpc.aio.AioRpcError as e:
-                lost = f"the leader {leader}: {rpc_problem(e)}"
+                if (why := denied(e)) is not None:
+                    raise Denied(why) from None
+                lost = f"the leader {leader}: {rpc_problem(e, self.tls is not None)}"
                 self._leaders.pop(group, None)
                 await asyncio.sleep(max(0.0, min(self.pause, self._left(deadline))))
                 continue
@@ -480,8 +486,10 @@ class MemberClient:
                     apb.StatusRequest(),
                     timeout=max(0.01, min(self.call_timeout, self._left(deadline))))
             except grpc.aio.AioRpcError as e:
+                if (why := denied(e)) is not None:
+                    raise Denied(why) from None
                 if self._left(until) <= 0:
-                    raise Unavailable(f"{address} does not answer ({rpc_problem(e)}): "
+                    raise Unavailable(f"{address} does not answer ({rpc_problem(e, self.tls is not None)}): "
                                       f"{todo}") from None
             progress(f"waiting for {address} to answer")
             await asyncio.sleep(self.poll)

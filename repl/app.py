@@ -1,11 +1,12 @@
 """`eraftd shell` and the one-shot commands: where the shell meets the terminal.
 
     eraftd shell [--controllers A,B,C | --config FILE] [-f FILE] [--keep-going] [--json]
-                 [--timeout 10s] [--history FILE]
+                 [--timeout 10s] [--history FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
     eraftd [--controllers A,B,C | --config FILE] put k v     # any shell command, once
 
 The controller addresses come from --controllers, else a node's TOML file (--config), else
-$ERAFT_CONTROLLERS.  With stdin a terminal (and no -f) the shell is a prompt-toolkit REPL:
+$ERAFT_CONTROLLERS; the TLS files from --tls-*, else $ERAFT_TLS_*, else --config's [tls]
+(tls_from).  With stdin a terminal (and no -f) the shell is a prompt-toolkit REPL:
 one PromptSession, history in a file with suggestions from it, completion from the live
 cluster (completer.py), a prompt and toolbar saying where you are; Ctrl-C cancels the running
 command or clears the line, Ctrl-D leaves.  Otherwise the lines of stdin or of -f are a batch
@@ -19,10 +20,11 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from eraftd import config as config_mod
 from eraftd import logs
+from eraftd import tls as tls_mod
 from eraftd.durations import DurationError, parse_duration
 from eraftd.members import looks_like_address
 
@@ -45,7 +47,21 @@ def add_cluster_arguments(p: argparse.ArgumentParser, suppress: bool = False) ->
     p.add_argument("--controllers", metavar="ADDR,ADDR,...", default=d(None),
                    help=f"the controller peers (else --config, else ${ENV_CONTROLLERS})")
     p.add_argument("--config", dest="cluster_config", metavar="FILE", default=d(None),
-                   help="take the controller peers (and its [node.dial] map) from this node's TOML file")
+                   help="take the controller peers (and its [node.dial] map and [tls] files) from "
+                        "this node's TOML file")
+    add_tls_arguments(p, suppress)
+
+
+def add_tls_arguments(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """--tls-ca / --tls-cert / --tls-key: the PEM files of a TLS cluster (see tls_from)."""
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    p.add_argument("--tls-ca", dest="tls_ca", metavar="FILE", default=d(None),
+                   help=f"connect with TLS, trusting this CA certificate (the cluster's ca.crt; "
+                        f"else ${tls_mod.ENV_CA}, else --config's [tls])")
+    p.add_argument("--tls-cert", dest="tls_cert", metavar="FILE", default=d(None),
+                   help=f"present this client certificate (with --tls-key; else ${tls_mod.ENV_CERT})")
+    p.add_argument("--tls-key", dest="tls_key", metavar="FILE", default=d(None),
+                   help=f"the client certificate's private key (else ${tls_mod.ENV_KEY})")
 
 
 def add_connection_arguments(p: argparse.ArgumentParser, suppress: bool = False) -> None:
@@ -109,6 +125,29 @@ def dial_from(args: argparse.Namespace) -> Callable[[str], str] | None:
     return cfg.node.dial_address if cfg is not None and cfg.node.dial else None
 
 
+def tls_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> tls_mod.TlsFiles | None:
+    """The TLS files every client of the cluster uses: --tls-ca/--tls-cert/--tls-key, else
+    $ERAFT_TLS_CA/_CERT/_KEY, else --config's [tls] (the node's own files); None: plaintext.
+    The first of these that names any file is used whole.  The files are read here, so that a
+    missing or unreadable one, or one that is not PEM, is a Usage line before anything dials.
+    (The one home for this: the shell, the one-shots, bench and the dashboard.)"""
+    environ = os.environ if environ is None else environ
+    ca, cert, key = (getattr(args, n, None) or "" for n in ("tls_ca", "tls_cert", "tls_key"))
+    try:
+        if ca or cert or key:
+            if not ca:
+                raise Usage("eraftd: --tls-cert/--tls-key need --tls-ca FILE too (the cluster's CA "
+                            "certificate)")
+            files: tls_mod.TlsFiles | None = tls_mod.TlsFiles(ca, cert, key)
+        elif (files := tls_mod.from_env(environ)) is None and (cfg := _load_config(args)) is not None:
+            files = cfg.tls.files if cfg.tls is not None else None
+        if files is not None:
+            files.read()
+    except tls_mod.TlsError as e:
+        raise Usage(f"eraftd: {e}") from None
+    return files
+
+
 def _timeout(args: argparse.Namespace) -> float:
     try:
         ms = parse_duration(getattr(args, "timeout", DEFAULT_TIMEOUT))
@@ -124,11 +163,12 @@ def _timeout(args: argparse.Namespace) -> float:
 def main_shell(args: argparse.Namespace) -> int:
     try:
         controllers, timeout, dial = controllers_from(args), _timeout(args), dial_from(args)
+        tls = tls_from(args)
     except Usage as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
     return run_shell(controllers, timeout=timeout, json=args.json, file=args.file,
-                     keep_going=args.keep_going, history=args.history, dial=dial)
+                     keep_going=args.keep_going, history=args.history, dial=dial, tls=tls)
 
 
 def main_oneshot(args: argparse.Namespace) -> int:
@@ -139,13 +179,14 @@ def main_oneshot(args: argparse.Namespace) -> int:
         return offline.code
     try:
         controllers, timeout, dial = controllers_from(args), _timeout(args), dial_from(args)
+        tls = tls_from(args)
     except Usage as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
 
     async def once() -> int:
         session = Session(controllers, timeout, json=args.json, progress=_terminal(sys.stderr),
-                          dial=dial)
+                          dial=dial, tls=tls)
         session.stdin = sys.stdin.buffer if sys.stdin is not None else None
         try:
             return await run_oneshot(session, words, sys.stdout, sys.stderr)
@@ -156,7 +197,7 @@ def main_oneshot(args: argparse.Namespace) -> int:
 
 def run_shell(controllers: Sequence[str], timeout: float = 10.0, json: bool = False,
               file: str | None = None, keep_going: bool = False, history: str | None = None,
-              dial: Callable[[str], str] | None = None) -> int:
+              dial: Callable[[str], str] | None = None, tls: tls_mod.TlsFiles | None = None) -> int:
     """The shell: a batch script from `file` or a non-terminal stdin, else the REPL."""
     if file is not None:
         try:
@@ -167,10 +208,11 @@ def run_shell(controllers: Sequence[str], timeout: float = 10.0, json: bool = Fa
     elif not sys.stdin.isatty():
         source = None
     else:
-        return _run(_repl_main(controllers, timeout, json, history, dial))
+        return _run(_repl_main(controllers, timeout, json, history, dial, tls))
 
     async def batch() -> int:
-        session = Session(controllers, timeout, json=json, progress=_terminal(sys.stderr), dial=dial)
+        session = Session(controllers, timeout, json=json, progress=_terminal(sys.stderr), dial=dial,
+                          tls=tls)
         try:
             lines = source if source is not None else stream_lines(sys.stdin)
             return await run_batch(session, lines, sys.stdout, sys.stderr, keep_going)
@@ -203,7 +245,8 @@ def _run(coro: Any) -> int:
 # ---------------------------------------------------------------- the REPL
 
 async def _repl_main(controllers: Sequence[str], timeout: float, json: bool,
-                     history: str | None, dial: Callable[[str], str] | None = None) -> int:
+                     history: str | None, dial: Callable[[str], str] | None = None,
+                     tls: tls_mod.TlsFiles | None = None) -> int:
     from prompt_toolkit.patch_stdout import patch_stdout
     # A command's own result is written straight to the terminal, synchronously, between two
     # prompts (no prompt is drawn while a command runs).  Through patch_stdout's proxy it would
@@ -213,7 +256,7 @@ async def _repl_main(controllers: Sequence[str], timeout: float, json: bool,
     with patch_stdout(raw=True):
         logs.setup("warning")         # after the patch: background log lines go above the prompt
         repl = Repl(Session(controllers, timeout, json=json, progress=_terminal(sys.__stderr__),
-                            dial=dial),
+                            dial=dial, tls=tls),
                     history_path=history_file(history), out=out, err=err)
         return await repl.run()
 
@@ -238,7 +281,7 @@ class Repl:
         self.session = session
         self.out, self.err = out, err
         self.metadata = ClusterMetadata(session.controllers, interval=refresh_every or REFRESH_EVERY_S,
-                                        dial=session.dial)
+                                        dial=session.dial, tls=session.tls)
         session.on_config.append(self.metadata.saw_config)
         session.interactive = True                  # a missing key shows as (nil)
         session.out = out

@@ -145,7 +145,7 @@ async def run(session: Any, o: argparse.Namespace) -> BenchResult:
 
     def client() -> KV:
         return UnaryClerk(session.ctl, channels, session.timeout, config=cfg,
-                          dial=session.dial) if o.unary else session.clerk
+                          dial=session.dial, tls=session.tls) if o.unary else session.clerk
 
     async def worker() -> None:
         kv = client()

@@ -30,6 +30,7 @@ from eraftd.controller.state import NSHARDS, Config
 from eraftd.durations import DurationError, parse_duration
 from eraftd.errors import Error
 from eraftd.shardkv.clerk import Clerk, ShardKVError, ShardKVUnavailable
+from eraftd.tls import TlsFiles
 
 from . import output, suggest
 from .probe import Probe, rpc_problem
@@ -90,22 +91,25 @@ class Session:
     """What the commands share: the clients (made once), the output mode, the keys used.
 
     `dial` maps an advertised address to where to connect (a --config file's [node.dial]);
+    `tls` the TLS files every channel uses (None: plaintext);
     `out` is where streaming commands (scan) write as they go; `stdin` what `put KEY -` reads
     (one-shot only); `interactive` is set by the REPL (a missing key shows as (nil));
     `unreachable` is the REPL's knowledge that the controllers do not answer (a problem
     text, or "" when they do / nothing is known)."""
 
     def __init__(self, controllers: Sequence[str], timeout: float = 10.0, json: bool = False,
-                 progress: TextIO | None = None, dial: Callable[[str], str] | None = None) -> None:
+                 progress: TextIO | None = None, dial: Callable[[str], str] | None = None,
+                 tls: TlsFiles | None = None) -> None:
         self.controllers = list(controllers)
         self.timeout = timeout
         self.json = json
         self.progress = progress            # a terminal: bench's progress bar, the spinner
         self.dial = dial
+        self.tls = tls                      # every channel's TLS files (None: plaintext)
         self.ctl = ControllerClient(self.controllers, total_timeout=timeout,
                                     call_timeout=min(3.0, timeout),
-                                    dial=dial)
-        self.probe = Probe(self.ctl, timeout=min(1.0, timeout), dial=dial)
+                                    dial=dial, tls=tls)
+        self.probe = Probe(self.ctl, timeout=min(1.0, timeout), dial=dial, tls=tls)
         self._clerk: Any = None
         self._members: mb.MemberClient | None = None
         self.keys: dict[str, None] = {}     # keys used this session, oldest first
@@ -122,13 +126,13 @@ class Session:
     def clerk(self) -> Clerk:
         if self._clerk is None:
             self._clerk = Clerk(self.controllers, total_timeout=self.timeout,
-                                call_timeout=min(3.0, self.timeout), dial=self.dial)
+                                call_timeout=min(3.0, self.timeout), dial=self.dial, tls=self.tls)
         return self._clerk
 
     @property
     def members(self) -> mb.MemberClient:
         if self._members is None:
-            self._members = mb.MemberClient(self.ctl, dial=self.dial,
+            self._members = mb.MemberClient(self.ctl, dial=self.dial, tls=self.tls,
                                             call_timeout=min(mb.CALL_TIMEOUT_S, self.timeout),
                                             default_timeout=self.timeout)
         return self._members

@@ -20,6 +20,7 @@ from prompt_toolkit.document import Document
 
 from eraftd.controller.client import ControllerClient
 from eraftd.controller.state import NSHARDS, Config
+from eraftd.tls import TlsFiles
 
 from . import suggest as sg
 from .output import ClusterStatus
@@ -58,12 +59,12 @@ class ClusterMetadata:
 
     def __init__(self, controllers: Sequence[str], interval: float = REFRESH_EVERY_S,
                  timeout: float = TIMEOUT_S, dial: Callable[[str], str] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, tls: TlsFiles | None = None) -> None:
         self.view = ClusterView()
         self.interval = interval
         self.ctl = ControllerClient(controllers, total_timeout=timeout, call_timeout=timeout / 2,
-                                    dial=dial)
-        self.probe = Probe(self.ctl, timeout=timeout / 2, dial=dial)
+                                    dial=dial, tls=tls)
+        self.probe = Probe(self.ctl, timeout=timeout / 2, dial=dial, tls=tls)
         self.on_change: Callable[[], None] | None = None
         self._wake = asyncio.Event()
         self.clock = clock

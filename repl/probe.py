@@ -25,6 +25,7 @@ from eraftd.controller.client import ControllerClient
 from eraftd.controller.state import NSHARDS, Config
 from eraftd.errors import STATUS_WORDS
 from eraftd.errors import rpc_problem as _rpc_problem
+from eraftd.tls import TlsFiles, channel
 
 from .output import DOWN, ClusterStatus, Member, ShardRow
 
@@ -52,16 +53,17 @@ def scrub(text: str) -> str:
     return " ".join(text.split())
 
 
-def rpc_problem(e: BaseException) -> str:
+def rpc_problem(e: BaseException, tls: bool | None = None) -> str:
     """A failed call in plain words (eraftd.errors.rpc_problem, with the text scrubbed)."""
-    return scrub(_rpc_problem(e)) or type(e).__name__
+    return scrub(_rpc_problem(e, tls)) or type(e).__name__
 
 
 class Probe:
     def __init__(self, ctl: ControllerClient, timeout: float = 1.0,
-                 dial: Callable[[str], str] | None = None) -> None:
+                 dial: Callable[[str], str] | None = None, tls: TlsFiles | None = None) -> None:
         self.ctl = ctl
         self.dial = dial or (lambda a: a)     # a --config file's [node.dial] map
+        self.tls = tls
         self.timeout = timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -73,7 +75,7 @@ class Probe:
     def _channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
         if ch is None:
-            ch = self._channels[addr] = grpc.aio.insecure_channel(self.dial(addr))
+            ch = self._channels[addr] = channel(self.dial(addr), self.tls, name=addr)
         return ch
 
     async def _replica(self, addr: str) -> skvpb.GetStatusResponse:
@@ -97,8 +99,10 @@ class Probe:
             *(self.ctl.status(a, timeout=self.timeout) for a in ctrl_addrs),
             *(self._replica(a) for _, _, a in replica_addrs), return_exceptions=True)
         ctrl_answers, skv_answers = answers[:len(ctrl_addrs)], answers[len(ctrl_addrs):]
-        controllers = tuple(_member(0, i, a, r) for i, (a, r) in enumerate(zip(ctrl_addrs, ctrl_answers)))
-        replicas = tuple(_member(gid, i, a, r) for (gid, i, a), r in zip(replica_addrs, skv_answers))
+        tls = self.tls is not None
+        controllers = tuple(_member(0, i, a, r, tls)
+                            for i, (a, r) in enumerate(zip(ctrl_addrs, ctrl_answers)))
+        replicas = tuple(_member(gid, i, a, r, tls) for (gid, i, a), r in zip(replica_addrs, skv_answers))
         by_gid: dict[int, list] = {}
         for (gid, _, _), r in zip(replica_addrs, skv_answers):
             if not isinstance(r, BaseException):
@@ -169,9 +173,9 @@ def membership_problems(admin: dict[str, apb.NodeStatus]) -> tuple[str, ...]:
     return tuple(x for x in lines if not any(x != y and x in y for y in lines))
 
 
-def _member(gid: int, i: int, addr: str, r) -> Member:
+def _member(gid: int, i: int, addr: str, r, tls: bool | None = None) -> Member:
     if isinstance(r, BaseException):
-        return Member(gid, i, addr, DOWN, problem=rpc_problem(r))
+        return Member(gid, i, addr, DOWN, problem=rpc_problem(r, tls))
     return Member(gid, r.id, addr, r.state, r.term, r.last_applied, r.commit_index, r.storage_size)
 
 

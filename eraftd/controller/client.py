@@ -37,8 +37,9 @@ from .._pb import shardctrler_pb2 as pb
 from .._pb import shardctrler_pb2_grpc as pb_grpc
 from .._pb import shardkv_pb2 as skvpb
 from .._pb import shardkv_pb2_grpc as skvpb_grpc
-from ..errors import Refused, Unavailable, rpc_problem
+from ..errors import Denied, Refused, Unavailable, denied, rpc_problem
 from ..node.transport import channel_options
+from ..tls import TlsFiles, channel
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, LEADER_METADATA_KEY, command_to_pb,
                       config_from_pb)
 from .state import OK, Abandon, Command, Config, Join, Leave, Move, Op, SetServers
@@ -78,7 +79,7 @@ class ControllerClient:
     def __init__(self, addresses: Sequence[str], total_timeout: float = 30.0,
                  call_timeout: float = 3.0, client_id: int | None = None,
                  backoff: tuple[float, float] = (0.02, 0.5),
-                 dial: Callable[[str], str] | None = None) -> None:
+                 dial: Callable[[str], str] | None = None, tls: TlsFiles | None = None) -> None:
         if not addresses:
             raise ValueError("ControllerClient needs at least one controller address")
         self.addresses = list(dict.fromkeys(addresses))
@@ -86,6 +87,8 @@ class ControllerClient:
         self.call_timeout = call_timeout
         self.client_id = client_id or random.SystemRandom().randrange(1, 1 << 63)
         self.dial = dial or (lambda a: a)
+        self.tls = tls                  # the TLS files of every channel (None: plaintext)
+        self._last_problem = ""         # the last failed call's answer, in words
         self._ids = itertools.count(1)
         self._backoff = backoff
         self.cluster_id = 0                  # the cluster id the controllers answered with (0: none yet)
@@ -189,7 +192,8 @@ class ControllerClient:
             except asyncio.TimeoutError:
                 raise ControllerUnavailable(
                     f"no controller leader answered within {self._said(timeout):g}s; asked "
-                    f"{', '.join(self.addresses)}") from None
+                    f"{', '.join(self.addresses)}"
+                    + (f" (last: {self._last_problem})" if self._last_problem else "")) from None
             except ControllerUnavailable as e:
                 # the shared query ran out of its starter's time: go on if ours remains
                 if isinstance(e, NotAController) or task_deadline >= deadline - 1e-3:
@@ -248,7 +252,7 @@ class ControllerClient:
         if entry is None:
             # a bounded reconnect back-off: with gRPC's default (up to 2 minutes), a controller
             # back after a minute down went unseen for 50 s more (a shardkv group's poll too)
-            ch = grpc.aio.insecure_channel(self.dial(addr), options=channel_options())
+            ch = channel(self.dial(addr), self.tls, channel_options(), name=addr)
             entry = self._channels[addr] = (ch, pb_grpc.ShardCtrlerServiceStub(ch))
         return entry
 
@@ -311,7 +315,9 @@ class ControllerClient:
                                       for a in self.addresses) + ": give the controller addresses")
                     addr = next_addr()                   # skip it, at once
                     continue
-                last = f"{addr}: {rpc_problem(e)}"
+                if (why := denied(e)) is not None:
+                    raise Denied(why) from None
+                last = f"{addr}: {rpc_problem(e, self.tls is not None)}"
             else:
                 if resp.err not in _RETRYABLE:
                     self._leader = addr
@@ -321,6 +327,7 @@ class ControllerClient:
                         raise ControllerError(resp.err)
                     return resp
                 last = f"{addr}: {err_words(resp.err)}" + (f" (leader: {hint})" if hint else "")
+            self._last_problem = last           # for a caller that gives up before this ends
             if self._leader == addr:
                 self._leader = None
             if hint and hint != addr and not followed_hint:

@@ -28,17 +28,18 @@ import grpc
 from .._pb import shardkv_pb2 as skvpb
 from .._pb import shardkv_pb2_grpc as skvpb_grpc
 from ..errors import rpc_problem
+from ..tls import TlsFiles, channel
 from .state import Config, last_handoff
 
 PROBE_TIMEOUT_S = 1.5          # per server; the servers are asked at once
 
 
 async def _answer(addr: str, gid: int, servers: Sequence[str], dial: Callable[[str], str],
-                  timeout: float) -> str:
+                  timeout: float, tls: TlsFiles | None = None) -> str:
     """'' when `addr` answers as a replica of `gid` advertising one of `servers`, else what it
     did instead, in words."""
     try:
-        async with grpc.aio.insecure_channel(dial(addr)) as ch:
+        async with channel(dial(addr), tls, name=addr) as ch:
             st = await skvpb_grpc.ShardKVServiceStub(ch).GetStatus(skvpb.GetStatusRequest(),
                                                                    timeout=timeout)
     except grpc.aio.AioRpcError as e:
@@ -46,7 +47,7 @@ async def _answer(addr: str, gid: int, servers: Sequence[str], dial: Callable[[s
             return f"{addr} is not a shardkv replica"
         if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             return f"{addr} does not answer"
-        return f"{addr}: {rpc_problem(e)}"
+        return f"{addr}: {rpc_problem(e, tls=tls is not None)}"
     except (OSError, ValueError) as e:         # an address grpc cannot even dial
         return f"{addr}: {e}"
     if st.gid != gid:
@@ -57,11 +58,11 @@ async def _answer(addr: str, gid: int, servers: Sequence[str], dial: Callable[[s
 
 
 async def ask(groups: Mapping[int, Sequence[str]], dial: Callable[[str], str] = lambda a: a,
-              timeout: float = PROBE_TIMEOUT_S) -> dict[int, list[str]]:
+              timeout: float = PROBE_TIMEOUT_S, tls: TlsFiles | None = None) -> dict[int, list[str]]:
     """For each gid: [] when at least one of its servers answers as that gid, else what each
-    server did instead."""
+    server did instead.  tls: the node's own [tls] files (None: plaintext)."""
     pairs = [(gid, a) for gid, servers in groups.items() for a in dict.fromkeys(servers)]
-    answers = await asyncio.gather(*(_answer(a, gid, groups[gid], dial, timeout)
+    answers = await asyncio.gather(*(_answer(a, gid, groups[gid], dial, timeout, tls)
                                      for gid, a in pairs))
     out: dict[int, list[str]] = {gid: [] for gid in groups}
     ok: set[int] = set()
@@ -74,9 +75,9 @@ async def ask(groups: Mapping[int, Sequence[str]], dial: Callable[[str], str] = 
 
 
 async def join_problem(groups: Mapping[int, Sequence[str]], dial: Callable[[str], str] = lambda a: a,
-                       timeout: float = PROBE_TIMEOUT_S) -> str | None:
+                       timeout: float = PROBE_TIMEOUT_S, tls: TlsFiles | None = None) -> str | None:
     """Why a join of `groups` is refused (one line), or None."""
-    bad = {gid: whys for gid, whys in (await ask(groups, dial, timeout)).items() if whys}
+    bad = {gid: whys for gid, whys in (await ask(groups, dial, timeout, tls)).items() if whys}
     if not bad:
         return None
     parts = [f"no server of gid {gid} answers as a replica of gid {gid} ({', '.join(whys)})"
@@ -87,7 +88,7 @@ async def join_problem(groups: Mapping[int, Sequence[str]], dial: Callable[[str]
 
 async def abandon_problem(configs: Sequence[Config], servers_of: Mapping[int, Sequence[str]],
                           shards: Sequence[int], dial: Callable[[str], str] = lambda a: a,
-                          timeout: float = PROBE_TIMEOUT_S) -> str | None:
+                          timeout: float = PROBE_TIMEOUT_S, tls: TlsFiles | None = None) -> str | None:
     """Why abandoning `shards` is refused (one line), or None (see the module doc)."""
     latest = configs[-1]
     handoffs = {s: last_handoff(configs, s) for s in shards}
@@ -101,7 +102,7 @@ async def abandon_problem(configs: Sequence[Config], servers_of: Mapping[int, Se
             ask_groups[frm] = servers_of.get(frm, ())
         if to:
             ask_groups[to] = latest.groups.get(to, ())
-    answers = await ask(ask_groups, dial, timeout)
+    answers = await ask(ask_groups, dial, timeout, tls)
     for s, (frm, to) in sorted(handoffs.items()):
         if not answers.get(frm):
             return (f"shard abandon: shard {s}'s previous owner, gid {frm}, still answers "

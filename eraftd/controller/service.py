@@ -39,13 +39,14 @@ log = logging.getLogger("eraftd.controller")
 class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
     def __init__(self, driver: Any, gid: int, timeout: float = COMMAND_TIMEOUT_S,
                  dial: Callable[[str], str] = lambda a: a,
-                 probe_timeout: float = PROBE_TIMEOUT_S, access: Any = None) -> None:
+                 probe_timeout: float = PROBE_TIMEOUT_S, access: Any = None, tls: Any = None) -> None:
         self.driver = driver
         self.access = access or Access(None, False)     # who may change the cluster (access.py)
         self.gid = gid
         self.timeout = timeout
         self.dial = dial                  # the node's [node.dial] map, to ask shardkv servers
         self.probe_timeout = probe_timeout
+        self.tls = tls                    # the node's own TLS files, to ask them (None: plaintext)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_ShardCtrlerServiceServicer_to_server(self, server)
@@ -122,9 +123,9 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
             return err
         if isinstance(cmd.op, Join):
             new = {gid: s for gid, s in cmd.op.groups.items() if gid not in st.latest.groups}
-            return await join_problem(new, self.dial, self.probe_timeout) if new else None
+            return await join_problem(new, self.dial, self.probe_timeout, self.tls) if new else None
         return await abandon_problem(st.configs, st.servers_of, cmd.op.shards, self.dial,
-                                     self.probe_timeout)
+                                     self.probe_timeout, self.tls)
 
     async def GetStatus(self, request: pb.GetStatusRequest, context) -> pb.GetStatusResponse:
         g = self.driver.groups[self.gid]

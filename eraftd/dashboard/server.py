@@ -24,6 +24,7 @@ from .._pb import admin_pb2 as apb
 from .._pb import admin_pb2_grpc as apb_grpc
 from ..controller.client import ControllerClient
 from ..controller.state import Config
+from ..tls import TlsFiles, channel
 from repl.output import format_count, status_count   # the shell's one count of nodes
 from repl.probe import group_members, membership_problems, scrub
 
@@ -36,13 +37,14 @@ STATIC_FILES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "applica
 
 class Poller:
     def __init__(self, controllers: Sequence[str], interval_s: float, timeout_s: float = 1.0,
-                 dial: Callable[[str], str] | None = None) -> None:
+                 dial: Callable[[str], str] | None = None, tls: TlsFiles | None = None) -> None:
         from repl.probe import Probe       # the shell's probe: one way to ask every node
         self.interval_s = interval_s
         self.dial = dial or (lambda a: a)  # a --config file's [node.dial] map
+        self.tls = tls
         self.ctl = ControllerClient(list(controllers), total_timeout=max(1.0, min(interval_s, 3.0)),
-                                    call_timeout=timeout_s, dial=dial)
-        self.probe = Probe(self.ctl, timeout=timeout_s, dial=dial)
+                                    call_timeout=timeout_s, dial=dial, tls=tls)
+        self.probe = Probe(self.ctl, timeout=timeout_s, dial=dial, tls=tls)
         self.timeout_s = timeout_s
         self.config = Config()
         self.snapshot: dict[str, Any] = {"ready": False, "error": "first poll in progress",
@@ -63,7 +65,7 @@ class Poller:
     async def _admin(self, addr: str) -> apb.NodeStatus:
         ch = self._channels.get(addr)
         if ch is None:
-            ch = self._channels[addr] = grpc.aio.insecure_channel(self.dial(addr))
+            ch = self._channels[addr] = channel(self.dial(addr), self.tls, name=addr)
         return await apb_grpc.NodeAdminStub(ch).Status(apb.StatusRequest(), timeout=self.timeout_s)
 
     async def run(self) -> None:
@@ -196,20 +198,29 @@ def make_app(poller: Poller) -> web.Application:
     return app
 
 
+def https_context(tls: TlsFiles | None) -> Any:
+    """The page is HTTPS when the TLS files include a certificate and key (served to the
+    browsers; no client certificates asked for), plain HTTP otherwise."""
+    return tls.ssl_context(server=True) if tls is not None and tls.cert_file else None
+
+
 async def serve(controllers: Sequence[str], listen: str, interval_s: float,
-                dial: Callable[[str], str] | None = None) -> None:
-    poller = Poller(controllers, interval_s, dial=dial)
+                dial: Callable[[str], str] | None = None, tls: TlsFiles | None = None) -> None:
+    """tls: the files the cluster is dialled with; with a certificate and key, also the HTTPS
+    of the page (https_context)."""
+    ssl_context = https_context(tls)
+    poller = Poller(controllers, interval_s, dial=dial, tls=tls)
     runner = web.AppRunner(make_app(poller), access_log=None)
     await runner.setup()
     host, _, port = listen.rpartition(":")
     try:
-        await web.TCPSite(runner, host.strip("[]") or None, int(port)).start()
+        await web.TCPSite(runner, host.strip("[]") or None, int(port), ssl_context=ssl_context).start()
     except OSError as e:
         await runner.cleanup()
         await poller.close()
         raise OSError(f"cannot listen on {listen}: {e.strerror or e}") from None
     task = asyncio.create_task(poller.run())
-    print(f"eraftd dashboard: serving http://{listen}/ (controllers {', '.join(controllers)}, "
+    print(f"eraftd dashboard: serving {'https' if ssl_context else 'http'}://{listen}/ (controllers {', '.join(controllers)}, "
           f"every {interval_s:g}s)", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

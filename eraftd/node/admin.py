@@ -12,6 +12,7 @@ from .._pb import admin_pb2 as pb
 from .._pb import admin_pb2_grpc as pb_grpc
 from ..raft.messages import ConfChange, ConfChangeOp
 from ..raft.progress import ProgressState
+from ..tls import channel
 from .access import Access, Right
 from .driver import ChangeRefused, Driver, NotLeader, ProposalLost
 from .members import ChangeContext
@@ -133,7 +134,8 @@ class AdminService(pb_grpc.NodeAdminServicer):
         that is not there would only weaken the group), or why not."""
         target = self.cfg.node.dial_address(addr)
         try:
-            async with grpc.aio.insecure_channel(target) as ch:
+            async with channel(target, self.cfg.tls.files if self.cfg.tls else None,
+                               name=addr) as ch:
                 st = await pb_grpc.NodeAdminStub(ch).Status(pb.StatusRequest(),
                                                             timeout=ASK_UID_TIMEOUT_S)
         except grpc.aio.AioRpcError:

@@ -1,4 +1,5 @@
-"""A node's HTTP side ([node] http = "ADDR"): /metrics, /healthz, /readyz.
+"""A node's HTTP side ([node] http = "ADDR"): /metrics, /healthz, /readyz; HTTPS when the node
+has [tls] (its own certificate; client certificates required iff client_auth = "require").
 
 * /metrics  the Prometheus text format (eraftd/metrics.py).
 * /healthz  200 "ok" while the process serves (the event loop answers).
@@ -39,14 +40,18 @@ def make_app(driver: Any) -> web.Application:
 class HttpServer:
     """Started and stopped by `eraftd run` inside the node's event loop."""
 
-    def __init__(self, driver: Any, address: str) -> None:
+    def __init__(self, driver: Any, address: str, tls: Any = None) -> None:
+        """tls: the node's [tls] section (a config.TlsSection): then HTTPS with the node's
+        certificate, client certificates of the cluster's CA required iff client_auth = "require"."""
         self.address = address
         self.runner = web.AppRunner(make_app(driver), access_log=None)
+        self.ssl = (tls.files.ssl_context(server=True, require_client_auth=tls.require_client_auth)
+                    if tls is not None else None)
 
     async def start(self) -> None:
         host, _, port = self.address.rpartition(":")
         await self.runner.setup()
-        await web.TCPSite(self.runner, host.strip("[]") or None, int(port)).start()
+        await web.TCPSite(self.runner, host.strip("[]") or None, int(port), ssl_context=self.ssl).start()
 
     async def stop(self) -> None:
         await self.runner.cleanup()

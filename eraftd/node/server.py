@@ -130,7 +130,7 @@ async def _start_http(cfg: Config, driver: Driver, store: NodeStore) -> Any:
     from .. import metrics
     from .http import HttpServer
     metrics.install(driver, store)
-    http = HttpServer(driver, cfg.node.http)
+    http = HttpServer(driver, cfg.node.http, tls=cfg.tls)
     try:
         await http.start()
     except OSError as e:
@@ -205,7 +205,7 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         ctrl = None
         if cfg.controller and test_machine is None:
             ctrl = ShardCtrlerService(driver, CONTROLLER_GROUP, dial=cfg.node.dial_address,
-                                      access=access)
+                                      access=access, tls=cfg.tls.files if cfg.tls else None)
             ctrl.add_to_server(server)
         if shardkv:
             shardkv.add_to_server(server, driver)

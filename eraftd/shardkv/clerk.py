@@ -67,8 +67,9 @@ from .._pb import kvbatch_pb2 as kvpb
 from .._pb import kvbatch_pb2_grpc as kvpb_grpc
 from ..controller.client import ControllerClient, ControllerUnavailable, err_words
 from ..controller.state import NSHARDS, Config
-from ..errors import Refused, Unavailable, rpc_problem
+from ..errors import Denied, Refused, Unavailable, denied, rpc_problem
 from ..node.transport import MAX_MESSAGE_BYTES
+from ..tls import TlsFiles, channel
 from .state import (APPEND, CAS, CAS_ABSENT, DELETE, ERR_WRONG_LEADER, EXISTS, GET, OP_NAMES,
                     PUT, READ_KINDS, Limits, key2shard)
 
@@ -194,13 +195,14 @@ class _Lane:
         self.asking[addr] += 1
         slow = loop.call_later(c.check_after, c.suspect, until)   # unanswered for long: check
         hint = ""
+        why = None
         try:
             resp = await c.stub(addr).Batch(
                 req, timeout=max(0.001, min(c.call_timeout, until - loop.time())))
             err = resp.err
             hint = resp.leader
         except grpc.aio.AioRpcError as e:
-            err, problem = e.code().name, rpc_problem(e)
+            err, problem, why = e.code().name, rpc_problem(e, c.tls is not None), denied(e)
         else:
             problem = err_words(err)
         finally:
@@ -208,6 +210,13 @@ class _Lane:
             self.asking[addr] -= 1
             self.inflight -= 1
         self.notes[addr] = problem or "OK"
+        if why is not None:                     # the node refuses this client: no retry
+            self.flying.difference_update(ops)
+            for op in ops:
+                if not op.fut.done():
+                    op.fut.set_exception(Denied(why))
+            self.pump()
+            return
         if not err:
             self.flying.difference_update(ops)
             self.delay = c.backoff[0]
@@ -250,7 +259,7 @@ class Clerk:
                  backoff: tuple[float, float] = (0.02, 0.5),
                  dial: Callable[[str], str] | None = None,
                  check_after: float = CHECK_AFTER_S, scan_page_keys: int = 1000,
-                 scan_page_bytes: int = 1 << 20) -> None:
+                 scan_page_bytes: int = 1 << 20, tls: TlsFiles | None = None) -> None:
         self.total_timeout = total_timeout
         self.scan_page_keys = scan_page_keys
         self.scan_page_bytes = scan_page_bytes
@@ -261,12 +270,13 @@ class Clerk:
         self.max_inflight = max_inflight
         self.backoff = backoff
         self.dial = dial or (lambda a: a)
+        self.tls = tls                  # the TLS files of every channel (None: plaintext)
         self.check_after = check_after
         self.session = random.SystemRandom().randrange(1, 1 << 63)
         self._seqs = itertools.count(1)
         self._unacked: set[int] = set()
         self._ctl = ControllerClient(controllers, total_timeout=total_timeout,
-                                     call_timeout=call_timeout, dial=dial)
+                                     call_timeout=call_timeout, dial=dial, tls=tls)
         self._config: Config | None = None
         self._checking: asyncio.Task | None = None
         self._lanes: dict[int, _Lane] = {}
@@ -347,7 +357,7 @@ class Clerk:
     def stub(self, addr: str) -> kvpb_grpc.KVBatchStub:
         entry = self._channels.get(addr)
         if entry is None:
-            ch = grpc.aio.insecure_channel(self.dial(addr), options=_channel_options())
+            ch = channel(self.dial(addr), self.tls, _channel_options(), name=addr)
             entry = self._channels[addr] = (ch, kvpb_grpc.KVBatchStub(ch))
         return entry[1]
 
@@ -537,7 +547,7 @@ class Clerk:
                     resp = await self.stub(addr).Scan(req, timeout=timeout)
                     err = resp.err
                 except grpc.aio.AioRpcError as e:
-                    resp, err = None, rpc_problem(e)
+                    resp, err = None, rpc_problem(e, self.tls is not None)
                 lane.notes[addr] = err_words(err) if err else (
                     "OK" if resp.code == kvpb.OK else "does not serve that shard")
                 if resp is not None and not err:

@@ -67,6 +67,7 @@ from ..controller.machine import LEADER_METADATA_KEY
 from ..errors import rpc_problem
 from ..node.driver import NotLeader
 from ..node.transport import channel_options
+from ..tls import TlsFiles, channel
 from .machine import (ENTRY_ABANDONED, ENTRY_GC_DONE, encode_config, encode_insert,
                       encode_shard_op)
 from .service import COMMAND_TIMEOUT_S
@@ -89,8 +90,10 @@ class Peers:
     """Channels to other groups' replicas (shared, one per address), and one call that tries a
     group's servers in turn, the one that answered last time first, following leader hints."""
 
-    def __init__(self, dial: Callable[[str], str] = lambda a: a, hedge_s: float = HEDGE_S) -> None:
+    def __init__(self, dial: Callable[[str], str] = lambda a: a, hedge_s: float = HEDGE_S,
+                 tls: TlsFiles | None = None) -> None:
         self._dial = dial
+        self.tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._last_good: dict[tuple[str, ...], str] = {}
         self.hedge_s = hedge_s
@@ -103,8 +106,8 @@ class Peers:
     def channel(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
         if ch is None:
-            ch = self._channels[addr] = grpc.aio.insecure_channel(self._dial(addr),
-                                                                  options=channel_options())
+            ch = self._channels[addr] = channel(self._dial(addr), self.tls, channel_options(),
+                                                name=addr)
         return ch
 
     async def close(self) -> None:
@@ -150,7 +153,7 @@ class Peers:
                     try:
                         resp, hint = t.result()
                     except grpc.aio.AioRpcError as e:
-                        last = f"{addr}: {rpc_problem(e)}"
+                        last = f"{addr}: {rpc_problem(e, self.tls is not None)}"
                         continue
                     if resp.err == OK:
                         self._last_good[servers] = addr

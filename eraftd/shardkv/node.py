@@ -72,9 +72,10 @@ class ShardKVNode:
 
     def start(self) -> None:
         dial = self.cfg.node.dial_address
-        self._peers = Peers(dial)
+        tls = self.cfg.tls.files if self.cfg.tls else None     # the node's own certificate
+        self._peers = Peers(dial, tls=tls)
         self._peers.cluster = getattr(self.driver, "cluster", None)
-        self._controller = ControllerClient([dial(a) for a in self.cfg.shardkv.controllers],
+        self._controller = ControllerClient(list(self.cfg.shardkv.controllers), dial=dial, tls=tls,
                                             total_timeout=CONTROLLER_TOTAL_S,
                                             call_timeout=CONTROLLER_CALL_S)
         self._task = asyncio.get_running_loop().create_task(

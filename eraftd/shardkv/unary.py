@@ -39,6 +39,7 @@ from .._pb import shardkv_pb2_grpc as pb_grpc
 from ..controller.client import ControllerClient, ControllerUnavailable, err_words
 from ..controller.state import Config
 from ..errors import rpc_problem
+from ..tls import TlsFiles, channel
 from .clerk import (_OP_NAMES, CHECK_AFTER_S, ShardKVError, ShardKVUnavailable, _channel_options,
                     _show)
 from .state import (APPEND, ERR_NO_KEY, ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, OK,
@@ -51,13 +52,14 @@ class UnaryClerk:
     def __init__(self, ctl: ControllerClient, channels: dict[str, grpc.aio.Channel],
                  timeout: float = 30.0, call_timeout: float = 3.0, config: Config | None = None,
                  limits: Limits = Limits(), dial: Callable[[str], str] | None = None,
-                 check_after: float = CHECK_AFTER_S) -> None:
+                 check_after: float = CHECK_AFTER_S, tls: TlsFiles | None = None) -> None:
         self.ctl = ctl
         self.channels = channels
         self.timeout = timeout
         self.call_timeout = call_timeout
         self.limits = limits
         self.dial = dial or (lambda a: a)
+        self.tls = tls
         self.check_after = check_after
         self.client_id = random.SystemRandom().randrange(1, 1 << 62)
         self.command_id = 0
@@ -78,8 +80,8 @@ class UnaryClerk:
     def _stub(self, addr: str) -> pb_grpc.ShardKVServiceStub:
         ch = self.channels.get(addr)
         if ch is None:
-            ch = self.channels[addr] = grpc.aio.insecure_channel(self.dial(addr),
-                                                                 options=_channel_options())
+            ch = self.channels[addr] = channel(self.dial(addr), self.tls, _channel_options(),
+                                               name=addr)
         return pb_grpc.ShardKVServiceStub(ch)
 
     async def _latest(self, seen: int, deadline: float) -> Config:
@@ -145,7 +147,7 @@ class UnaryClerk:
                 try:
                     r = await self._call(servers[idx], req, deadline, cfg, gid, shard)
                 except grpc.aio.AioRpcError as e:
-                    last = f"group {gid}: {servers[idx]}: {rpc_problem(e)}"
+                    last = f"group {gid}: {servers[idx]}: {rpc_problem(e, self.tls is not None)}"
                     continue
                 if r is None:
                     last = f"group {gid}: {servers[idx]}: no answer in time (the shard moved)"

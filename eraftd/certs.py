@@ -28,7 +28,7 @@ from typing import Any
 
 __all__ = ["CertError", "BadArgument", "Written", "create_ca", "create_node", "create_client",
            "node_hosts", "describe", "CA_CERT", "CA_KEY", "NODE_CERT", "NODE_KEY", "client_files",
-           "NODE_CN", "add_arguments", "cmd_cert"]
+           "NODE_CN", "Cluster", "cluster_certificates", "add_arguments", "cmd_cert"]
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 NODE_CERT, NODE_KEY = "node.crt", "node.key"
@@ -160,6 +160,36 @@ def create_client(directory: str, name: str, *, overwrite: bool = False,
     cert_name, key_name = client_files(_client_name(name))
     return _signed(directory, out, cert_name, key_name, name, overwrite, days, [],
                    [ExtendedKeyUsageOID.CLIENT_AUTH])
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The files of a small cluster's certificates in one directory (demo, test clusters)."""
+    directory: str
+    admin: str
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    @property
+    def client_files(self) -> tuple[str, str]:
+        """The admin client's certificate and key."""
+        return tuple(self.path(n) for n in client_files(self.admin))   # type: ignore[return-value]
+
+
+def cluster_certificates(directory: str, hosts: list[str], admin: str = "ops") -> Cluster:
+    """A CA, one node certificate naming hosts (shared by every node) and the client certificate
+    of `admin`, in directory: made once, so a cluster started again keeps its files (a missing
+    one is made again; a missing CA means every certificate anew)."""
+    cluster = Cluster(directory, admin)
+    fresh = not os.path.exists(cluster.path(CA_CERT))
+    if fresh:
+        create_ca(directory, overwrite=True)
+    if fresh or not os.path.exists(cluster.path(NODE_CERT)):
+        create_node(directory, hosts, overwrite=True)
+    if fresh or not os.path.exists(cluster.client_files[0]):
+        create_client(directory, admin, overwrite=True)
+    return cluster
 
 
 def _new_key():

@@ -442,24 +442,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("dir", metavar="DIR", help="where to write them (created if missing)")
     a.add_argument("--overwrite", **overwrite)
 
-    a = sub.add_parser("create-node", help="a node certificate naming the node's addresses: DIR/node.crt, .key",
-                       description="Sign a node certificate with DIR's CA: it names the hosts of ADDR "
-                                   "(the node's [node] advertise address; several for a certificate "
-                                   "shared by nodes) and serves as server and client certificate.")
-    a.add_argument("dir", metavar="DIR", help="holds the CA (ca.crt, ca.key)")
-    a.add_argument("addrs", metavar="ADDR", nargs="+", help="host:port (or host) the node is known by")
-    a.add_argument("--out", metavar="OUTDIR", help="write node.crt, node.key and a copy of ca.crt there "
-                                                   "(default: DIR)")
-    a.add_argument("--overwrite", **overwrite)
+    def signed_by_dir(name: str, summary: str, description: str, what: str, files: str,
+                      **positional: Any) -> None:
+        a = sub.add_parser(name, help=summary, description=description)
+        a.add_argument("dir", metavar="DIR", help="holds the CA (ca.crt, ca.key)")
+        a.add_argument(what, **positional)
+        a.add_argument("--out", metavar="OUTDIR", help=f"write {files} and a copy of ca.crt there "
+                                                       f"(default: DIR)")
+        a.add_argument("--overwrite", **overwrite)
 
-    a = sub.add_parser("create-client", help="a client certificate CN=NAME: DIR/client.NAME.crt, .key",
-                       description="Sign a client certificate with DIR's CA whose common name is NAME "
-                                   "(list NAME in the nodes' [tls] admins to allow it join, leave, move, "
-                                   "member changes and shard abandon).")
-    a.add_argument("dir", metavar="DIR", help="holds the CA (ca.crt, ca.key)")
-    a.add_argument("name", metavar="NAME", help="the client's name: letters, digits, '.', '_', '-'")
-    a.add_argument("--out", metavar="OUTDIR", help="write the files and a copy of ca.crt there (default: DIR)")
-    a.add_argument("--overwrite", **overwrite)
+    signed_by_dir("create-node", "a node certificate naming the node's addresses: DIR/node.crt, .key",
+                  "Sign a node certificate with DIR's CA: it names the hosts of ADDR (the node's "
+                  "[node] advertise address; several for a certificate shared by nodes) and serves "
+                  "as server and client certificate.", "addrs", "node.crt, node.key",
+                  metavar="ADDR", nargs="+", help="host:port (or host) the node is known by")
+    signed_by_dir("create-client", "a client certificate CN=NAME: DIR/client.NAME.crt, .key",
+                  "Sign a client certificate with DIR's CA whose common name is NAME (list NAME in "
+                  "the nodes' [tls] admins to allow it join, leave, move, member changes and shard "
+                  "abandon).", "name", "client.NAME.crt, client.NAME.key",
+                  metavar="NAME", help="the client's name: letters, digits, '.', '_', '-'")
 
     a = sub.add_parser("show", help="what a certificate names: subject, addresses, usage, issuer, expiry",
                        description="Print what each certificate names: subject, issuer, kind, the "

@@ -168,6 +168,9 @@ REFUSALS = [
      "create-node: certs/ca.crt does not exist: run `eraftd cert create-ca certs` first"),
     ("", ["create-client", "certs", "ops"], 1,
      "create-client: certs/ca.crt does not exist: run `eraftd cert create-ca certs` first"),
+    ("", ["create-node", "certs", "127.0.0.1:7001", "--out", "n1"], 1,
+     "create-node: certs/ca.crt does not exist"),                      # and n1/ is not made
+    ("ca", ["create-client", "certs", "bad/name", "--out", "c1"], 2, "is not a usable client name"),
     ("ca", ["create-node", "certs", "127.0.0.1:99999"], 2,
      "create-node: '127.0.0.1:99999' is not an address: the port must be a number from 1 to 65535"),
     ("ca", ["create-node", "certs", "127.0.0.1:7001", "db1:port"], 2,

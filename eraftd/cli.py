@@ -57,6 +57,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(config.ConfigError(args.config, "[log] file", f"cannot open {cfg.log.file}: {e.strerror}"),
               file=sys.stderr)
         return EXIT_USAGE
+    if args.test_state_machine and not cfg.node.testing:
+        print(config.ConfigError(args.config, "[node] testing", "--test-state-machine is a test-only "
+                                 "mode: it needs testing = true in [node]"), file=sys.stderr)
+        return EXIT_USAGE
     from eraftd.node.server import serve   # lazily: the CLI works without the node's dependencies
     try:
         return serve(cfg, test_machine=args.test_state_machine)

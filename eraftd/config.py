@@ -397,7 +397,11 @@ class _Loader:
             if not os.path.isfile(p):
                 raise self.error(f"[tls] {key}", f"no such file: {p} (make the cluster's certificates "
                                  f"with `eraftd cert`)")
-        return TlsSection(files=TlsFiles(**paths), client_auth=t.get("client_auth", "require"),
+        client_auth = t.get("client_auth", "require")
+        if client_auth == "none" and t.get("admins"):
+            raise self.error("[tls] admins", 'needs client_auth = "require": without client '
+                             'certificates no caller can be told apart')
+        return TlsSection(files=TlsFiles(**paths), client_auth=client_auth,
                           admins=tuple(a.strip() for a in t.get("admins", ())))
 
     def log(self, t: dict[str, Any] | None) -> LogSection:

@@ -27,6 +27,7 @@ import grpc
 from ._pb import admin_pb2 as apb
 from ._pb import admin_pb2_grpc as apb_grpc
 from .config import dump_toml
+from .tls import TlsFiles, sync_channel
 
 _LIVE: set["Node"] = set()
 
@@ -136,8 +137,11 @@ def wait_caught_up(nodes: Callable[[], Iterable[Node]], group: int, address: str
 
 
 class Node:
-    def __init__(self, name: str, base: Path, config: dict, extra_args: Iterable[str] = ()) -> None:
+    def __init__(self, name: str, base: Path, config: dict, extra_args: Iterable[str] = (),
+                 tls: TlsFiles | None = None) -> None:
+        """tls: the client files the test talks to this node with (its TOML has a [tls])."""
         self.name = name
+        self.tls = tls
         self.dir = base / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = config
@@ -222,7 +226,7 @@ class Node:
     # -- talking to it --
     def channel(self) -> grpc.Channel:
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address)
+            self._channel = sync_channel(self.address, self.tls)
         return self._channel
 
     def close_channel(self) -> None:
@@ -268,7 +272,8 @@ class Cluster:
         self.nodes: list[Node] = []
         for i, addr in enumerate(addrs):
             cfg = {
-                "node": {"listen": addr, "data_dir": "data"},
+                # the test state machine's Propose/Read are test-only entry points
+                "node": {"listen": addr, "data_dir": "data", **({"testing": True} if test_machine else {})},
                 "controller": {"peers": addrs},
                 "raft": raft_cfg,
                 "log": {"level": log_level},
@@ -333,6 +338,23 @@ class Cluster:
         wait_for(caught_up, timeout, f"{[n.name for n in targets]} to apply index {index}")
 
 
+def make_tls(directory: Path, host: str = "127.0.0.1",
+             admins: tuple[str, ...] = ("ops",)) -> tuple[TlsFiles, dict]:
+    """A CA, one node certificate for host and client certificates for admins (the first is
+    returned as the client's TlsFiles) in directory; and the [tls] table for the nodes' TOML."""
+    from . import certs
+    d = str(directory)
+    if not (directory / certs.CA_CERT).exists():
+        certs.create_ca(d)
+        certs.create_node(d, [host])
+        for name in admins:
+            certs.create_client(d, name)
+    crt, key = certs.client_files(admins[0])
+    table = {"ca_file": str(directory / certs.CA_CERT), "cert_file": str(directory / certs.NODE_CERT),
+             "key_file": str(directory / certs.NODE_KEY), "admins": list(admins)}
+    return TlsFiles(str(directory / certs.CA_CERT), str(directory / crt), str(directory / key)), table
+
+
 class ShardedCluster:
     """A sharded deployment on loopback: `controllers` controller peers (group 0) and, for each
     gid, `replicas` shardkv replicas; every node its own process, free ports, short timeouts.
@@ -344,10 +366,14 @@ class ShardedCluster:
     def __init__(self, base: Path, gids: Iterable[int] = (100, 101), replicas: int = 3,
                  controllers: int = 3, host: str = "127.0.0.1", raft: dict | None = None,
                  shardkv: dict | None = None, log_level: str = "info",
-                 proxied: bool = False) -> None:
+                 proxied: bool = False, tls: bool = False) -> None:
         """proxied: every node reaches every other node through a port of its own
-        ([node.dial]); `proxies` maps each node's address to that port, for a TcpProxy."""
+        ([node.dial]); `proxies` maps each node's address to that port, for a TcpProxy.
+        tls: make a CA, a node certificate for host and an admin client certificate "ops" in
+        base/certs (tls_certs), give every node a [tls] section, and talk to the nodes with
+        the ops certificate (`tls`: its TlsFiles; None without TLS)."""
         self.base = Path(base)
+        self.tls, tls_section = make_tls(self.base / "certs", host) if tls else (None, None)
         raft_cfg = {"heartbeat_ms": 50, "election_ms": 500}
         raft_cfg.update(raft or {})
         ctrl = [f"{host}:{free_port(host)}" for _ in range(controllers)]
@@ -359,15 +385,18 @@ class ShardedCluster:
         def node(a: str) -> dict:
             return {"listen": a, "data_dir": "data",
                     **({"dial": dict(self.proxies)} if proxied else {})}
+        extra = {"tls": tls_section} if tls_section else {}
         self.controllers: list[Node] = [
             Node(f"c{i}", self.base, {"node": node(a), "controller": {"peers": ctrl},
-                                      "raft": raft_cfg, "log": {"level": log_level}})
+                                      "raft": raft_cfg, "log": {"level": log_level}, **extra},
+                 tls=self.tls)
             for i, a in enumerate(ctrl)]
         self.groups: dict[int, list[Node]] = {
             gid: [Node(f"g{gid}-{i}", self.base,
                        {"node": node(a),
                         "shardkv": {"gid": gid, "peers": ps, "controllers": ctrl, **(shardkv or {})},
-                        "raft": raft_cfg, "log": {"level": log_level}})
+                        "raft": raft_cfg, "log": {"level": log_level}, **extra},
+                       tls=self.tls)
                   for i, a in enumerate(ps)]
             for gid, ps in peers.items()}
 
@@ -417,8 +446,9 @@ class ShardedCluster:
             node["http"] = f"127.0.0.1:{free_port()}"
         cfg = {"node": node,
                "shardkv": {**base["shardkv"], "peers": self.addresses(gid), "join": True},
-               "raft": base["raft"], "log": base["log"]}
-        n = Node(f"g{gid}-{len(self.groups[gid])}", self.base, cfg)
+               "raft": base["raft"], "log": base["log"],
+               **({"tls": base["tls"]} if "tls" in base else {})}
+        n = Node(f"g{gid}-{len(self.groups[gid])}", self.base, cfg, tls=self.tls)
         self.groups[gid].append(n)
         return n
 

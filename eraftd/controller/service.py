@@ -23,6 +23,7 @@ import grpc
 
 from .._pb import shardctrler_pb2 as pb
 from .._pb import shardctrler_pb2_grpc as pb_grpc
+from ..node.access import Access, Right
 from ..node.driver import NotLeader
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, BadRequest, send_leader_hint,
                       command_from_pb, config_to_pb, encode_command)
@@ -35,8 +36,9 @@ COMMAND_TIMEOUT_S = 2.0
 class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
     def __init__(self, driver: Any, gid: int, timeout: float = COMMAND_TIMEOUT_S,
                  dial: Callable[[str], str] = lambda a: a,
-                 probe_timeout: float = PROBE_TIMEOUT_S) -> None:
+                 probe_timeout: float = PROBE_TIMEOUT_S, access: Any = None) -> None:
         self.driver = driver
+        self.access = access or Access(None, False)     # who may change the cluster (access.py)
         self.gid = gid
         self.timeout = timeout
         self.dial = dial                  # the node's [node.dial] map, to ask shardkv servers
@@ -51,6 +53,7 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
             if request.op == pb.QUERY:
                 await asyncio.wait_for(self.driver.read_barrier(self.gid), self.timeout)
                 return pb.CommandResponse(err=OK, config=config_to_pb(g.sm.query(request.num)))
+            await self._authorize(request, context)
             try:
                 cmd = command_from_pb(request)
             except BadRequest as e:
@@ -66,6 +69,19 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
             return pb.CommandResponse(err=ERR_WRONG_LEADER)
         except asyncio.TimeoutError:
             return pb.CommandResponse(err=ERR_TIMEOUT)
+
+    async def _authorize(self, request: pb.CommandRequest, context) -> None:
+        """JOIN / LEAVE / MOVE / ABANDON need an admin; SET_SERVERS a node or an admin."""
+        if not self.access.enforce:
+            return
+        if request.op == pb.SET_SERVERS:
+            why = self.access.may_set_servers(context)
+            if why:
+                self.access.refuse(context, why)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+            return
+        name = pb.Op.Name(request.op).lower() if request.op in pb.Op.values() else f"op {request.op}"
+        await self.access.require(context, Right.ADMIN, name)
 
     async def _ask_first(self, g: Any, cmd: Command, force: bool) -> str | None:
         """The shardkv servers' say on a join (unless forced) or an abandon (precheck.py)."""

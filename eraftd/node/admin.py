@@ -12,6 +12,7 @@ from .._pb import admin_pb2 as pb
 from .._pb import admin_pb2_grpc as pb_grpc
 from ..raft.messages import ConfChange, ConfChangeOp
 from ..raft.progress import ProgressState
+from .access import Access, Right
 from .driver import ChangeRefused, Driver, NotLeader, ProposalLost
 from .members import ChangeContext
 
@@ -23,8 +24,10 @@ _OPS = {"add": ConfChangeOp.ADD_LEARNER, "promote": ConfChangeOp.PROMOTE,
 
 
 class AdminService(pb_grpc.NodeAdminServicer):
-    def __init__(self, cfg: Any, driver: Driver, store: Any, test_machine: bool) -> None:
+    def __init__(self, cfg: Any, driver: Driver, store: Any, test_machine: bool,
+                 access: Access) -> None:
         self.cfg = cfg
+        self.access = access
         self.driver = driver
         self.store = store
         self.test_machine = test_machine
@@ -146,13 +149,14 @@ class AdminService(pb_grpc.NodeAdminServicer):
                        f" (it hosts {hosts}): start it with {want} in its TOML")
         return st.node_uid, ""
 
-    def _group(self, gid: int, context) -> Any:
+    async def _group(self, gid: int, context, what: str) -> Any:
+        await self.access.require(context, Right.TESTING, what)
         if not self.test_machine:
             return None
         return self.driver.groups.get(gid)
 
     async def Propose(self, request, context):
-        g = self._group(request.group, context)
+        g = await self._group(request.group, context, "Propose")
         if g is None:
             return pb.ProposeResponse(err=f"no test state machine for group {request.group} here")
         try:
@@ -166,7 +170,7 @@ class AdminService(pb_grpc.NodeAdminServicer):
                                   index=g.node.applied)
 
     async def Read(self, request, context):
-        g = self._group(request.group, context)
+        g = await self._group(request.group, context, "Read")
         if g is None:
             return pb.ReadResponse(err=f"no test state machine for group {request.group} here")
         try:

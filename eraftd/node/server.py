@@ -6,6 +6,7 @@ signals -> storage (identity checked) -> gRPC server + transport -> Raft groups 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import signal
@@ -20,6 +21,8 @@ from ..controller.machine import ControllerMachine
 from ..controller.service import ShardCtrlerService
 from ..raft.options import RaftOptions
 from ..shardkv.node import ShardKVNode
+from ..tls import TlsError, host_of
+from .access import Access, AccessInterceptor
 from .admin import AdminService
 from .driver import Driver, GroupSpec
 from .statemachine import TEST_MACHINES
@@ -51,6 +54,24 @@ async def _let_tasks_finish(timeout: float) -> None:
     if pending:
         log.debug("%d task(s) still running at exit: %s", len(pending),
                   sorted(t.get_name() for t in pending))
+
+
+def _warn_if_open(cfg: Config) -> None:
+    """Safe defaults: say so when anyone who reaches the port may do anything."""
+    host = host_of(cfg.node.listen)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if cfg.tls is None and not loopback:
+        log.warning("listening on %s without TLS: anyone who reaches this port can read and write "
+                    "every key and change the cluster; add a [tls] section (README, \"Running with "
+                    "TLS\")", cfg.node.listen)
+    elif cfg.tls is not None and not cfg.tls.require_client_auth:
+        log.warning("[tls] client_auth = \"none\": connections are encrypted but no caller is "
+                    "authenticated, so anyone who reaches %s can read and write every key and change "
+                    "the cluster; use client_auth = \"require\" beyond a trusted network",
+                    cfg.node.listen)
 
 
 def serve(cfg: Config, test_machine: str | None = None) -> int:
@@ -128,10 +149,19 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
     except StorageError as e:
         raise StartupError(str(e)) from None
 
+    access = Access(cfg.tls, cfg.node.testing)
     try:
-        server = grpc.aio.server(options=server_options())
+        server = grpc.aio.server(options=server_options(),
+                                 interceptors=[AccessInterceptor(access)] if access.enforce else None)
         try:
-            port = server.add_insecure_port(cfg.node.listen)
+            if cfg.tls:
+                try:
+                    creds = cfg.tls.files.server_credentials(cfg.tls.require_client_auth)
+                except TlsError as e:
+                    raise StartupError(f"{e} ([tls] in {cfg.path})") from None
+                port = server.add_secure_port(cfg.node.listen, creds)
+            else:
+                port = server.add_insecure_port(cfg.node.listen)
         except RuntimeError:
             port = 0
         if port == 0:
@@ -159,7 +189,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
                               on_snapshot, on_unreachable, self_uid=store.node_uid,
                               check_peer=check_peer, on_refused=on_refused,
                               pass_sender=True, peer_uid=lambda a: driver.peer_uids.get(a, 0),
-                              on_stranger=lambda a: driver.on_stranger(a))
+                              on_stranger=lambda a: driver.on_stranger(a),
+                              tls=cfg.tls.files if cfg.tls else None)
         transport.add_to_server(server)
         driver = Driver(store, transport, cfg.raft.heartbeat_ms)
         shardkv = ShardKVNode(cfg) if cfg.shardkv and test_machine is None else None
@@ -167,9 +198,10 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         for spec in group_specs(cfg, _state_machines(cfg, test_machine, shardkv), store.node_uid):
             driver.add_group(spec, raft_options(cfg), random.Random(seed + spec.gid),
                              cfg.raft.snapshot_entries)
-        AdminService(cfg, driver, store, test_machine is not None).add_to_server(server)
+        AdminService(cfg, driver, store, test_machine is not None, access).add_to_server(server)
         if cfg.controller and test_machine is None:
-            ShardCtrlerService(driver, CONTROLLER_GROUP, dial=cfg.node.dial_address).add_to_server(server)
+            ShardCtrlerService(driver, CONTROLLER_GROUP, dial=cfg.node.dial_address,
+                               access=access).add_to_server(server)
         if shardkv:
             shardkv.add_to_server(server, driver)
 
@@ -186,6 +218,7 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
                 + f", roles: {roles}, node uid {uid_text(store.node_uid)}, data_dir: {cfg.node.data_dir}")
         print(line, flush=True)
         log.info("%s", line)
+        _warn_if_open(cfg)
 
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)

@@ -52,8 +52,10 @@ from eraftd._pb import raft_pb2 as pb
 from eraftd._pb import raft_pb2_grpc as pb_grpc
 from eraftd.node.codec import add_message, approx_size, decode_batch, decode_message, encode_message
 from eraftd.raft.messages import Message
+from eraftd.tls import channel as tls_channel
 
-__all__ = ["Transport", "PeerStats", "channel_options", "server_options", "MAX_MESSAGE_BYTES"]
+__all__ = ["Transport", "PeerStats", "channel_options", "server_options", "MAX_MESSAGE_BYTES",
+           "SENDER_METADATA"]
 
 log = logging.getLogger("eraftd.transport")
 
@@ -63,7 +65,8 @@ KEEPALIVE_TIME_MS = 10_000
 KEEPALIVE_TIMEOUT_MS = 5_000
 
 _EOF = grpc.aio.EOF
-_MD_FROM = "x-eraftd-from"      # the sender's advertised address
+SENDER_METADATA = "x-eraftd-from"   # the sender's advertised address (access.py checks it under TLS)
+_MD_FROM = SENDER_METADATA
 _MD_STREAM = "x-eraftd-stream"  # "<process nonce>.<connect seq>": orders a sender's streams
 
 
@@ -159,7 +162,7 @@ class Transport:
         connect_timeout: float = 5.0,
         unreachable_interval: float = 1.0,
         rng: random.Random | None = None,
-        channel_credentials: grpc.ChannelCredentials | None = None,
+        tls: Any = None,
         self_uid: int = 0,
         check_peer: Callable[[str, int], str] | None = None,
         on_refused: Callable[[str, str], None] | None = None,
@@ -182,7 +185,7 @@ class Transport:
         max_queue: messages queued per peer; beyond that the oldest are dropped.
         cluster_tag: reserved cluster identity; batches carrying another tag are refused.
         rng: source of back-off jitter (seed it for reproducible tests).
-        channel_credentials: TLS to peers (None: plaintext).
+        tls: eraftd.tls.TlsFiles to dial peers with mutual TLS (None: plaintext).
         self_uid: this node's data_dir uid, sent with every batch.
         check_peer: (from_addr, from_uid) -> "" to take a stream's messages, else why not (the
             stream is then ended with PERMISSION_DENIED and that reason).
@@ -210,7 +213,7 @@ class Transport:
         self._connect_timeout = connect_timeout
         self._unreachable_interval = unreachable_interval
         self._rng = rng or random.Random()
-        self._credentials = channel_credentials
+        self._tls = tls
         self._self_uid = self_uid
         self._check_peer = check_peer
         self._on_refused = on_refused
@@ -270,10 +273,8 @@ class Transport:
         return peer
 
     def _new_channel(self, addr: str) -> grpc.aio.Channel:
-        target = self._dial(addr)
-        if self._credentials is not None:
-            return grpc.aio.secure_channel(target, self._credentials, options=channel_options())
-        return grpc.aio.insecure_channel(target, options=channel_options())
+        # the peer's certificate names its advertised address, whatever the dial map says
+        return tls_channel(self._dial(addr), self._tls, channel_options(), name=addr)
 
     def _unreachable(self, peer: _Peer, defer: bool = False) -> None:
         """Report peer (rate-limited).  defer: from inside send(), so call it on the next loop
@@ -526,6 +527,11 @@ class _Servicer(pb_grpc.RaftTransportServicer):
                 break
             if token is not None and inbound.get(sender) is not token:
                 await context.abort(grpc.StatusCode.ABORTED, "superseded by a newer stream")
+            if sender and batch.from_addr != sender:
+                # under TLS the stream's sender is what the certificate was checked against
+                t.refused_batches += 1
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"a batch from {batch.from_addr!r} on the stream of {sender!r}")
             if t._closed:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "transport closed")
             if batch.cluster_tag != tag:
@@ -567,6 +573,10 @@ class _Servicer(pb_grpc.RaftTransportServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "InstallSnapshot: the first chunk must be the header")
         header = first.header
+        sender = dict(context.invocation_metadata() or ()).get(_MD_FROM, "")
+        if sender and header.from_addr != sender:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"a snapshot from {header.from_addr!r} on the stream of {sender!r}")
         if header.cluster_tag != t._cluster_tag:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"cluster tag {header.cluster_tag} from {header.from_addr!r} "

@@ -57,7 +57,7 @@ def members(node: Node) -> apb.MembersResponse:
 def joiner(c: Cluster, base, name: str, address: str | None = None) -> Node:
     """A node that joins the running group: join = true, peers = the existing members."""
     addr = address or f"127.0.0.1:{free_port()}"
-    cfg = {"node": {"listen": addr, "data_dir": "data"},
+    cfg = {"node": {"listen": addr, "data_dir": "data", "testing": True},
            "controller": {"peers": [n.address for n in c.nodes], "join": True},
            "raft": {"heartbeat_ms": 50, "election_ms": 500}, "log": {"level": "info"}}
     n = Node(name, base, cfg, ["--test-state-machine", "register"])
@@ -110,7 +110,7 @@ def test_adding_a_node_that_does_not_host_the_group_is_refused(cluster, tmp_path
     before = sorted(m.address for m in members(ld).members)
     addr = f"127.0.0.1:{free_port()}"
     stranger = Node("stranger", tmp_path, {   # a node of group 7 only
-        "node": {"listen": addr, "data_dir": "data"},
+        "node": {"listen": addr, "data_dir": "data", "testing": True},
         "shardkv": {"gid": 7, "peers": [addr], "controllers": [c.nodes[0].address]},
         "raft": {"heartbeat_ms": 50, "election_ms": 500}}, ["--test-state-machine", "register"])
     c.nodes.append(stranger)            # killed by the fixture with the others

@@ -230,7 +230,10 @@ COMMANDS: dict[str, Command] = {
 
 def build_parser() -> argparse.ArgumentParser:
     from repl.app import add_connection_arguments
-    parser = argparse.ArgumentParser(prog="eraftd", description="A Raft-replicated, sharded key-value store.")
+    # allow_abbrev=False: the top parser sees every word, so an abbreviation rule would read a
+    # subcommand's own flag (demo --tls) as a prefix of its options (--tls-ca, --tls-cert, ...)
+    parser = argparse.ArgumentParser(prog="eraftd", description="A Raft-replicated, sharded key-value store.",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=version_line())
     add_connection_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

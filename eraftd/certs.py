@@ -164,31 +164,43 @@ def create_client(directory: str, name: str, *, overwrite: bool = False,
 
 @dataclass(frozen=True)
 class Cluster:
-    """The files of a small cluster's certificates in one directory (demo, test clusters)."""
+    """A small cluster's certificates in one directory (demo, test clusters): the CA, one node
+    certificate shared by every node, and the certificates of the admin clients."""
     directory: str
-    admin: str
+    admins: tuple[str, ...] = ("ops",)
 
     def path(self, name: str) -> str:
         return os.path.join(self.directory, name)
 
-    @property
-    def client_files(self) -> tuple[str, str]:
-        """The admin client's certificate and key."""
-        return tuple(self.path(n) for n in client_files(self.admin))   # type: ignore[return-value]
+    def client(self, name: str | None = None):
+        """The TlsFiles of client `name` (default: the first admin): the CA, its certificate, key."""
+        from eraftd.tls import TlsFiles
+        crt, key = client_files(name or self.admins[0])
+        return TlsFiles(self.path(CA_CERT), self.path(crt), self.path(key))
+
+    def tls_table(self, relative_to: str | None = None) -> dict[str, Any]:
+        """The nodes' [tls] section (client certificates required, admins); paths relative to
+        the directory of the TOML files when relative_to names it, else as `directory` is."""
+        def where(name: str) -> str:
+            return os.path.relpath(self.path(name), relative_to) if relative_to else self.path(name)
+        return {"ca_file": where(CA_CERT), "cert_file": where(NODE_CERT), "key_file": where(NODE_KEY),
+                "client_auth": "require", "admins": list(self.admins)}
 
 
-def cluster_certificates(directory: str, hosts: list[str], admin: str = "ops") -> Cluster:
-    """A CA, one node certificate naming hosts (shared by every node) and the client certificate
-    of `admin`, in directory: made once, so a cluster started again keeps its files (a missing
-    one is made again; a missing CA means every certificate anew)."""
-    cluster = Cluster(directory, admin)
+def cluster_certificates(directory: str, hosts: list[str],
+                         admins: tuple[str, ...] = ("ops",)) -> Cluster:
+    """A CA, one node certificate naming hosts and a client certificate for each of admins, in
+    directory: made once, so a cluster started again keeps its files (a missing one is made
+    again; a missing CA means every certificate anew)."""
+    cluster = Cluster(directory, tuple(admins))
     fresh = not os.path.exists(cluster.path(CA_CERT))
     if fresh:
         create_ca(directory, overwrite=True)
     if fresh or not os.path.exists(cluster.path(NODE_CERT)):
         create_node(directory, hosts, overwrite=True)
-    if fresh or not os.path.exists(cluster.client_files[0]):
-        create_client(directory, admin, overwrite=True)
+    for name in admins:
+        if fresh or not os.path.exists(cluster.client(name).cert_file):
+            create_client(directory, name, overwrite=True)
     return cluster
 
 

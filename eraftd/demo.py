@@ -145,9 +145,8 @@ def create_layout(d: Path, groups: int, replicas: int, tls: bool = False) -> Lay
 def _tls_section(d: Path) -> dict:
     """The certificates of a TLS demo in d/certs (eraftd.certs; made once) and the [tls] section
     of its nodes (paths relative to the TOML files, which are in d)."""
-    certs.cluster_certificates(str(d / CERTS_DIR), ["127.0.0.1"], ADMIN)
-    return {"ca_file": f"{CERTS_DIR}/{certs.CA_CERT}", "cert_file": f"{CERTS_DIR}/{certs.NODE_CERT}",
-            "key_file": f"{CERTS_DIR}/{certs.NODE_KEY}", "client_auth": "require", "admins": [ADMIN]}
+    cluster = certs.cluster_certificates(str(d / CERTS_DIR), ["127.0.0.1"], (ADMIN,))
+    return cluster.tls_table(relative_to=str(d))
 
 
 def load_layout(d: Path, created: bool = False) -> Layout:
@@ -165,13 +164,12 @@ def load_layout(d: Path, created: bool = False) -> Layout:
 
 def _client_files(toml: Path, ca_file: str) -> TlsFiles:
     """The demo's client files: the ops certificate beside the nodes' CA."""
-    cluster = certs.Cluster(os.path.dirname(ca_file), ADMIN)
-    cert, key = cluster.client_files
-    for f in (cert, key):
+    files = certs.Cluster(os.path.dirname(ca_file), (ADMIN,)).client()
+    for f in (files.cert_file, files.key_file):
         if not os.path.isfile(f):
             raise config_mod.ConfigError(str(toml), "[tls]", f"the demo's client certificate {f} is "
                                          f"missing: remove the demo's directory, or choose another --dir")
-    return TlsFiles(ca_file, cert, key)
+    return files
 
 
 def port_problem(address: str) -> str | None:

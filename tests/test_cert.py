@@ -329,3 +329,25 @@ def test_the_library_api_other_tests_use(tmp_path):
     assert create_node(d, ["127.0.0.1:7001"]).cert == f"{d}/node.crt"
     assert create_client(d, "ops").key == f"{d}/client.ops.key"
     assert sys.modules["eraftd.certs"].client_files("ops") == ("client.ops.crt", "client.ops.key")
+
+
+def test_cluster_certificates_are_made_once(tmp_path):
+    from eraftd.certs import cluster_certificates
+    d = tmp_path / "certs"
+    c = cluster_certificates(str(d), ["127.0.0.1"], ("ops", "ops2"))
+    first = snapshot(d)
+    assert sorted(first) == ["ca.crt", "ca.key", "client.ops.crt", "client.ops.key",
+                             "client.ops2.crt", "client.ops2.key", "node.crt", "node.key"]
+    assert c.client() == TlsFiles(f"{d}/ca.crt", f"{d}/client.ops.crt", f"{d}/client.ops.key")
+    assert c.client("ops2").cert_file == f"{d}/client.ops2.crt"
+    assert c.tls_table(relative_to=str(tmp_path)) == {
+        "ca_file": "certs/ca.crt", "cert_file": "certs/node.crt", "key_file": "certs/node.key",
+        "client_auth": "require", "admins": ["ops", "ops2"]}
+    assert c.tls_table()["key_file"] == f"{d}/node.key"
+    assert cluster_certificates(str(d), ["127.0.0.1"], ("ops", "ops2")) == c
+    assert snapshot(d) == first                       # kept, not made again
+    (d / "client.ops2.crt").unlink()
+    cluster_certificates(str(d), ["127.0.0.1"], ("ops", "ops2"))
+    again = snapshot(d)
+    assert again["client.ops.crt"] == first["client.ops.crt"] and again["ca.crt"] == first["ca.crt"]
+    openssl_verify(d / "ca.crt", d / "client.ops2.crt", "sslclient")

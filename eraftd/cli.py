@@ -138,6 +138,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
+# ---------------------------------------------------------------- cert
+
+def _cert_arguments(p: argparse.ArgumentParser) -> None:
+    from eraftd.certs import add_arguments
+    add_arguments(p)
+
+
+def cmd_cert(args: argparse.Namespace) -> int:
+    from eraftd.certs import cmd_cert as cert
+    return cert(args)
+
+
 # ---------------------------------------------------------------- --version and the protobuf backend
 
 def protobuf_backend() -> str:
@@ -220,12 +232,17 @@ COMMANDS: dict[str, Command] = {
                      cmd_shell),
     "demo": Command("a whole local cluster (controllers + 2 groups) and the shell, in one command",
                     _demo_arguments, cmd_demo),
+    "cert": Command("make the cluster's TLS certificates: create-ca, create-node, create-client, show",
+                    _cert_arguments, cmd_cert),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     from repl.app import add_connection_arguments
-    parser = argparse.ArgumentParser(prog="eraftd", description="A Raft-replicated, sharded key-value store.")
+    # allow_abbrev=False: the top parser sees every word, so an abbreviation rule would read a
+    # subcommand's own flag (demo --tls) as a prefix of its options (--tls-ca, --tls-cert, ...)
+    parser = argparse.ArgumentParser(prog="eraftd", description="A Raft-replicated, sharded key-value store.",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=version_line())
     add_connection_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -248,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_frozen_backend()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    argv = _help_of_own_command(parser, argv)
     head, words = _split_shell_words(parser, argv)
     try:
         args = parser.parse_args(head)
@@ -258,23 +276,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.handler(args)
 
 
-def _split_shell_words(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str] | None]:
-    """`eraftd [OPTIONS] CMD WORDS...` for a shell command: (up to CMD, WORDS untouched), so that
-    the shell's option rule (repl/commands.py: `--`, options after the command word) sees them
-    as typed; argparse would eat a `--`.  Other commands: (argv, None)."""
+def _help_of_own_command(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`eraftd help CMD [ACTION]` for a command of this registry (run, demo, cert, ...) is
+    `eraftd CMD [ACTION] --help`; the shell's commands keep the shell's own help."""
+    i = _command_index(parser, argv)
+    if i is not None and argv[i] == "help" and len(argv) > i + 1 and argv[i + 1] in COMMANDS:
+        return argv[:i] + argv[i + 1:] + ["--help"]
+    return argv
+
+
+def _command_index(parser: argparse.ArgumentParser, argv: list[str]) -> int | None:
+    """Where the command word is in argv (after the global options), or None."""
     takes_value = {o for a in parser._actions for o in a.option_strings if a.nargs is None
                    and not isinstance(a, (argparse._StoreTrueAction, argparse._VersionAction,
                                           argparse._HelpAction))}
-    shell_commands = oneshot_commands()
     i = 0
     while i < len(argv):
         w = argv[i]
         if w.startswith("-"):
             i += 2 if w in takes_value else 1
             continue
-        if w in shell_commands:
-            return argv[:i + 1], argv[i + 1:]
-        break
+        return i
+    return None
+
+
+def _split_shell_words(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """`eraftd [OPTIONS] CMD WORDS...` for a shell command: (up to CMD, WORDS untouched), so that
+    the shell's option rule (repl/commands.py: `--`, options after the command word) sees them
+    as typed; argparse would eat a `--`.  Other commands: (argv, None)."""
+    i = _command_index(parser, argv)
+    if i is not None and argv[i] in oneshot_commands():
+        return argv[:i + 1], argv[i + 1:]
     return argv, None
 
 

@@ -1,6 +1,6 @@
 """`eraftd demo`: a whole sharded cluster on loopback, then the shell.
 
-    eraftd demo [--dir DIR] [--replicas 3] [--groups 2]
+    eraftd demo [--dir DIR] [--replicas 3] [--groups 2] [--tls]
 
 First run: pick free loopback ports and write one TOML file per node into DIR (n1..n3 are the
 controller peers and also group 100's replicas; then --replicas nodes for each further group,
@@ -9,6 +9,12 @@ same data.  Then: start every node (children of this same executable), join the 
 controllers do not know yet, wait until every shard is Serving, print the addresses and files,
 and open the shell (a batch script when stdin is not a terminal).  Leaving the shell, SIGTERM
 or SIGINT stops every node it started.
+
+With --tls (first run): DIR/certs holds a CA, one node certificate for 127.0.0.1 (shared by the
+nodes) and the client certificate "ops" (eraftd.certs); every TOML gets a [tls] section
+(client certificates required, admins = ["ops"]), and demo, its shell and the command it prints
+for elsewhere use the ops certificate.  Without --tls: plaintext on loopback.  A later run goes by
+the TOML files: TLS if they have [tls].
 
 If demo itself dies, even by kill -9, its nodes die with it: before anything else, demo forks a
 tiny watchdog that holds the read end of a pipe whose write end only demo holds.  demo writes
@@ -28,12 +34,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eraftd import certs
 from eraftd import config as config_mod
 from eraftd.config import dump_toml
+from eraftd.tls import TlsFiles
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 FIRST_GID = 100
 DEFAULT_DIR = "eraft-demo"
+CERTS_DIR = "certs"                # under DIR, with --tls
+ADMIN = "ops"                      # the demo's client certificate: an admin
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
@@ -46,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replicas of each group after the first (default 3; first run only)")
     p.add_argument("--groups", type=int, default=2, metavar="N",
                    help="replica groups; the first is the 3 controller peers (default 2; first run only)")
+    p.add_argument("--tls", action="store_true",
+                   help=f"TLS with client certificates: a CA and certificates in DIR/{CERTS_DIR}, "
+                        f"[tls] in every node's TOML (first run only; default: plaintext on loopback)")
 
 
 # ---------------------------------------------------------------- the layout
@@ -66,6 +79,7 @@ class Layout:
     dir: Path
     nodes: list[DemoNode]
     created: bool
+    tls: TlsFiles | None = None     # the client files (CA, the ops certificate); None: plaintext
 
     @property
     def controllers(self) -> list[str]:
@@ -98,7 +112,7 @@ def _toml_files(d: Path) -> list[Path]:
     return sorted(files, key=lambda p: int(p.stem[1:]))
 
 
-def create_layout(d: Path, groups: int, replicas: int) -> Layout:
+def create_layout(d: Path, groups: int, replicas: int, tls: bool = False) -> Layout:
     ports = _free_ports(3 + (groups - 1) * replicas)
     addrs = [f"127.0.0.1:{p}" for p in ports]
     ctrl = addrs[:3]
@@ -107,6 +121,7 @@ def create_layout(d: Path, groups: int, replicas: int) -> Layout:
     for g in range(1, groups):
         specs.append((FIRST_GID + g, rest[(g - 1) * replicas:g * replicas]))
     d.mkdir(parents=True, exist_ok=True)
+    section = _tls_section(d) if tls else None
     header = ("# Written by `eraftd demo`; every key is explained in eraft.toml.example.\n"
               "# Start this node by hand with: eraftd run --config {}\n")
     i = 0
@@ -120,19 +135,41 @@ def create_layout(d: Path, groups: int, replicas: int) -> Layout:
                 data["shardkv"] = {"gid": gid, "peers": peers}
             else:
                 data["shardkv"] = {"gid": gid, "peers": peers, "controllers": ctrl}
+            if section:
+                data["tls"] = section
             path = d / f"{name}.toml"
             path.write_text(header.format(path.name) + dump_toml(data))
     return load_layout(d, created=True)
 
 
+def _tls_section(d: Path) -> dict:
+    """The certificates of a TLS demo in d/certs (eraftd.certs; made once) and the [tls] section
+    of its nodes (paths relative to the TOML files, which are in d)."""
+    cluster = certs.cluster_certificates(str(d / CERTS_DIR), ["127.0.0.1"], (ADMIN,))
+    return cluster.tls_table(relative_to=str(d))
+
+
 def load_layout(d: Path, created: bool = False) -> Layout:
     nodes = []
+    tls = None
     for path in _toml_files(d):
         cfg = config_mod.load(str(path))      # ConfigError: one line, the caller prints it
         nodes.append(DemoNode(path.stem, path, cfg.node.listen,
                               cfg.shardkv.gid if cfg.shardkv else None, cfg.controller is not None,
                               log=d / f"{path.stem}.log"))
-    return Layout(d, nodes, created)
+        if cfg.tls is not None and tls is None:
+            tls = _client_files(path, cfg.tls.files.ca_file)
+    return Layout(d, nodes, created, tls)
+
+
+def _client_files(toml: Path, ca_file: str) -> TlsFiles:
+    """The demo's client files: the ops certificate beside the nodes' CA."""
+    files = certs.Cluster(os.path.dirname(ca_file), (ADMIN,)).client()
+    for f in (files.cert_file, files.key_file):
+        if not os.path.isfile(f):
+            raise config_mod.ConfigError(str(toml), "[tls]", f"the demo's client certificate {f} is "
+                                         f"missing: remove the demo's directory, or choose another --dir")
+    return files
 
 
 def port_problem(address: str) -> str | None:
@@ -289,8 +326,8 @@ async def _bring_up(layout: Layout, deadline: float) -> None:
     from eraftd.controller.client import ControllerClient
     from repl.probe import Probe
 
-    ctl = ControllerClient(layout.controllers, total_timeout=5.0)
-    probe = Probe(ctl, timeout=1.0)
+    ctl = ControllerClient(layout.controllers, total_timeout=5.0, tls=layout.tls)
+    probe = Probe(ctl, timeout=1.0, tls=layout.tls)
     try:
         async def poll(what: str, check):
             last = ""
@@ -347,11 +384,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         if d.is_dir() and _toml_files(d):
             layout = load_layout(d)
+            if args.tls and layout.tls is None:
+                print(f"eraftd demo: {d} holds a plaintext demo (its TOML files have no [tls]); "
+                      f"choose another --dir for --tls, or remove this one", file=sys.stderr)
+                return EXIT_USAGE
         else:
-            layout = create_layout(d, args.groups, args.replicas)
+            layout = create_layout(d, args.groups, args.replicas, tls=args.tls)
     except config_mod.ConfigError as e:
         print(f"eraftd demo: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except certs.CertError as e:
+        print(f"eraftd demo: cannot make the certificates: {e}", file=sys.stderr)
+        return EXIT_FAILURE
     except OSError as e:
         print(f"eraftd demo: cannot write to {d}: {e.strerror}", file=sys.stderr)
         return EXIT_FAILURE
@@ -398,7 +442,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         how = "reusing" if not layout.created else "wrote"
-        print(f"eraftd demo: {how} {len(layout.nodes)} node files in {d}; starting the nodes ...",
+        tls = f" (TLS: certificates in {d / CERTS_DIR})" if layout.tls else ""
+        print(f"eraftd demo: {how} {len(layout.nodes)} node files in {d}{tls}; starting the nodes ...",
               flush=True)
         for n in layout.nodes:
             start_node(n, watchdog)
@@ -413,7 +458,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if sys.stdin.isatty():
             # the REPL: Ctrl-C cancels a command or clears the line (the shell handles it)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        return run_shell(layout.controllers)
+        return run_shell(layout.controllers, tls=layout.tls)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     finally:
@@ -439,6 +484,12 @@ def banner(layout: Layout, took: float) -> str:
     for gid, ns in sorted(by_gid.items()):
         lines.append(f"  group {gid}    " + " ".join(f"{n.name}={n.address}" for n in ns))
     lines.append(f"  files        {layout.dir}/n*.toml (config), n*.log (logs), data/ (RocksDB)")
-    lines.append(f"  elsewhere    eraftd shell --controllers {ctrl}")
+    elsewhere = f"eraftd shell --controllers {ctrl}"
+    if t := layout.tls:
+        lines.append(f"  tls          {os.path.dirname(t.ca_file)}/: ca.crt, node.crt (127.0.0.1, every "
+                     f"node), client.{ADMIN}.crt (CN={ADMIN}, an admin)")
+        elsewhere += (f" --tls-ca {_shell_quote(t.ca_file)} --tls-cert {_shell_quote(t.cert_file)} "
+                      f"--tls-key {_shell_quote(t.key_file)}")
+    lines.append(f"  elsewhere    {elsewhere}")
     lines.append("eraftd demo: the shell follows; Ctrl-D or exit stops the cluster")
     return "\n".join(lines)

@@ -60,6 +60,21 @@ def test_version_says_upb(binary, tmp_path):
     assert r.stderr == ""
 
 
+def test_binary_makes_certificates(binary, tmp_path):
+    """`eraftd cert` needs cryptography's native bindings inside the binary."""
+    def cert(*args: str) -> str:
+        r = subprocess.run(BARE + [str(binary), "cert", *args], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and r.stderr == "", r.stdout + r.stderr
+        return r.stdout
+    assert cert("create-ca", "certs").startswith("wrote certs/ca.crt ")
+    assert "[tls]" in cert("create-node", "certs", "127.0.0.1:7001")
+    cert("create-client", "certs", "ops")
+    out = cert("show", "certs/node.crt")
+    assert "127.0.0.1" in out and "signed by certs/ca.crt  yes" in out
+    assert (tmp_path / "certs" / "node.key").stat().st_mode & 0o777 == 0o600
+
+
 def test_binary_runs_a_cluster_and_the_shell(binary, tmp_path):
     addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     procs: list[subprocess.Popen] = []

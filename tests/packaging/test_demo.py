@@ -200,3 +200,85 @@ def test_demo_on_a_terminal_opens_the_shell_and_ctrl_d_stops_everything(demo_dir
     finally:
         if p.isalive():
             p.terminate(force=True)
+
+
+# ---------------------------------------------------------------- demo --tls
+
+def test_demo_tls_writes_certificates_and_a_tls_section_in_every_toml(tmp_path):
+    from eraftd import config
+    from eraftd.demo import Layout, banner, create_layout, load_layout
+    d = tmp_path / "demo"
+    layout = create_layout(d, groups=2, replicas=1, tls=True)
+    certs = d / "certs"
+    assert sorted(p.name for p in certs.iterdir()) == [
+        "ca.crt", "ca.key", "client.ops.crt", "client.ops.key", "node.crt", "node.key"]
+    tomls = sorted(d.glob("n*.toml"))
+    assert len(tomls) == 4
+    for toml in tomls:
+        assert '\n[tls]\nca_file = "certs/ca.crt"\n' in toml.read_text()
+        cfg = config.load(str(toml))
+        assert cfg.tls.files.ca_file == str(certs / "ca.crt")
+        assert cfg.tls.files.cert_file == str(certs / "node.crt")
+        assert cfg.tls.require_client_auth and cfg.tls.admins == ("ops",)
+    client = (str(certs / "ca.crt"), str(certs / "client.ops.crt"), str(certs / "client.ops.key"))
+    assert (layout.tls.ca_file, layout.tls.cert_file, layout.tls.key_file) == client
+    again = load_layout(d)                             # a later run: the TOML files say TLS
+    assert again.tls == layout.tls and [n.address for n in again.nodes] == [n.address for n in layout.nodes]
+    text = banner(again, 1.0)
+    assert (f"  elsewhere    eraftd shell --controllers {','.join(again.controllers)} "
+            f"--tls-ca {client[0]} --tls-cert {client[1]} --tls-key {client[2]}") in text
+
+    plain = create_layout(tmp_path / "plain", groups=1, replicas=1)
+    assert plain.tls is None and not (tmp_path / "plain" / "certs").exists()
+    assert "[tls]" not in (tmp_path / "plain" / "n1.toml").read_text()
+    assert "--tls" not in banner(plain, 1.0)
+    assert isinstance(plain, Layout)
+
+
+def test_demo_tls_on_a_plaintext_demo_directory_is_one_line(tmp_path):
+    from eraftd.demo import create_layout
+    d = tmp_path / "demo"
+    create_layout(d, groups=1, replicas=1)
+    r = run_demo(d, "", 60, "--tls")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == (f"eraftd demo: {d} holds a plaintext demo (its TOML files have no [tls]); "
+                        f"choose another --dir for --tls, or remove this one\n")
+    assert not (d / "certs").exists()
+
+
+def test_demo_tls_runs_a_script_and_refuses_a_plaintext_client(demo_dir):
+    r = run_demo(demo_dir, "put fruit apple\nget fruit\nstatus\n", 180, "--tls", "--replicas", "1")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"(TLS: certificates in {demo_dir / 'certs'})" in r.stdout
+    assert "every shard served" in r.stdout and "OK\napple\n" in r.stdout
+    assert r.stdout.count("Serving") == 10
+    assert "Traceback" not in r.stderr
+    m = re.search(r"^  elsewhere    eraftd shell (.*)$", r.stdout, re.M)
+    assert m and "--tls-ca " in m.group(1), r.stdout
+    elsewhere = m.group(1).split()
+    assert processes_of(demo_dir) == []
+
+    # again, with a client of its own: the banner's command works, a plaintext client is refused
+    proc = subprocess.Popen(EXE + ["demo", "--dir", str(demo_dir)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        out = _read_until(proc, "the shell follows", 180)
+        assert "reusing 4 node files" in out and "(TLS: certificates in" in out
+        ok = subprocess.run(EXE + elsewhere + ["get", "fruit"], capture_output=True, text=True,
+                            timeout=120)
+        assert (ok.returncode, ok.stdout) == (0, "apple\n"), ok.stderr
+        ctrl = elsewhere[elsewhere.index("--controllers") + 1]
+        plain = subprocess.run(EXE + ["--controllers", ctrl, "--timeout", "5s", "get", "fruit"],
+                               capture_output=True, text=True, timeout=120,
+                               env={k: v for k, v in os.environ.items() if not k.startswith("ERAFT_")})
+        assert plain.returncode != 0 and plain.stdout == ""
+        assert plain.stderr.count("\n") == 1 and "Traceback" not in plain.stderr, plain.stderr
+    finally:
+        proc.stdin.close()                   # EOF: demo's shell ends, demo stops its nodes
+        try:
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+            proc.stdout.close()
+    assert processes_of(demo_dir) == []

@@ -342,17 +342,9 @@ def make_tls(directory: Path, host: str = "127.0.0.1",
              admins: tuple[str, ...] = ("ops",)) -> tuple[TlsFiles, dict]:
     """A CA, one node certificate for host and client certificates for admins (the first is
     returned as the client's TlsFiles) in directory; and the [tls] table for the nodes' TOML."""
-    from . import certs
-    d = str(directory)
-    if not (directory / certs.CA_CERT).exists():
-        certs.create_ca(d)
-        certs.create_node(d, [host])
-        for name in admins:
-            certs.create_client(d, name)
-    crt, key = certs.client_files(admins[0])
-    table = {"ca_file": str(directory / certs.CA_CERT), "cert_file": str(directory / certs.NODE_CERT),
-             "key_file": str(directory / certs.NODE_KEY), "admins": list(admins)}
-    return TlsFiles(str(directory / certs.CA_CERT), str(directory / crt), str(directory / key)), table
+    from .certs import cluster_certificates
+    made = cluster_certificates(str(directory), [host], admins)
+    return made.client(), made.tls_table()
 
 
 class ShardedCluster:

@@ -83,11 +83,14 @@ def key_in(shard: int, suffix: str = "") -> bytes:
 
 
 @pytest.fixture
-def sharded(tmp_path):
-    """make(**kw) -> a ShardedCluster; every process it starts is killed at the end."""
+def sharded(request, tmp_path):
+    """make(**kw) -> a ShardedCluster; every process it starts is killed at the end.
+    Parametrized indirectly with a bool (test_skv_e2e.py), it says whether the clusters use TLS."""
     made: list[ShardedCluster] = []
+    tls = bool(getattr(request, "param", False))
 
     def make(**kw) -> ShardedCluster:
+        kw.setdefault("tls", tls)
         c = ShardedCluster(tmp_path / f"s{len(made)}", **kw)
         made.append(c)
         return c

@@ -18,7 +18,10 @@ from eraftd.shardkv.clerk import Clerk, ShardKVError, ShardKVUnavailable
 from eraftd.shardkv.state import Limits
 from eraftd.testing import wait_for
 
-pytestmark = pytest.mark.e2e
+# every scenario on a plaintext cluster and on a TLS one (certificates made by eraftd.certs,
+# the clients with an admin client certificate): issue 13's "a TLS cluster passes the suite"
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.parametrize("sharded", [False, True], ids=["plain", "tls"], indirect=True)]
 
 G1, G2, G3 = 100, 101, 102
 BIG = 7          # a shard that moves from G1 to G2 on the first join
@@ -40,7 +43,7 @@ async def test_static_shards(sharded):  # noqa: F811
     """A group that is down makes only its own shards unavailable."""
     c = sharded(gids=(G1, G2), controllers=1).start()
     ctrl = c.controller_addresses()
-    async with ControllerClient(ctrl) as ctl, Clerk(ctrl, total_timeout=30) as kv:
+    async with ControllerClient(ctrl, tls=c.tls) as ctl, Clerk(ctrl, tls=c.tls, total_timeout=30) as kv:
         await ctl.join({G1: c.addresses(G1)})
         await ctl.join({G2: c.addresses(G2)})
         expect = {k: f"v{i}" for i, k in enumerate(keys_per_shard(20))}
@@ -51,7 +54,7 @@ async def test_static_shards(sharded):  # noqa: F811
 
         for n in c.group(G2):
             await in_thread(n.kill)
-        async with Clerk(ctrl, total_timeout=2) as short:
+        async with Clerk(ctrl, tls=c.tls, total_timeout=2) as short:
             got = await asyncio.gather(*(short.get(k) for k in expect), return_exceptions=True)
         for (k, want), v in zip(expect.items(), got):
             if cfg.shards[ord(k[0]) % NSHARDS] == G1:
@@ -61,7 +64,7 @@ async def test_static_shards(sharded):  # noqa: F811
                 assert f"group {G2}" in str(v) and "2s" in str(v)
         assert sum(isinstance(v, Exception) for v in got) == 10
         # a scan needs every shard: each page has total_timeout, then it says which it missed
-        async with Clerk(ctrl, total_timeout=2) as short:
+        async with Clerk(ctrl, tls=c.tls, total_timeout=2) as short:
             with pytest.raises(ShardKVUnavailable, match=rf"scan of shard \d got no answer "
                                                          rf"within 2s; last: group {G2}: "):
                 [pair async for pair in short.scan()]
@@ -75,7 +78,7 @@ async def test_static_shards(sharded):  # noqa: F811
         # refused at once, by the clerk (its limits) or by the group (the node's limits)
         with pytest.raises(ShardKVError, match=r"put kkkk.*key of 5000 bytes is longer"):
             await asyncio.wait_for(kv.put("k" * 5000, "v"), 0.1)
-        async with Clerk(ctrl, limits=Limits(1 << 20, 1 << 30)) as lax:
+        async with Clerk(ctrl, tls=c.tls, limits=Limits(1 << 20, 1 << 30)) as lax:
             with pytest.raises(ShardKVError, match=r"value of 1048577 bytes is longer than the "
                                                    r"limit of 1048576 bytes \(max_value_bytes\)"):
                 await lax.append("big", "v" * ((1 << 20) + 1))
@@ -96,7 +99,7 @@ async def test_join_leave_keeps_every_value_and_the_old_owner_gives_its_space_ba
     c.start()
     ctrl = c.controller_addresses()
     rng = random.Random(1)
-    async with ControllerClient(ctrl) as ctl, Clerk(ctrl) as kv:
+    async with ControllerClient(ctrl, tls=c.tls) as ctl, Clerk(ctrl, tls=c.tls) as kv:
         await ctl.join({G1: c.addresses(G1)})
         expect = {k: rng.randbytes(10_000).hex() for k in keys_per_shard(100)}   # ~2 MB
         big = {key_in(BIG, f"big{i}").decode(): rng.randbytes(20_000).hex() for i in range(50)}
@@ -142,7 +145,7 @@ async def test_snapshots_and_restart_of_everything(sharded):  # noqa: F811
     rng = random.Random(2)
     expect = {k: "" for k in keys_per_shard(30)}
     lagging = c.group(G1)[2]
-    async with ControllerClient(ctrl) as ctl, Clerk(ctrl) as kv:
+    async with ControllerClient(ctrl, tls=c.tls) as ctl, Clerk(ctrl, tls=c.tls) as kv:
         await ctl.join({G1: c.addresses(G1)})
         await append_all(kv, expect, rng)
         await in_thread(lagging.kill)
@@ -169,7 +172,7 @@ async def test_snapshots_and_restart_of_everything(sharded):  # noqa: F811
     # kill -9 every process; everything comes back from RocksDB
     await in_thread(c.close)
     await in_thread(c.start)
-    async with Clerk(ctrl) as kv:
+    async with Clerk(ctrl, tls=c.tls) as kv:
         await check_all(kv, expect)
         await append_all(kv, expect, rng)
         await check_all(kv, expect)
@@ -180,7 +183,7 @@ async def test_a_group_that_misses_configuration_changes(sharded):  # noqa: F811
     ctrl = c.controller_addresses()
     rng = random.Random(3)
     expect = {k: "" for k in keys_per_shard(20)}
-    async with ControllerClient(ctrl) as ctl, Clerk(ctrl) as kv:
+    async with ControllerClient(ctrl, tls=c.tls) as ctl, Clerk(ctrl, tls=c.tls) as kv:
         await ctl.join({G1: c.addresses(G1)})
         await append_all(kv, expect, rng)
         await ctl.join({G2: c.addresses(G2)})
@@ -218,7 +221,7 @@ async def test_unaffected_shards_serve_during_a_migration(sharded):  # noqa: F81
     """Shards that a reconfiguration does not touch keep serving while it is stuck."""
     c = sharded(gids=(G1, G2), controllers=1).start()
     ctrl = c.controller_addresses()
-    async with ControllerClient(ctrl) as ctl, Clerk(ctrl) as kv:
+    async with ControllerClient(ctrl, tls=c.tls) as ctl, Clerk(ctrl, tls=c.tls) as kv:
         await ctl.join({G1: c.addresses(G1)})
         expect = {k: "a" for k in keys_per_shard(20)}
         await asyncio.gather(*(kv.put(k, v) for k, v in expect.items()))
@@ -232,7 +235,7 @@ async def test_unaffected_shards_serve_during_a_migration(sharded):  # noqa: F81
         await ctl.leave([G1])
         await in_thread(wait_for, lambda: "Pulling" in (group_shards(c, G2) or {}).values(),
                         30, f"group {G2} to start pulling")
-        async with Clerk(ctrl, total_timeout=5) as short:
+        async with Clerk(ctrl, tls=c.tls, total_timeout=5) as short:
             for k in on_g2:
                 await short.append(k, "b")
                 on_g2[k] += "b"
@@ -244,7 +247,7 @@ async def test_partially_migrated_shards_serve(sharded):  # noqa: F811
     still to come."""
     c = sharded(gids=(G1, G2, G3), controllers=1).start()
     ctrl = c.controller_addresses()
-    async with ControllerClient(ctrl) as ctl, Clerk(ctrl) as kv:
+    async with ControllerClient(ctrl, tls=c.tls) as ctl, Clerk(ctrl, tls=c.tls) as kv:
         await ctl.join({G1: c.addresses(G1), G2: c.addresses(G2), G3: c.addresses(G3)})
         expect = {k: "a" for k in keys_per_shard(30)}
         await asyncio.gather(*(kv.put(k, v) for k, v in expect.items()))
@@ -254,7 +257,7 @@ async def test_partially_migrated_shards_serve(sharded):  # noqa: F811
             await in_thread(n.kill)
         await ctl.leave([G1, G2])                   # everything to G3; G1's shards are stuck
         live = {k: v for k, v in expect.items() if cfg.shards[ord(k[0]) % NSHARDS] != G1}
-        async with Clerk(ctrl, total_timeout=10) as short:
+        async with Clerk(ctrl, tls=c.tls, total_timeout=10) as short:
             for k in live:
                 await short.append(k, "b")
                 live[k] += "b"
@@ -272,7 +275,7 @@ async def test_delete_exists_cas_and_scan_through_the_clerk(sharded):  # noqa: F
     deleted key stays deleted at the new owner after its shard moves, counters right."""
     c = sharded(gids=(G1, G2), controllers=1).start()
     ctrl = c.controller_addresses()
-    async with ControllerClient(ctrl) as ctl, Clerk(ctrl, scan_page_keys=7) as kv:
+    async with ControllerClient(ctrl, tls=c.tls) as ctl, Clerk(ctrl, tls=c.tls, scan_page_keys=7) as kv:
         await ctl.join({G1: c.addresses(G1), G2: c.addresses(G2)})
         expect = {k: f"v{i}" for i, k in enumerate(keys_per_shard(400))}
         await asyncio.gather(*(kv.put(k, v) for k, v in expect.items()))
@@ -339,7 +342,7 @@ async def test_a_scan_while_shards_migrate_sees_every_key_once(sharded):  # noqa
     c = sharded(gids=(G1, G2), controllers=1).start()
     ctrl = c.controller_addresses()
     counts = {"wrong_group": 0, "moves": 0, "scans": 0}
-    async with ControllerClient(ctrl) as ctl, Clerk(ctrl, scan_page_keys=3) as kv:
+    async with ControllerClient(ctrl, tls=c.tls) as ctl, Clerk(ctrl, tls=c.tls, scan_page_keys=3) as kv:
         real_stub = kv.stub
         kv.stub = lambda addr: _CountingStub(real_stub(addr), counts)
         await ctl.join({G1: c.addresses(G1), G2: c.addresses(G2)})

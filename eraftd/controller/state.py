@@ -127,6 +127,24 @@ class Applied:
 
 # ---------------------------------------------------------------- validation
 
+def command_id_problem(command_id: int) -> str | None:
+    """Why a client's command id is refused, or None.  eRaft's clerks number their commands
+    0, 1, 2, ... and every id not above a client's highest applied one counts as a duplicate
+    (answered, not applied), so after a negative id the next lower one would be answered OK
+    and never applied."""
+    if command_id < 0:
+        return (f"command id {command_id} is below 0: number a client's commands 0, 1, 2, ... "
+                f"(as eRaft's clerk does); nothing changed")
+    return None
+
+
+def admit(cmd: Command) -> str | None:
+    """What is wrong with a new command a client sends, before it is proposed, or None:
+    validate(), and the rules that only new commands meet (the log may hold older ones that
+    were admitted without them, and applies them as before)."""
+    return command_id_problem(cmd.command_id) or validate(cmd.op)
+
+
 def validate(op: Op) -> str | None:
     """What is wrong with `op` on its own (before it reaches the log), or None."""
     if isinstance(op, Join):

@@ -1,6 +1,6 @@
 """`eraftd run`: one node's life, top to bottom.
 
-signals -> storage (identity checked) -> gRPC server + transport -> Raft groups -> services
+signals -> the listen port bound -> storage (identity checked) -> transport -> Raft groups -> services
 -> ready line -> wait for SIGTERM/SIGINT -> stop accepting, finish the round, flush, exit 0.
 """
 from __future__ import annotations
@@ -123,21 +123,22 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    # the port first: a node that cannot listen writes nothing (no data_dir, no identity)
+    server = grpc.aio.server(options=server_options())
+    try:
+        port = server.add_insecure_port(cfg.node.listen)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise StartupError(f"cannot listen on {cfg.node.listen}: the address is in use or not "
+                           f"local; free the port or change [node] listen in {cfg.path}")
+
     try:
         store = NodeStore.open(cfg.node.data_dir, cfg.identity(), fsync=cfg.raft.fsync)
     except StorageError as e:
         raise StartupError(str(e)) from None
 
     try:
-        server = grpc.aio.server(options=server_options())
-        try:
-            port = server.add_insecure_port(cfg.node.listen)
-        except RuntimeError:
-            port = 0
-        if port == 0:
-            raise StartupError(f"cannot listen on {cfg.node.listen}: the address is in use or not "
-                               f"local; free the port or change [node] listen in {cfg.path}")
-
         driver: Driver | None = None
 
         def on_messages(batch, from_addr, to_me):

@@ -76,3 +76,33 @@ def test_ready_line_names_address_roles_and_data_dir(tmp_path):
         assert node.stop() == 0
     finally:
         node.kill()
+
+
+def test_a_second_node_on_a_taken_address_exits_with_one_line_and_writes_nothing(tmp_path):
+    """gRPC's SO_REUSEPORT let a second process bind a running node's address and take half
+    its connections (issue 17): it must fail to bind, before its data_dir exists."""
+    addr = f"127.0.0.1:{free_port()}"
+    first = Node("n0", tmp_path, one_node_config(addr))
+    try:
+        first.start().wait_serving()
+        second = tmp_path / "second"
+        second.mkdir()
+        toml = second / "n.toml"
+        toml.write_text(dump_toml(one_node_config(addr)))
+        r = run_to_exit(toml)
+        assert r.returncode == 1
+        assert r.stderr == (f"eraftd: cannot listen on {addr}: the address is in use or not local; "
+                            f"free the port or change [node] listen in {toml}\n")
+        assert not (second / "data").exists()
+        assert first.running() and first.status().groups
+    finally:
+        first.kill()
+
+
+def test_a_listen_address_that_is_not_local_writes_nothing(tmp_path):
+    toml = tmp_path / "n.toml"
+    toml.write_text(dump_toml(one_node_config("192.0.2.1:7001")))      # TEST-NET-1: not ours
+    r = run_to_exit(toml)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "cannot listen on 192.0.2.1:7001: the address is in use or not local" in r.stderr
+    assert not (tmp_path / "data").exists()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple
 
+from eraftd.controller.state import MAX_GID, gid_problem
 from eraftd.logs import LEVELS
 from eraftd.tls import TlsFiles
 
@@ -202,6 +203,10 @@ def _positive(v: int) -> str | None:
     return None if v > 0 else f"must be a positive integer, got {v}"
 
 
+def _gid(v: int) -> str | None:
+    return f"must be 1..{MAX_GID} (a group id), got {v}" if gid_problem(v) else None
+
+
 def _non_empty(v: str) -> str | None:
     return None if v else "must not be empty"
 
@@ -240,7 +245,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "join": _Key(_BOOL),
     },
     "shardkv": {
-        "gid": _Key(_INT, _positive, required=True),
+        "gid": _Key(_INT, _gid, required=True),
         "peers": _Key(_STRS, _peers, required=True),
         "controllers": _Key(_STRS, _peers),              # default: [controller] peers, if any
         "max_key_bytes": _Key(_INT, _positive),

@@ -165,8 +165,10 @@ def without(doc: dict, section: str, key: str | None = None) -> dict:
 
 BAD = [
     # (document, key named in the message, words of the problem)
-    (with_(all_in_one(), "shardkv", gid=0), "[shardkv] gid", "must be a positive integer, got 0"),
-    (with_(all_in_one(), "shardkv", gid=-3), "[shardkv] gid", "positive"),
+    (with_(all_in_one(), "shardkv", gid=0), "[shardkv] gid", "must be 1..2147483647 (a group id), got 0"),
+    (with_(all_in_one(), "shardkv", gid=-3), "[shardkv] gid", "must be 1..2147483647 (a group id), got -3"),
+    (with_(all_in_one(), "shardkv", gid=1 << 31), "[shardkv] gid", "must be 1..2147483647 (a group id), got 2147483648"),
+    (with_(all_in_one(), "shardkv", gid=1 << 40), "[shardkv] gid", "got 1099511627776"),
     (with_(all_in_one(), "shardkv", gid=True), "[shardkv] gid", "must be an integer, got true"),
     (with_(all_in_one(), "shardkv", gid="100"), "[shardkv] gid", 'must be an integer, got "100"'),
     (with_(all_in_one(), "raft", fsync=1), "[raft] fsync", "must be a boolean"),

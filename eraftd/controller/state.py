@@ -31,6 +31,12 @@ from typing import Iterable, Mapping, Sequence, Union
 
 NSHARDS = 10
 OK = "OK"
+MAX_GID = (1 << 31) - 1     # group ids are the wire's int32 above 0 (the controller group is 0)
+
+
+def gid_problem(gid: int) -> str | None:
+    """Why `gid` cannot name a replica group (one range everywhere: TOML, shell, controller)."""
+    return None if 1 <= gid <= MAX_GID else f"gid {gid} is not valid: group ids are 1..{MAX_GID}"
 
 
 @dataclass(frozen=True)
@@ -165,8 +171,8 @@ def validate(op: Op) -> str | None:
             return "leave: no gids given"
         seen: set[int] = set()
         for gid in op.gids:
-            if gid <= 0:
-                return f"leave: gid {gid} is not valid: group ids must be > 0"
+            if problem := gid_problem(gid):
+                return f"leave: {problem}"
             if gid in seen:
                 return f"leave: gid {gid} is listed twice"
             seen.add(gid)
@@ -174,8 +180,8 @@ def validate(op: Op) -> str | None:
     if isinstance(op, Move):
         if not 0 <= op.shard < NSHARDS:
             return f"move: shard {op.shard} is outside 0..{NSHARDS - 1}"
-        if op.gid <= 0:
-            return f"move: gid {op.gid} is not valid: group ids must be > 0"
+        if problem := gid_problem(op.gid):
+            return f"move: {problem}"
         return None
     if isinstance(op, Abandon):
         if not op.shards:
@@ -191,8 +197,8 @@ def validate(op: Op) -> str | None:
 
 def _group_problem(verb: str, gid: int, servers: Sequence[str]) -> str | None:
     """What is wrong with naming `servers` as the servers of `gid`, or None."""
-    if gid <= 0:
-        return f"{verb}: gid {gid} is not valid: group ids must be > 0"
+    if problem := gid_problem(gid):
+        return f"{verb}: {problem}"
     if not servers:
         return f"{verb}: gid {gid} has an empty server list"
     if any(not s for s in servers):

@@ -225,7 +225,7 @@ def test_set_servers_decides_which_servers_a_rejoin_must_name(st):
 
 @pytest.mark.parametrize("op, want", [
     (SetServers(7, ("a",)), "set-servers: gid 7 is not in configuration 1"),
-    (SetServers(0, ("a",)), "set-servers: gid 0 is not valid: group ids must be > 0"),
+    (SetServers(0, ("a",)), "set-servers: gid 0 is not valid: group ids are 1..2147483647"),
     (SetServers(1, ()), "set-servers: gid 1 has an empty server list"),
     (SetServers(1, ("a", "")), "set-servers: gid 1 has an empty server address"),
     (SetServers(1, ("a", "b", "a")), "set-servers: gid 1 lists server a twice"),
@@ -240,7 +240,10 @@ def test_set_servers_bad_input_is_refused_and_changes_nothing(st, op, want):
 
 @pytest.mark.parametrize("op, want", [
     (Join({}), "join: no groups given"),
-    (Join({0: ["a"]}), "join: gid 0 is not valid: group ids must be > 0"),
+    (Join({0: ["a"]}), "join: gid 0 is not valid: group ids are 1..2147483647"),
+    (Join({1 << 31: ["a"]}), "join: gid 2147483648 is not valid: group ids are 1..2147483647"),
+    (Leave((1 << 40,)), "leave: gid 1099511627776 is not valid"),
+    (Move(0, 1 << 31), "move: gid 2147483648 is not valid"),
     (Join({-3: ["a"]}), "join: gid -3 is not valid"),
     (Join({4: []}), "join: gid 4 has an empty server list"),
     (Join({4: ["a", ""]}), "join: gid 4 has an empty server address"),

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple
 
-from eraftd.controller.state import MAX_GID, gid_problem
 from eraftd.logs import LEVELS
+from eraftd.names import MAX_ADDRESS_CHARS, MAX_GID, gid_problem, is_address, shown
 from eraftd.tls import TlsFiles
 
 
@@ -166,14 +166,13 @@ _STRS = _Kind("a list of strings", lambda v: isinstance(v, list) and all(isinsta
 _STR_TABLE = _Kind("a table of strings",
                    lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()))
 
-_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})")
 _WILDCARD_HOSTS = {"0.0.0.0", "[::]"}
 
 
 def _address(v: str) -> str | None:
-    m = _ADDRESS.fullmatch(v)
-    if not m or not 1 <= int(m["port"]) <= 65535:
-        return f"must be host:port with a port in 1-65535, got {_show(v)}"
+    if not is_address(v):
+        return (f"must be host:port with a port in 1-65535 (at most {MAX_ADDRESS_CHARS} "
+                f"characters), got {_show(v) if len(v) <= 80 else shown(v)}")
     return None
 
 

@@ -26,9 +26,10 @@ import grpc
 
 from eraftd import members as mb
 from eraftd.controller.client import ControllerClient, ControllerError, ControllerUnavailable
-from eraftd.controller.state import MAX_GID, NSHARDS, Config
+from eraftd.controller.state import NSHARDS, Config
 from eraftd.durations import DurationError, parse_duration
 from eraftd.errors import Error
+from eraftd.names import MAX_GID
 from eraftd.shardkv.clerk import Clerk, ShardKVError, ShardKVUnavailable
 
 from . import output, suggest

@@ -172,6 +172,8 @@ BAD = [
     (with_(all_in_one(), "shardkv", gid=True), "[shardkv] gid", "must be an integer, got true"),
     (with_(all_in_one(), "shardkv", gid="100"), "[shardkv] gid", 'must be an integer, got "100"'),
     (with_(all_in_one(), "raft", fsync=1), "[raft] fsync", "must be a boolean"),
+    (with_(all_in_one(), "node", listen="h" * 300 + ":1"), "[node] listen",
+     "(at most 261 characters), got 'hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh'... (302 characters)"),
     (with_(all_in_one(), "raft", heartbeat_ms=1.5), "[raft] heartbeat_ms", "must be an integer, got 1.5"),
     (with_(all_in_one(), "raft", max_inflight=0), "[raft] max_inflight", "positive"),
     (with_(all_in_one(), "raft", snapshot_entries=-1), "[raft] snapshot_entries", "positive"),

@@ -29,14 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence, Union
 
+from ..names import MAX_ADDRESS_CHARS, gid_problem, is_address, shown
+
 NSHARDS = 10
 OK = "OK"
-MAX_GID = (1 << 31) - 1     # group ids are the wire's int32 above 0 (the controller group is 0)
-
-
-def gid_problem(gid: int) -> str | None:
-    """Why `gid` cannot name a replica group (one range everywhere: TOML, shell, controller)."""
-    return None if 1 <= gid <= MAX_GID else f"gid {gid} is not valid: group ids are 1..{MAX_GID}"
 
 
 @dataclass(frozen=True)
@@ -148,7 +144,23 @@ def admit(cmd: Command) -> str | None:
     """What is wrong with a new command a client sends, before it is proposed, or None:
     validate(), and the rules that only new commands meet (the log may hold older ones that
     were admitted without them, and applies them as before)."""
-    return command_id_problem(cmd.command_id) or validate(cmd.op)
+    return command_id_problem(cmd.command_id) or validate(cmd.op) or _servers_problem(cmd.op)
+
+
+def _servers_problem(op: Op) -> str | None:
+    """A join's or set-servers' server that is not HOST:PORT (the TOML's address rule)."""
+    if isinstance(op, Join):
+        verb, groups = "join", op.groups.items()
+    elif isinstance(op, SetServers):
+        verb, groups = "set-servers", ((op.gid, op.servers),)
+    else:
+        return None
+    for gid, servers in groups:
+        for s in servers:
+            if not is_address(s):
+                return (f"{verb}: gid {gid}: server {shown(s)} is not an address: give HOST:PORT "
+                        f"with a port in 1-65535, at most {MAX_ADDRESS_CHARS} characters")
+    return None
 
 
 def validate(op: Op) -> str | None:

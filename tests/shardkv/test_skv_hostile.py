@@ -60,10 +60,7 @@ async def test_an_append_past_max_value_bytes_is_refused_on_every_path(sharded):
     assert r.err.startswith("the value would grow to 65 bytes") and "\n" not in r.err
 
     # the shell: one plain line, exit 1
-    env = {**os.environ, "ERAFT_CONTROLLERS": ",".join(ctl_addrs)}
-    p = await asyncio.to_thread(subprocess.run, eraftd_command() + ["append", k.decode(), "more"],
-                                capture_output=True, text=True, env=env, timeout=120,
-                                stdin=subprocess.DEVNULL)
+    p = await asyncio.to_thread(shell, ctl_addrs, "append", k.decode(), "more")
     assert p.returncode == 1 and p.stdout == ""
     assert p.stderr == (f"eraftd: append {k.decode()}: the value would grow to 68 bytes (64 held "
                         f"+ 4 appended), longer than the limit of {LIMIT} bytes (max_value_bytes); "
@@ -106,3 +103,15 @@ async def test_command_ids_below_zero_are_refused_and_zero_is_erafts_first(shard
                      "(as eRaft's clerk does); nothing changed")
     r = stub.Command(cpb.CommandRequest(op=cpb.QUERY, num=-1), timeout=10)
     assert r.err == "OK" and 7 not in r.config.groups
+
+    # a join of a server that is not HOST:PORT (item 10), from the shell: one plain line, exit 1
+    p = await asyncio.to_thread(shell, ctl_addrs, "join", "7=not an address at all")
+    assert p.returncode == 1 and p.stderr == (
+        "eraftd: refused by the controller: join: gid 7: server 'not an address at all' is not an address: give HOST:PORT "
+        "with a port in 1-65535, at most 261 characters\n")
+
+
+def shell(controllers: list[str], *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ERAFT_CONTROLLERS": ",".join(controllers)}
+    return subprocess.run(eraftd_command() + list(args), capture_output=True, text=True, env=env,
+                          timeout=120, stdin=subprocess.DEVNULL)

@@ -56,7 +56,7 @@ async def _let_tasks_finish(timeout: float) -> None:
 def serve(cfg: Config, test_machine: str | None = None) -> int:
     try:
         return asyncio.run(_serve(cfg, test_machine))
-    except StartupError as e:
+    except (StartupError, StorageError) as e:    # StorageError: a group's records, read later
         print(f"eraftd: {e}", file=sys.stderr)
         return EXIT_FAIL
 

@@ -1,13 +1,16 @@
 """`eraftd run` refuses clearly, exits non-zero and leaves data alone when it cannot start."""
 from __future__ import annotations
 
+import hashlib
 import socket
+import struct
 import subprocess
 
 import pytest
+from rocksdict import Options, Rdict
 
 from eraftd.config import dump_toml
-from eraftd.testing import Node, eraftd_command, free_port
+from eraftd.testing import Cluster, Node, eraftd_command, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -106,3 +109,67 @@ def test_a_listen_address_that_is_not_local_writes_nothing(tmp_path):
     assert r.returncode == 1 and r.stderr.count("\n") == 1
     assert "cannot listen on 192.0.2.1:7001: the address is in use or not local" in r.stderr
     assert not (tmp_path / "data").exists()
+
+
+def digests(path) -> dict[str, str]:
+    """Every file under path and its content's sha256: byte-for-byte equality."""
+    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def stopped_node_with_log(tmp_path, commands: int = 60) -> Node:
+    """A one-peer controller group (the register machine) that committed `commands`, stopped."""
+    c = Cluster(tmp_path, n=1)
+    try:
+        c.start()
+        for i in range(commands):
+            c.propose(0, [b"k%d=%s" % (i, b"v" * 500)])
+        assert c.nodes[0].stop() == 0
+    finally:
+        c.close()
+    return c.nodes[0]
+
+
+def run_node_to_exit(node: Node) -> subprocess.CompletedProcess:
+    return subprocess.run(eraftd_command() + ["run", "--config", str(node.toml)] + node.extra_args,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          cwd=node.dir)
+
+
+def test_a_log_that_lost_its_tail_is_refused_and_left_untouched(tmp_path):
+    """The hard state says more was committed than the log holds (issue 17: a lost WAL tail
+    started silently with a shorter log): one line with the numbers and what to do."""
+    node = stopped_node_with_log(tmp_path)
+    data = node.dir / "data"
+    db = Rdict(str(data), Options(raw_mode=True))        # the damage: the log's tail is gone
+    gp = b"g" + struct.pack(">I", 0)
+    commit = struct.unpack(">QqQ", db.get(gp + b"h"))[2]
+    assert commit > 40
+    db.delete_range(gp + b"l" + struct.pack(">Q", 31), gp + b"m")
+    db.close()
+    before = digests(data)
+    r = run_node_to_exit(node)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == (f"eraftd: data_dir {data}: group 0: the log ends at 30 but this node had "
+                        f"committed {commit}: its disk lost data (nothing was changed); start this "
+                        f"node with a fresh data_dir, then replace it with `eraftd member replace "
+                        f"ctrl {node.address}`\n")
+    assert digests(data) == before
+
+
+def test_an_sst_flipped_mid_file_is_one_line_and_nothing_is_rewritten(tmp_path):
+    node = stopped_node_with_log(tmp_path)
+    data = node.dir / "data"
+    db = Rdict(str(data), Options(raw_mode=True))
+    db.flush()                                            # every record in an SST file
+    db.close()
+    sst = max(data.glob("*.sst"), key=lambda p: p.stat().st_size)
+    raw = bytearray(sst.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    sst.write_bytes(bytes(raw))
+    before = digests(data)
+    r = run_node_to_exit(node)
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"eraftd: data_dir {data} ")
+    assert "Corruption" in r.stderr and "Traceback" not in r.stderr
+    assert digests(data) == before

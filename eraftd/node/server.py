@@ -53,6 +53,13 @@ async def _let_tasks_finish(timeout: float) -> None:
                   sorted(t.get_name() for t in pending))
 
 
+def _driver_failure(exc: BaseException | None) -> str:
+    """The one line that says why the driver stopped: a StorageError says it in words."""
+    if isinstance(exc, StorageError):
+        return str(exc)
+    return f"the raft driver failed: {exc!r}"
+
+
 def serve(cfg: Config, test_machine: str | None = None) -> int:
     try:
         return asyncio.run(_serve(cfg, test_machine))
@@ -190,23 +197,24 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
 
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if run in done:
+        failed = run in done             # the driver stopped by itself: a disk error (or a bug)
+        if failed:
             waiter.cancel()
-            exc = run.exception()
-            log.critical("raft driver stopped: %r", exc)
-            raise StartupError(f"the raft driver failed: {exc!r}")
-        log.info("shutting down")
+            log.critical("stopping: %s", _driver_failure(run.exception()))
+        else:
+            log.info("shutting down")
         await server.stop(grace=0.5)     # stop accepting; in-flight calls get half a second
         if http:
             await http.stop()
         if shardkv:
             await shardkv.stop()         # no more configuration polls or migration
         driver.stop()                    # the round in progress finishes, its batch is written
-        await run
+        if not failed:
+            await run
         for g in driver.groups.values():
             g.fail_pending(ConnectionAbortedError("node shutting down"))
         await transport.close()
         await _let_tasks_finish(RPC_WIND_DOWN_S)
-        return EXIT_OK
+        return EXIT_FAIL if failed else EXIT_OK
     finally:
         store.close()

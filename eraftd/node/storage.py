@@ -253,6 +253,7 @@ class NodeStore:
         self._cache_bytes = cache_bytes
         self._groups: dict[int, GroupStore] = {}
         self._closed = False
+        self._failed = False                # a write or fsync failed (close() says nothing more)
         # open iterators keep RocksDB (and its LOCK) alive: close() closes them first
         self._live: weakref.WeakSet = weakref.WeakSet()
 
@@ -389,6 +390,7 @@ class NodeStore:
             try:
                 self._db.write(batch.raw, opts)
             except Exception as e:
+                self._failed = True
                 raise StorageError(f"data_dir {self.data_dir}: write failed ({e}); "
                                    f"check the disk (space, permissions) and restart") from e
         hooks = batch._hooks
@@ -407,6 +409,7 @@ class NodeStore:
         try:
             self._db.flush_wal(True)
         except Exception as e:
+            self._failed = True
             raise StorageError(f"data_dir {self.data_dir}: fsync failed ({e}); "
                                f"check the disk and restart") from e
 
@@ -425,12 +428,18 @@ class NodeStore:
         return total
 
     def close(self) -> None:
-        """Close the database; unfinished scans, readers and chunk iterators end."""
+        """Close the database; unfinished scans, readers and chunk iterators end.  After a
+        failed write RocksDB's close reports that error again: it was reported already."""
         if not self._closed:
             self._closed = True
             for obj in list(self._live):
                 obj.close()
-            self._db.close()
+            try:
+                self._db.close()
+            except Exception as e:
+                if not self._failed:
+                    raise StorageError(f"data_dir {self.data_dir}: closing failed ({_one_line(e)}); "
+                                       f"check the disk and restart") from None
 
     def _track(self, obj):
         self._live.add(obj)

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import hashlib
+import resource
 import socket
 import struct
 import subprocess
 
+import grpc
 import pytest
 from rocksdict import Options, Rdict
 
+from eraftd._pb import admin_pb2 as apb
 from eraftd.config import dump_toml
-from eraftd.testing import Cluster, Node, eraftd_command, free_port
+from eraftd.testing import Cluster, Node, eraftd_command, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -173,3 +176,35 @@ def test_an_sst_flipped_mid_file_is_one_line_and_nothing_is_rewritten(tmp_path):
     assert r.stderr.startswith(f"eraftd: data_dir {data} ")
     assert "Corruption" in r.stderr and "Traceback" not in r.stderr
     assert digests(data) == before
+
+
+def test_a_disk_that_refuses_writes_stops_the_node_with_one_critical_line(tmp_path):
+    """ENOSPC and a read-only remount need root to provoke; a file size limit (RLIMIT_FSIZE:
+    Python ignores SIGXFSZ, so the write fails with EFBIG) takes the same path: RocksDB's write
+    fails, the driver stops, the node exits 1 with one CRITICAL line and no traceback."""
+    addr = f"127.0.0.1:{free_port()}"
+    node = Node("n0", tmp_path, one_node_config(addr), ["--test-state-machine", "register"])
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+    # output to a pipe (a pipe has no size limit; the node writes a few lines)
+    node.proc = subprocess.Popen(eraftd_command() + ["run", "--config", str(node.toml)] + node.extra_args,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 stdin=subprocess.DEVNULL, cwd=node.dir, preexec_fn=small_files,
+                                 start_new_session=True)
+    try:
+        wait_for(lambda: node.group_status(0, timeout=0.5).role == "Leader", 60, "a leader")
+        for i in range(200):                    # 100 kB each: the 2 MiB WAL fills within ~20
+            try:
+                node.admin().Propose(apb.ProposeRequest(group=0, commands=[b"k%d=%s" % (i, b"v" * 100_000)]),
+                                     timeout=10)
+            except grpc.RpcError:
+                break
+        out, _ = node.proc.communicate(timeout=60)
+    finally:
+        node.kill()
+    assert node.proc.returncode == 1, out
+    critical = [line for line in out.splitlines() if " CRITICAL " in line]
+    assert len(critical) == 1 and "write failed" in critical[0] and "File too large" in critical[0], out
+    assert "check the disk (space, permissions) and restart" in critical[0]
+    assert "Traceback" not in out and "Exception ignored" not in out and " ERROR " not in out, out

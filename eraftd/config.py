@@ -206,6 +206,17 @@ def _gid(v: int) -> str | None:
     return f"must be 1..{MAX_GID} (a group id), got {v}" if gid_problem(v) else None
 
 
+# a value travels whole in one gRPC message (a get's answer, a migration chunk, a Raft append)
+# of at most 64 MiB (eraftd/node/transport.py MAX_MESSAGE_BYTES), with other data beside it
+MAX_VALUE_BYTES = 16 << 20
+
+
+def _value_bound(v: int) -> str | None:
+    return _positive(v) or (None if v <= MAX_VALUE_BYTES else
+                            f"must be at most {MAX_VALUE_BYTES} (16 MiB: a value travels whole in "
+                            f"one message), got {v}")
+
+
 def _non_empty(v: str) -> str | None:
     return None if v else "must not be empty"
 
@@ -248,7 +259,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "peers": _Key(_STRS, _peers, required=True),
         "controllers": _Key(_STRS, _peers),              # default: [controller] peers, if any
         "max_key_bytes": _Key(_INT, _positive),
-        "max_value_bytes": _Key(_INT, _positive),
+        "max_value_bytes": _Key(_INT, _value_bound),
         "join": _Key(_BOOL),
     },
     "raft": {

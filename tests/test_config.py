@@ -179,6 +179,8 @@ BAD = [
     (with_(all_in_one(), "raft", snapshot_entries=-1), "[raft] snapshot_entries", "positive"),
     (with_(all_in_one(), "raft", max_batch_bytes=0), "[raft] max_batch_bytes", "positive"),
     (with_(all_in_one(), "shardkv", max_value_bytes=0), "[shardkv] max_value_bytes", "positive"),
+    (with_(all_in_one(), "shardkv", max_value_bytes=(16 << 20) + 1), "[shardkv] max_value_bytes",
+     "must be at most 16777216 (16 MiB: a value travels whole in one message), got 16777217"),
     (with_(all_in_one(), "raft", election_ms=100), "[raft] election_ms", "greater than heartbeat_ms (100)"),
     (with_(all_in_one(), "raft", heartbeat_ms=2000), "[raft] election_ms", "greater than heartbeat_ms (2000)"),
     (with_(all_in_one(), "raft", electon_ms=5000), "[raft] electon_ms", "unknown key"),

@@ -167,6 +167,25 @@ def test_new_ops_are_deterministic_and_the_counters_match_the_data(ops):
     assert runs[0] == runs[1]
 
 
+@settings(max_examples=100, deadline=None)
+@given(hst.lists(hst.tuples(hst.sampled_from([PUT, APPEND, CAS, CAS_ABSENT, DELETE]),
+                            hst.sampled_from([b"1a", b"1b"]),
+                            hst.binary(max_size=6), hst.binary(max_size=6)), max_size=40))
+def test_no_value_ever_grows_past_the_bound(ops):
+    """Whatever the writes (each within the request limit of 6), the bound of 6 holds for every
+    stored value, a refused append changes nothing, and the counters match the data."""
+    st, store = serving()
+    for i, (kind, k, v, e) in enumerate(ops):
+        before = dict(store.data)
+        (err, _), = st.apply_ops(store, 5, i + 1, [(kind, k, v, i + 1, e)], max_value=6)
+        if err.startswith("the value would grow"):
+            assert kind == APPEND and store.data == before
+        assert all(len(val) <= 6 for val in store.data.values())
+        data = store.shard(1)
+        assert st.shards[1].keys == len(data)
+        assert st.shards[1].bytes == sum(len(k) + len(v) for k, v in data.items())
+
+
 def test_no_session_means_no_dedup():
     st, store = serving()
     k = key_in(6)

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, NamedTuple
 
 from eraftd.logs import LEVELS
+from eraftd.names import MAX_ADDRESS_CHARS, MAX_GID, gid_problem, is_address, shown
 from eraftd.tls import TlsFiles
 
 
@@ -165,14 +166,13 @@ _STRS = _Kind("a list of strings", lambda v: isinstance(v, list) and all(isinsta
 _STR_TABLE = _Kind("a table of strings",
                    lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()))
 
-_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>\d{1,5})")
 _WILDCARD_HOSTS = {"0.0.0.0", "[::]"}
 
 
 def _address(v: str) -> str | None:
-    m = _ADDRESS.fullmatch(v)
-    if not m or not 1 <= int(m["port"]) <= 65535:
-        return f"must be host:port with a port in 1-65535, got {_show(v)}"
+    if not is_address(v):
+        return (f"must be host:port with a port in 1-65535 (at most {MAX_ADDRESS_CHARS} "
+                f"characters), got {_show(v) if len(v) <= 80 else shown(v)}")
     return None
 
 
@@ -200,6 +200,21 @@ def _dial(v: dict[str, str]) -> str | None:
 
 def _positive(v: int) -> str | None:
     return None if v > 0 else f"must be a positive integer, got {v}"
+
+
+def _gid(v: int) -> str | None:
+    return f"must be 1..{MAX_GID} (a group id), got {v}" if gid_problem(v) else None
+
+
+# a value travels whole in one gRPC message (a get's answer, a migration chunk, a Raft append)
+# of at most 64 MiB (eraftd/node/transport.py MAX_MESSAGE_BYTES), with other data beside it
+MAX_VALUE_BYTES = 16 << 20
+
+
+def _value_bound(v: int) -> str | None:
+    return _positive(v) or (None if v <= MAX_VALUE_BYTES else
+                            f"must be at most {MAX_VALUE_BYTES} (16 MiB: a value travels whole in "
+                            f"one message), got {v}")
 
 
 def _non_empty(v: str) -> str | None:
@@ -240,11 +255,11 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "join": _Key(_BOOL),
     },
     "shardkv": {
-        "gid": _Key(_INT, _positive, required=True),
+        "gid": _Key(_INT, _gid, required=True),
         "peers": _Key(_STRS, _peers, required=True),
         "controllers": _Key(_STRS, _peers),              # default: [controller] peers, if any
         "max_key_bytes": _Key(_INT, _positive),
-        "max_value_bytes": _Key(_INT, _positive),
+        "max_value_bytes": _Key(_INT, _value_bound),
         "join": _Key(_BOOL),
     },
     "raft": {

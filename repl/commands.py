@@ -29,6 +29,7 @@ from eraftd.controller.client import ControllerClient, ControllerError, Controll
 from eraftd.controller.state import NSHARDS, Config
 from eraftd.durations import DurationError, parse_duration
 from eraftd.errors import Error
+from eraftd.names import MAX_GID
 from eraftd.shardkv.clerk import Clerk, ShardKVError, ShardKVUnavailable
 from eraftd.tls import TlsFiles
 
@@ -419,7 +420,7 @@ def _parse_join(words: list[str], opts: Opts) -> Change:
         servers = [a.strip() for a in addrs.split(",") if a.strip()]
         if not eq or not servers:
             raise UsageError(f"expected GID=ADDR,ADDR,..., got {w!r}")
-        gid = _int(gid_text, "a gid", 1)
+        gid = _int(gid_text, "a gid", 1, MAX_GID)
         if gid in groups:
             raise UsageError(f"gid {gid} is given twice")
         groups[gid] = servers
@@ -427,12 +428,13 @@ def _parse_join(words: list[str], opts: Opts) -> Change:
 
 
 def _parse_leave(words: list[str], opts: Opts) -> Change:
-    return Change([_int(w, "a gid", 1) for w in _count(words, 1, None)], bool(opts.get("--wait")))
+    return Change([_int(w, "a gid", 1, MAX_GID) for w in _count(words, 1, None)],
+                  bool(opts.get("--wait")))
 
 
 def _parse_move(words: list[str], opts: Opts) -> Change:
     shard, gid = _count(words, 2, 2)
-    return Change((_int(shard, "the shard", 0, NSHARDS - 1), _int(gid, "the gid", 1)),
+    return Change((_int(shard, "the shard", 0, NSHARDS - 1), _int(gid, "the gid", 1, MAX_GID)),
                   bool(opts.get("--wait")))
 
 

@@ -37,14 +37,16 @@ def test_version(how):
     assert eraftd.__version__ == "0.1.0"
 
 
+@pytest.mark.parametrize("gid", [0, 1 << 31, 1 << 40])     # 1 << 40: was a traceback, a data_dir
 @pytest.mark.parametrize("subcommand", ["run", "check-config"])
-def test_bad_config_exits_2_with_one_line_and_creates_nothing(tmp_path, subcommand):
+def test_bad_config_exits_2_with_one_line_and_creates_nothing(tmp_path, subcommand, gid):
     (tmp_path / "nodes").mkdir()
     path = tmp_path / "nodes" / "n1.toml"
-    path.write_text(dump_toml({**GOOD, "shardkv": {"gid": 0, "peers": PEERS}}))
+    path.write_text(dump_toml({**GOOD, "shardkv": {"gid": gid, "peers": PEERS}}))
     r = eraftd_cmd(subcommand, "--config", "nodes/n1.toml", cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr == "eraftd: config error: nodes/n1.toml: [shardkv] gid: must be a positive integer, got 0\n"
+    assert r.stderr == (f"eraftd: config error: nodes/n1.toml: [shardkv] gid: must be "
+                        f"1..2147483647 (a group id), got {gid}\n")
     assert r.stdout == ""
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["n1.toml", "nodes"]
 

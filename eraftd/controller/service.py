@@ -30,7 +30,7 @@ from ..node.driver import NotLeader
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, BadRequest, send_leader_hint,
                       command_from_pb, config_to_pb, encode_cluster_id, encode_command)
 from .precheck import PROBE_TIMEOUT_S, abandon_problem, join_problem
-from .state import OK, Abandon, Command, Join, check, validate
+from .state import OK, Abandon, Command, Join, admit, check
 
 COMMAND_TIMEOUT_S = 2.0
 log = logging.getLogger("eraftd.controller")
@@ -63,7 +63,7 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
                 cmd = command_from_pb(request)
             except BadRequest as e:
                 return pb.CommandResponse(err=str(e))
-            err = validate(cmd.op) or await self._ask_first(g, cmd, request.force)
+            err = admit(cmd) or await self._ask_first(g, cmd, request.force)
             if err:
                 return pb.CommandResponse(err=err)
             res = await asyncio.wait_for(self.driver.propose(self.gid, encode_command(cmd)),

@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence, Union
 
+from ..names import MAX_ADDRESS_CHARS, gid_problem, is_address, shown
+
 NSHARDS = 10
 OK = "OK"
 
@@ -127,6 +129,40 @@ class Applied:
 
 # ---------------------------------------------------------------- validation
 
+def command_id_problem(command_id: int) -> str | None:
+    """Why a client's command id is refused, or None.  eRaft's clerks number their commands
+    0, 1, 2, ... and every id not above a client's highest applied one counts as a duplicate
+    (answered, not applied), so after a negative id the next lower one would be answered OK
+    and never applied."""
+    if command_id < 0:
+        return (f"command id {command_id} is below 0: number a client's commands 0, 1, 2, ... "
+                f"(as eRaft's clerk does); nothing changed")
+    return None
+
+
+def admit(cmd: Command) -> str | None:
+    """What is wrong with a new command a client sends, before it is proposed, or None:
+    validate(), and the rules that only new commands meet (the log may hold older ones that
+    were admitted without them, and applies them as before)."""
+    return command_id_problem(cmd.command_id) or validate(cmd.op) or _servers_problem(cmd.op)
+
+
+def _servers_problem(op: Op) -> str | None:
+    """A join's or set-servers' server that is not HOST:PORT (the TOML's address rule)."""
+    if isinstance(op, Join):
+        verb, groups = "join", op.groups.items()
+    elif isinstance(op, SetServers):
+        verb, groups = "set-servers", ((op.gid, op.servers),)
+    else:
+        return None
+    for gid, servers in groups:
+        for s in servers:
+            if not is_address(s):
+                return (f"{verb}: gid {gid}: server {shown(s)} is not an address: give HOST:PORT "
+                        f"with a port in 1-65535, at most {MAX_ADDRESS_CHARS} characters")
+    return None
+
+
 def validate(op: Op) -> str | None:
     """What is wrong with `op` on its own (before it reaches the log), or None."""
     if isinstance(op, Join):
@@ -147,8 +183,8 @@ def validate(op: Op) -> str | None:
             return "leave: no gids given"
         seen: set[int] = set()
         for gid in op.gids:
-            if gid <= 0:
-                return f"leave: gid {gid} is not valid: group ids must be > 0"
+            if problem := gid_problem(gid):
+                return f"leave: {problem}"
             if gid in seen:
                 return f"leave: gid {gid} is listed twice"
             seen.add(gid)
@@ -156,8 +192,8 @@ def validate(op: Op) -> str | None:
     if isinstance(op, Move):
         if not 0 <= op.shard < NSHARDS:
             return f"move: shard {op.shard} is outside 0..{NSHARDS - 1}"
-        if op.gid <= 0:
-            return f"move: gid {op.gid} is not valid: group ids must be > 0"
+        if problem := gid_problem(op.gid):
+            return f"move: {problem}"
         return None
     if isinstance(op, Abandon):
         if not op.shards:
@@ -173,8 +209,8 @@ def validate(op: Op) -> str | None:
 
 def _group_problem(verb: str, gid: int, servers: Sequence[str]) -> str | None:
     """What is wrong with naming `servers` as the servers of `gid`, or None."""
-    if gid <= 0:
-        return f"{verb}: gid {gid} is not valid: group ids must be > 0"
+    if problem := gid_problem(gid):
+        return f"{verb}: {problem}"
     if not servers:
         return f"{verb}: gid {gid} has an empty server list"
     if any(not s for s in servers):

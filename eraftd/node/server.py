@@ -1,6 +1,6 @@
 """`eraftd run`: one node's life, top to bottom.
 
-signals -> storage (identity checked) -> gRPC server + transport -> Raft groups -> services
+signals -> the listen port bound -> storage (identity checked) -> transport -> Raft groups -> services
 -> ready line -> wait for SIGTERM/SIGINT -> stop accepting, finish the round, flush, exit 0.
 """
 from __future__ import annotations
@@ -75,10 +75,17 @@ def _warn_if_open(cfg: Config) -> None:
                     cfg.node.listen)
 
 
+def _driver_failure(exc: BaseException | None) -> str:
+    """The one line that says why the driver stopped: a StorageError says it in words."""
+    if isinstance(exc, StorageError):
+        return str(exc)
+    return f"the raft driver failed: {exc!r}"
+
+
 def serve(cfg: Config, test_machine: str | None = None) -> int:
     try:
         return asyncio.run(_serve(cfg, test_machine))
-    except StartupError as e:
+    except (StartupError, StorageError) as e:    # StorageError: a group's records, read later
         print(f"eraftd: {e}", file=sys.stderr)
         return EXIT_FAIL
 
@@ -145,31 +152,32 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    # the port first: a node that cannot listen writes nothing (no data_dir, no identity)
+    access = Access(cfg.tls, cfg.node.testing)
+    server = grpc.aio.server(options=server_options(),
+                             interceptors=[AccessInterceptor(access)] if access.enforce else None)
+    try:
+        if cfg.tls:
+            try:
+                creds = cfg.tls.files.server_credentials(cfg.tls.require_client_auth)
+            except TlsError as e:
+                raise StartupError(f"{e} ([tls] in {cfg.path})") from None
+            port = server.add_secure_port(cfg.node.listen, creds)
+        else:
+            port = server.add_insecure_port(cfg.node.listen)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise StartupError(f"cannot listen on {cfg.node.listen}: the address is in use or not "
+                           f"local; free the port or change [node] listen in {cfg.path}")
+
     try:
         store = NodeStore.open(cfg.node.data_dir, cfg.identity(), fsync=cfg.raft.fsync)
     except StorageError as e:
         raise StartupError(str(e)) from None
 
-    access = Access(cfg.tls, cfg.node.testing)
     cluster = ClusterIdentity(store)
     try:
-        server = grpc.aio.server(options=server_options(),
-                                 interceptors=[AccessInterceptor(access)] if access.enforce else None)
-        try:
-            if cfg.tls:
-                try:
-                    creds = cfg.tls.files.server_credentials(cfg.tls.require_client_auth)
-                except TlsError as e:
-                    raise StartupError(f"{e} ([tls] in {cfg.path})") from None
-                port = server.add_secure_port(cfg.node.listen, creds)
-            else:
-                port = server.add_insecure_port(cfg.node.listen)
-        except RuntimeError:
-            port = 0
-        if port == 0:
-            raise StartupError(f"cannot listen on {cfg.node.listen}: the address is in use or not "
-                               f"local; free the port or change [node] listen in {cfg.path}")
-
         driver: Driver | None = None
 
         def on_messages(batch, from_addr, to_me):
@@ -228,12 +236,12 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
 
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if run in done:
+        failed = run in done             # the driver stopped by itself: a disk error (or a bug)
+        if failed:
             waiter.cancel()
-            exc = run.exception()
-            log.critical("raft driver stopped: %r", exc)
-            raise StartupError(f"the raft driver failed: {exc!r}")
-        log.info("shutting down")
+            log.critical("stopping: %s", _driver_failure(run.exception()))
+        else:
+            log.info("shutting down")
         if keeper:
             keeper.cancel()
         await server.stop(grace=0.5)     # stop accepting; in-flight calls get half a second
@@ -242,11 +250,12 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         if shardkv:
             await shardkv.stop()         # no more configuration polls or migration
         driver.stop()                    # the round in progress finishes, its batch is written
-        await run
+        if not failed:
+            await run
         for g in driver.groups.values():
             g.fail_pending(ConnectionAbortedError("node shutting down"))
         await transport.close()
         await _let_tasks_finish(RPC_WIND_DOWN_S)
-        return EXIT_OK
+        return EXIT_FAIL if failed else EXIT_OK
     finally:
         store.close()

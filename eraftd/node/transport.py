@@ -92,8 +92,10 @@ def channel_options() -> list[tuple[str, int]]:
 
 
 def server_options() -> list[tuple[str, int]]:
-    """Options for the node's grpc.aio server: big messages and our clients' keepalive pings."""
+    """Options for the node's grpc.aio server: big messages and our clients' keepalive pings;
+    no SO_REUSEPORT (gRPC's default), so a second process cannot bind a running node's address."""
     return [
+        ("grpc.so_reuseport", 0),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),

@@ -1,7 +1,11 @@
 """The shardkv replicated state machine over the group's GroupStore, and its byte formats.
 
 Log entries (empty data is the leader's no-op), a kind byte then a protobuf message:
-    b"C"  shardkvpb.CommandRequest      one eRaft client PUT / APPEND
+    b"L"  >Q max_value_bytes, then a b"C" or b"B" entry: client writes as proposed now, with
+                                        the proposing leader's bound, so that every replica
+                                        refuses the same appends (and takes eRaft's command
+                                        id 0 as a command; a negative one is refused)
+    b"C"  shardkvpb.CommandRequest      one eRaft client PUT / APPEND (bare: logged before b"L")
     b"B"  eraftkvpb.BatchRequest        many native-path writes of one client session (put,
                                         append, delete, cas; `expected` one per op or empty)
     b"N"  shardctrlerpb.Config          take the next configuration
@@ -37,7 +41,7 @@ from .._pb import shardctrler_pb2 as ctlpb
 from .._pb import shardkv_pb2 as pb
 from .._pb import shardmigration_pb2 as migpb
 from ..controller.machine import config_from_pb, config_to_pb
-from ..controller.state import NSHARDS, Config
+from ..controller.state import NSHARDS, Config, command_id_problem
 from ..node.storage import decode_chunk
 from ..raft.messages import Entry
 from .state import OK, Session, Shard, ShardKVState
@@ -47,6 +51,7 @@ log = logging.getLogger("eraftd.shardkv")
 ENTRY_COMMAND, ENTRY_BATCH, ENTRY_CONFIG = b"C", b"B", b"N"
 ENTRY_INSERT, ENTRY_DELETE, ENTRY_GC_DONE = b"I", b"D", b"G"
 ENTRY_FOREIGN_CONFIG, ENTRY_ABANDONED = b"F", b"A"
+ENTRY_BOUNDED = b"L"
 
 _CUR, _PREV, _FOREIGN = b"c", b"p", b"f"
 _U32 = struct.Struct(">I").pack
@@ -109,6 +114,11 @@ def encode_config(cfg: Config, ours: bool = True) -> bytes:
 
 def encode_shard_op(kind: bytes, num: int, shards: Iterable[int]) -> bytes:
     return kind + pb.ShardOperationRequest(config_num=num, shard_ids=sorted(shards)).SerializeToString()
+
+
+def encode_bounded(entry: bytes, max_value_bytes: int) -> bytes:
+    """A client's b"C" or b"B" entry with the bound its appends apply with."""
+    return ENTRY_BOUNDED + _U64.pack(max_value_bytes) + entry
 
 
 def encode_insert(num: int, shard: int, cursor: bytes, resp: migpb.PullShardResponse) -> bytes:
@@ -225,13 +235,27 @@ class ShardKVMachine:
     def _apply_one(self, st: ShardKVState, rnd: _Round, data: bytes) -> Any:
         kind, body = data[:1], data[1:]
         try:
+            bound = None
+            if kind == ENTRY_BOUNDED:
+                if len(body) < _U64.size + 1 or body[_U64.size:_U64.size + 1] not in (
+                        ENTRY_BATCH, ENTRY_COMMAND):
+                    raise ValueError("no client entry inside")
+                bound = _U64.unpack_from(body)[0]
+                kind, body = body[_U64.size:_U64.size + 1], body[_U64.size + 1:]
             if kind == ENTRY_BATCH:
                 req = kvpb.BatchRequest.FromString(body)
-                return st.apply_ops(rnd, req.session, req.floor, _ops_of_batch(req))
+                return st.apply_ops(rnd, req.session, req.floor, _ops_of_batch(req), bound)
             if kind == ENTRY_COMMAND:
                 c = pb.CommandRequest.FromString(body)
+                if bound is None:           # logged before b"L": as it applied then
+                    return st.apply_ops(rnd, c.client_id, c.command_id,
+                                        ((c.op, c.key.encode(), c.value.encode(), c.command_id),))
+                problem = command_id_problem(c.command_id)
+                if problem:
+                    return [(problem, b"")]
                 return st.apply_ops(rnd, c.client_id, c.command_id,
-                                    ((c.op, c.key.encode(), c.value.encode(), c.command_id),))
+                                    ((c.op, c.key.encode(), c.value.encode(), c.command_id),),
+                                    bound, first_seq=0)
             if kind in (ENTRY_CONFIG, ENTRY_FOREIGN_CONFIG):
                 cfg = config_from_pb(ctlpb.Config.FromString(body))
                 before = st.config

@@ -30,11 +30,11 @@ from .._pb import shardmigration_pb2 as migpb
 from .._pb import shardmigration_pb2_grpc as migpb_grpc
 from ..metrics import observe_batch, observe_request
 from ..controller.machine import send_leader_hint
-from ..controller.state import NSHARDS
+from ..controller.state import NSHARDS, command_id_problem
 from ..node.driver import NotLeader
 from ..node.storage import encode_chunk
-from .machine import (ENTRY_BATCH, ENTRY_COMMAND, ENTRY_DELETE, encode_shard_op,
-                      sessions_to_pb)
+from .machine import (ENTRY_BATCH, ENTRY_COMMAND, ENTRY_DELETE, encode_bounded,
+                      encode_shard_op, sessions_to_pb)
 from .state import (BEPULLING, ERR_MISMATCH, ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED,
                     ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, NATIVE_KINDS, OK,
                     READ_KINDS, STATUS_NAMES, UNARY_KINDS, Limits, key2shard)
@@ -86,7 +86,8 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
 
     async def _command(self, request: pb.CommandRequest, context) -> pb.CommandResponse:
         key, value = request.key.encode(), request.value.encode()
-        problem = self.limits.refuse(request.op, key, value, kinds=UNARY_KINDS)
+        problem = (self.limits.refuse(request.op, key, value, kinds=UNARY_KINDS)
+                   or request.op != GET and command_id_problem(request.command_id))
         if problem:
             return pb.CommandResponse(err=problem)
         shard = key2shard(key)
@@ -115,7 +116,8 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
             if sess is not None and sess.seen(request.command_id):
                 return pb.CommandResponse(err=OK)     # a retry of an applied command
             async with asyncio.timeout(self.timeout):
-                res = await self.driver.propose(self.gid, ENTRY_COMMAND + request.SerializeToString())
+                res = await self.driver.propose(self.gid, encode_bounded(
+                    ENTRY_COMMAND + request.SerializeToString(), self.limits.max_value_bytes))
             return pb.CommandResponse(err=res[0][0])
         except NotLeader as e:      # also ProposalLost: outcome unknown, the client retries
             send_leader_hint(context, e.hint)
@@ -255,6 +257,8 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
             return kvpb.BatchResponse(err=ERR_TIMEOUT, leader=g.leader_address)
         for i, (err, v) in zip(writes, written):
             codes[i] = _CODE.get(err, kvpb.REFUSED)
+            if codes[i] == kvpb.REFUSED:
+                messages[i] = err          # refused when it applied (e.g. an append too long)
             if v:
                 out_values[i] = v          # a CAS's MISMATCH: the current value
         if reads:
@@ -298,7 +302,8 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
                     size = 0
             if part.ops:
                 entries.append(ENTRY_BATCH + part.SerializeToString())
-        results = await self.driver.propose_many(self.gid, entries)
+        bound = self.limits.max_value_bytes
+        results = await self.driver.propose_many(self.gid, [encode_bounded(e, bound) for e in entries])
         return [r for res in results for r in res]
 
     async def _barrier(self, reads: list[int]) -> None:

@@ -33,6 +33,12 @@ command id, which is eRaft's "highest applied id" rule; eraftd's clerk pipelines
 lowest unacknowledged seq as the floor, so a later seq applying first never makes an earlier
 one look like a duplicate.
 
+An APPEND whose result would be longer than max_value_bytes is refused when it applies
+(the bound comes in the log entry, from the leader that proposed it, so every replica refuses
+the same ones; a refusal changes nothing and is not recorded).  eRaft's clerk numbers its
+commands from 0, so its entries count seq 0 as a command (first_seq=0); a negative command id
+never reaches the log.
+
 Operations beyond eRaft's (the native path only): DELETE (OK = the key existed, NO_KEY = it
 did not), EXISTS (a read: OK / NO_KEY), CAS (set the value if it equals `expected`) and
 CAS_ABSENT (set it if the key is absent: create-if-missing); a CAS answers OK (swapped),
@@ -104,12 +110,12 @@ class Session:
     def seen(self, seq: int) -> bool:
         return seq < self.floor or seq in self.applied
 
-    def record(self, seq: int, floor: int) -> None:
-        """seq applied (0: nothing applied, only the floor moves)."""
+    def record(self, seq: int | None, floor: int) -> None:
+        """seq applied (None: nothing applied, only the floor moves)."""
         if floor > self.floor:
             self.floor = floor
             self.applied = {s for s in self.applied if s >= floor}
-        if seq and seq >= self.floor:
+        if seq is not None and seq >= self.floor:
             self.applied.add(seq)
 
     def max_applied(self) -> int:
@@ -186,10 +192,13 @@ class ShardKVState:
                 if sh.status != SERVING and latest.abandoned.get(i, 0) > self.config.num]
 
     # ---------------------------------------------------------------- commands
-    def apply_ops(self, store: Store, client: int, floor: int,
-                  ops: Iterable[tuple]) -> list[tuple[str, bytes]]:
+    def apply_ops(self, store: Store, client: int, floor: int, ops: Iterable[tuple],
+                  max_value: int | None = None, first_seq: int = 1) -> list[tuple[str, bytes]]:
         """Client operations (kind, key, value, seq) or (kind, key, value, seq, expected)
-        (expected: what a CAS compares with); one (err, value) each."""
+        (expected: what a CAS compares with); one (err, value) each.  max_value: an APPEND
+        whose result would be longer is refused (None: no bound, the entries logged before
+        the bound was).  first_seq: the lowest seq that names a write (eRaft's clerk numbers
+        its commands from 0; the native path and the older entries from 1)."""
         out: list[tuple[str, bytes]] = []
         gid, cfg_shards, shards = self.me, self.config.shards, self.shards
         dirty_sessions, dirty_shards = self.dirty.sessions, self.dirty.shards
@@ -222,9 +231,12 @@ class ShardKVState:
                 dirty_sessions.add((s, client))
             old = store.get(s, key)
             if kind == PUT or kind == APPEND:
-                if kind == APPEND and old is not None:
-                    value = old + value
                 res = (OK, b"")
+                if kind == APPEND and old is not None:
+                    if max_value is not None and len(old) + len(value) > max_value:
+                        res = (append_too_long(len(old), len(value), max_value), b"")
+                    else:
+                        value = old + value
             elif kind == DELETE:
                 res = (OK, b"") if old is not None else (ERR_NO_KEY, b"")
             elif kind == CAS:
@@ -237,10 +249,10 @@ class ShardKVState:
             out.append(res)
             if res[0] != OK:                        # changed nothing: not recorded (see above)
                 if sess is not None:
-                    sess.record(0, floor)
+                    sess.record(None, floor)
                 continue
             if sess is not None:
-                sess.record(seq, floor)
+                sess.record(seq if seq >= first_seq else None, floor)
             dirty_shards.add(s)
             if kind == DELETE:
                 sh.keys -= 1
@@ -345,6 +357,12 @@ class ShardKVState:
         self.dirty.sessions.difference_update((shard, c) for c in sh.sessions)
         sh.sessions = {}
         self.dirty.shards.add(shard)
+
+
+def append_too_long(have: int, add: int, limit: int) -> str:
+    """Why an APPEND is refused when it applies (the value it would make is too long)."""
+    return (f"the value would grow to {have + add} bytes ({have} held + {add} appended), "
+            f"longer than the limit of {limit} bytes (max_value_bytes); nothing stored")
 
 
 @dataclass(frozen=True)

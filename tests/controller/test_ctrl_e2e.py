@@ -6,7 +6,7 @@ restarts, with logs compacted by snapshots and a peer caught up from one; and ki
 leader in the middle of a stream of commands from several clients, checked against the
 configuration history: no acknowledged command lost, none applied twice.
 
-No shardkv server runs here (the groups' servers are names like "x"), so every join passes
+No shardkv server runs here (the groups' servers are names like "x:1"), so every join passes
 force=True: it skips the controller's question to the new group's servers (precheck.py),
 which tests/repl and tests/shardkv cover.
 """
@@ -58,14 +58,14 @@ async def test_basic(cluster):
     async with ControllerClient(addrs, total_timeout=60) as ck:
         cfa = [await ck.query()]
         check_config(cfa[0], [])
-        await ck.join({1: ["x", "y", "z"]}, force=True)
+        await ck.join({1: ["x:1", "y:1", "z:1"]}, force=True)
         check_config(await ck.query(), [1])
         cfa.append(await ck.query())
-        await ck.join({2: ["a", "b", "c"]}, force=True)
+        await ck.join({2: ["a:1", "b:1", "c:1"]}, force=True)
         check_config(await ck.query(), [1, 2])
         cfa.append(await ck.query())
         cfx = await ck.query()
-        assert cfx.groups[1] == ("x", "y", "z") and cfx.groups[2] == ("a", "b", "c")
+        assert cfx.groups[1] == ("x:1", "y:1", "z:1") and cfx.groups[2] == ("a:1", "b:1", "c:1")
         await ck.leave([1])
         check_config(await ck.query(), [2])
         cfa.append(await ck.query())
@@ -82,8 +82,8 @@ async def test_basic(cluster):
             await asyncio.to_thread(lambda: n.start().wait_serving())
 
         # move
-        await ck.join({503: ["3a", "3b", "3c"]}, force=True)
-        await ck.join({504: ["4a", "4b", "4c"]}, force=True)
+        await ck.join({503: ["3a:1", "3b:1", "3c:1"]}, force=True)
+        await ck.join({504: ["4a:1", "4b:1", "4c:1"]}, force=True)
         for i in range(NSHARDS):
             cf = await ck.query()
             gid = 503 if i < NSHARDS // 2 else 504
@@ -100,8 +100,8 @@ async def test_basic(cluster):
 
         async def one(gid: int) -> None:
             async with ControllerClient(addrs, total_timeout=60) as cl:
-                await cl.join({gid + 1000: [f"s{gid}a"]}, force=True)
-                await cl.join({gid: [f"s{gid}b"]}, force=True)
+                await cl.join({gid + 1000: [f"s{gid}a:1"]}, force=True)
+                await cl.join({gid: [f"s{gid}b:1"]}, force=True)
                 await cl.leave([gid + 1000])
         await asyncio.gather(*(one(g) for g in gids))
         await ck.leave([2])                      # no longer the last group
@@ -110,7 +110,7 @@ async def test_basic(cluster):
         # minimal transfers after joins, then after leaves
         c1 = await ck.query()
         for gid in range(11, 16):
-            await ck.join({gid: [f"{gid}a", f"{gid}b", f"{gid}b"]}, force=True)
+            await ck.join({gid: [f"{gid}a:1", f"{gid}b:1", f"{gid}b:1"]}, force=True)
         c2 = await ck.query()
         check_config(c2, gids + list(range(11, 16)))
         old_groups_only_lose(c1, c2, gids)
@@ -126,15 +126,15 @@ async def test_multi(cluster):
     addrs = addresses(c)
     async with ControllerClient(addrs, total_timeout=60) as ck:
         check_config(await ck.query(), [])
-        await ck.join({1: ["x", "y", "z"], 2: ["a", "b", "c"]}, force=True)
+        await ck.join({1: ["x:1", "y:1", "z:1"], 2: ["a:1", "b:1", "c:1"]}, force=True)
         check_config(await ck.query(), [1, 2])
-        await ck.join({3: ["j", "k", "l"]}, force=True)
+        await ck.join({3: ["j:1", "k:1", "l:1"]}, force=True)
         check_config(await ck.query(), [1, 2, 3])
         cfx = await ck.query()
-        assert cfx.groups == {1: ("x", "y", "z"), 2: ("a", "b", "c"), 3: ("j", "k", "l")}
+        assert cfx.groups == {1: ("x:1", "y:1", "z:1"), 2: ("a:1", "b:1", "c:1"), 3: ("j:1", "k:1", "l:1")}
         await ck.leave([1, 3])
         check_config(await ck.query(), [2])
-        assert (await ck.query()).groups == {2: ("a", "b", "c")}
+        assert (await ck.query()).groups == {2: ("a:1", "b:1", "c:1")}
         with pytest.raises(ControllerError, match="would leave no group"):
             await ck.leave([2])                  # the last group: refused
 
@@ -142,15 +142,15 @@ async def test_multi(cluster):
 
         async def one(gid: int) -> None:
             async with ControllerClient(addrs, total_timeout=60) as cl:
-                await cl.join({gid: [f"{gid}a", f"{gid}b", f"{gid}c"],
-                               gid + 1000: [f"{gid + 1000}a"], gid + 2000: [f"{gid + 2000}a"]}, force=True)
+                await cl.join({gid: [f"{gid}a:1", f"{gid}b:1", f"{gid}c:1"],
+                               gid + 1000: [f"{gid + 1000}a:1"], gid + 2000: [f"{gid + 2000}a:1"]}, force=True)
                 await cl.leave([gid + 1000, gid + 2000])
         await asyncio.gather(*(one(g) for g in gids))
         await ck.leave([2])                      # no longer the last group
         check_config(await ck.query(), gids)
 
         c1 = await ck.query()
-        await ck.join({gid: [f"{gid}a", f"{gid}b"] for gid in range(11, 16)}, force=True)
+        await ck.join({gid: [f"{gid}a:1", f"{gid}b:1"] for gid in range(11, 16)}, force=True)
         c2 = await ck.query()
         check_config(c2, gids + list(range(11, 16)))
         old_groups_only_lose(c1, c2, gids)
@@ -174,12 +174,12 @@ async def test_every_peer_restarts_with_compacted_logs(cluster):
     c = cluster(n=3, raft={"snapshot_entries": 20}).start()
     addrs = addresses(c)
     async with ControllerClient(addrs, total_timeout=60) as ck:
-        await ck.join({1: ["s1"]}, force=True)
+        await ck.join({1: ["s1:1"]}, force=True)
         leader = await asyncio.to_thread(c.wait_leader)
         lagging = next(n for n in c.nodes if n is not leader)
         await asyncio.to_thread(lagging.kill)
         for gid in range(2, 30):
-            await ck.join({gid: [f"s{gid}"]}, force=True)
+            await ck.join({gid: [f"s{gid}:1"]}, force=True)
         for gid in range(2, 20, 3):
             await ck.leave([gid])
         await asyncio.to_thread(lambda: wait_for(
@@ -201,7 +201,7 @@ async def test_every_peer_restarts_with_compacted_logs(cluster):
             await asyncio.to_thread(n.kill)
         await asyncio.to_thread(c.start)
         assert await history(ck) == before
-        await ck.join({100: ["s100"]}, force=True)
+        await ck.join({100: ["s100:1"]}, force=True)
         after = await history(ck)
         assert after[:-1] == before and 100 in after[-1].groups
         await asyncio.to_thread(wait_all_applied, c)
@@ -233,7 +233,7 @@ async def test_leader_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
                 if stop.is_set():
                     break
                 gid = 100 * (i + 1) + k
-                await do(Join({gid: (f"g{gid}a", f"g{gid}b")}))
+                await do(Join({gid: (f"g{gid}a:1", f"g{gid}b:1")}))
                 await do(Move((i + k) % NSHARDS, gid))
                 if prev is not None:
                     await do(Leave((prev,)))
@@ -259,7 +259,7 @@ async def test_leader_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
         return killed_at
 
     async with ControllerClient(addrs, total_timeout=60) as ctl:
-        await ctl.join({1: ("base",)}, force=True)   # configuration 1: the clients' leaves are never the last
+        await ctl.join({1: ("base:1",)}, force=True)   # configuration 1: the clients' leaves are never the last
     clients = [asyncio.create_task(client(i)) for i in range(4)]
     try:
         killed_at = await chaos()
@@ -286,7 +286,7 @@ async def test_leader_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
         last_num[i] = n
     # every configuration came from exactly one acknowledged command: none applied twice
     assert sorted(claims) == list(range(2, len(hist)))
-    assert hist[-1].groups == {1: ("base",)}       # every client left its last gid
+    assert hist[-1].groups == {1: ("base:1",)}       # every client left its last gid
 
     await asyncio.to_thread(wait_all_applied, c)
     for n in c.nodes:

@@ -90,16 +90,16 @@ def test_a_stub_only_client_works(cluster, clerks):
     c0 = ck.query()
     assert (c0.num, list(c0.shards), dict(c0.groups)) == (0, [0] * 10, {})
 
-    r = ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["x", "y", "z"])}, force=True)
+    r = ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["x:1", "y:1", "z:1"])}, force=True)
     assert r.err == "OK" and r.config.num == 1
     ck.command_id -= 1                                 # the same command again: applied once
-    r = ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["x", "y", "z"])}, force=True)
+    r = ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["x:1", "y:1", "z:1"])}, force=True)
     assert r.err == "OK" and r.config.num == 1
-    r = ck.command(op=pb.JOIN, servers={2: pb.Servers(servers=["a"]), 3: pb.Servers(servers=["b"])}, force=True)
+    r = ck.command(op=pb.JOIN, servers={2: pb.Servers(servers=["a:1"]), 3: pb.Servers(servers=["b:1"])}, force=True)
     assert r.err == "OK" and r.config.num == 2
     c2 = ck.query()
     assert c2.num == 2 and sorted(c2.groups) == [1, 2, 3]
-    assert list(c2.groups[1].servers) == ["x", "y", "z"]
+    assert list(c2.groups[1].servers) == ["x:1", "y:1", "z:1"]
     assert sorted(list(c2.shards).count(g) for g in (1, 2, 3)) == [3, 3, 4]
     assert ck.command(op=pb.LEAVE, gids=[1]).err == "OK"
     assert ck.command(op=pb.MOVE, shard=0, gid=3).err == "OK"
@@ -141,7 +141,7 @@ def test_a_follower_answers_err_wrong_leader_with_a_hint(cluster):
             stub = pb_grpc.ShardCtrlerServiceStub(ch)
             out = []
             for req in (pb.CommandRequest(op=pb.QUERY, num=-1),
-                        pb.CommandRequest(op=pb.JOIN, servers={7: pb.Servers(servers=["s"])},
+                        pb.CommandRequest(op=pb.JOIN, servers={7: pb.Servers(servers=["s:1"])},
                                           client_id=1, command_id=1, force=True)):
                 t0 = time.monotonic()
                 resp, call = stub.Command.with_call(req, timeout=5)
@@ -161,11 +161,11 @@ def test_a_follower_answers_err_wrong_leader_with_a_hint(cluster):
 
 BAD = [
     (dict(op=pb.JOIN), "join: no groups given"),
-    (dict(op=pb.JOIN, servers={0: pb.Servers(servers=["a"])}), "join: gid 0 is not valid"),
-    (dict(op=pb.JOIN, servers={-4: pb.Servers(servers=["a"])}), "join: gid -4 is not valid"),
+    (dict(op=pb.JOIN, servers={0: pb.Servers(servers=["a:1"])}), "join: gid 0 is not valid"),
+    (dict(op=pb.JOIN, servers={-4: pb.Servers(servers=["a:1"])}), "join: gid -4 is not valid"),
     (dict(op=pb.JOIN, servers={5: pb.Servers()}), "join: gid 5 has an empty server list"),
-    (dict(op=pb.JOIN, servers={1: pb.Servers(servers=["other"])}),
-     "join: gid 1 is already present with other servers (a, b)"),
+    (dict(op=pb.JOIN, servers={1: pb.Servers(servers=["other:1"])}),
+     "join: gid 1 is already present with other servers (a:1, b:1)"),
     (dict(op=pb.LEAVE), "leave: no gids given"),
     (dict(op=pb.LEAVE, gids=[3]), "leave: gid 3 is not in configuration 1"),
     (dict(op=pb.LEAVE, gids=[1, 1]), "leave: gid 1 is listed twice"),
@@ -175,20 +175,30 @@ BAD = [
     (dict(op=pb.MOVE, shard=2, gid=0), "move: gid 0 is not valid"),
     (dict(op=9), "unknown op 9"),
     (dict(op=pb.SET_SERVERS), "set-servers: give exactly one gid and its servers, got 0 gids"),
-    (dict(op=pb.SET_SERVERS, servers={1: pb.Servers(servers=["a"]), 2: pb.Servers(servers=["b"])}),
+    (dict(op=pb.SET_SERVERS, servers={1: pb.Servers(servers=["a:1"]), 2: pb.Servers(servers=["b:1"])}),
      "set-servers: give exactly one gid and its servers, got 2 gids"),
-    (dict(op=pb.SET_SERVERS, servers={2: pb.Servers(servers=["a"])}),
+    (dict(op=pb.SET_SERVERS, servers={2: pb.Servers(servers=["a:1"])}),
      "set-servers: gid 2 is not in configuration 1"),
     (dict(op=pb.SET_SERVERS, servers={1: pb.Servers()}), "set-servers: gid 1 has an empty server list"),
-    (dict(op=pb.SET_SERVERS, servers={1: pb.Servers(servers=["c", "c"])}),
-     "set-servers: gid 1 lists server c twice"),
+    (dict(op=pb.SET_SERVERS, servers={1: pb.Servers(servers=["c:1", "c:1"])}),
+     "set-servers: gid 1 lists server c:1 twice"),
+    # servers that are not HOST:PORT (issue 17): the TOML's address rule, bounded length
+    (dict(op=pb.JOIN, servers={6: pb.Servers(servers=["127.0.0.1:1", "not an address at all"])}, force=True),
+     "join: gid 6: server 'not an address at all' is not an address: give HOST:PORT with a port "
+     "in 1-65535, at most 261 characters"),
+    (dict(op=pb.JOIN, servers={6: pb.Servers(servers=["h" * 100_000 + ":1"])}, force=True),
+     "join: gid 6: server 'hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh'... "
+     "(100002 characters) is not an address"),
+    (dict(op=pb.JOIN, servers={6: pb.Servers(servers=["127.0.0.1:0"])}), "server '127.0.0.1:0' is not an address"),
+    (dict(op=pb.SET_SERVERS, servers={1: pb.Servers(servers=["a:1", "b"])}),
+     "set-servers: gid 1: server 'b' is not an address"),
 ]
 
 
 def test_bad_input_gets_a_clear_err_and_changes_nothing(cluster, clerks):
     c = cluster(n=3).start()
     ck = clerks(addresses(c))
-    assert ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a", "b"])}, force=True).err == "OK"
+    assert ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a:1", "b:1"])}, force=True).err == "OK"
     before = ck.query()
     for kw, want in BAD:
         err = ck.command(**kw).err
@@ -196,7 +206,7 @@ def test_bad_input_gets_a_clear_err_and_changes_nothing(cluster, clerks):
     assert ck.query() == before
     # the same gid with the same servers is harmless (a join retried by a fresh client)
     fresh = clerks(addresses(c), client_id=777)
-    assert fresh.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a", "b"])}, force=True).err == "OK"
+    assert fresh.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a:1", "b:1"])}, force=True).err == "OK"
     assert ck.query() == before
 
 
@@ -206,8 +216,8 @@ async def test_controller_client_finds_the_leader_and_raises_clear_errors(cluste
     leader = await asyncio.to_thread(lambda: wait_for(lambda: leader_of(addrs), 30, "a leader"))
     followers_first = sorted(addrs, key=lambda a: a == leader)
     async with ControllerClient(followers_first, total_timeout=30) as ctl:
-        cfg = await ctl.join({3: ["p", "q"]}, force=True)
-        assert cfg.num == 1 and cfg.shards == (3,) * 10 and cfg.groups == {3: ("p", "q")}
+        cfg = await ctl.join({3: ["p:1", "q:1"]}, force=True)
+        assert cfg.num == 1 and cfg.shards == (3,) * 10 and cfg.groups == {3: ("p:1", "q:1")}
         assert ctl.leader == leader                   # followed the hint and cached it
         assert (await ctl.query(0)).num == 0
         with pytest.raises(ControllerError, match="move: gid 4 is not in configuration 1"):
@@ -219,20 +229,20 @@ async def test_controller_client_finds_the_leader_and_raises_clear_errors(cluste
 async def test_set_servers_through_the_client_keeps_shards_and_moves_the_gid_to_its_new_servers(cluster):
     c = cluster(n=3).start()
     async with ControllerClient(addresses(c), total_timeout=60) as ctl:
-        await ctl.join({1: ["a1", "a2", "a3"]}, force=True)
-        before = await ctl.join({2: ["b1"]}, force=True)
-        after = await ctl.set_servers(1, ["a1", "a2", "a4"])
+        await ctl.join({1: ["a1:1", "a2:1", "a3:1"]}, force=True)
+        before = await ctl.join({2: ["b1:1"]}, force=True)
+        after = await ctl.set_servers(1, ["a1:1", "a2:1", "a4:1"])
         assert after.num == before.num + 1 and after.shards == before.shards
-        assert after.groups == {1: ("a1", "a2", "a4"), 2: ("b1",)}
+        assert after.groups == {1: ("a1:1", "a2:1", "a4:1"), 2: ("b1:1",)}
         assert (await ctl.query()) == after                       # every replica applied it alike
-        assert (await ctl.set_servers(1, ("a1", "a2", "a4"))) == after    # no change: no config
+        assert (await ctl.set_servers(1, ("a1:1", "a2:1", "a4:1"))) == after    # no change: no config
         with pytest.raises(ControllerError, match="^set-servers: gid 7 is not in configuration 3$"):
-            await ctl.set_servers(7, ["x"])
+            await ctl.set_servers(7, ["x:1"])
         # a re-join must name the new servers
         await ctl.leave([1])
-        with pytest.raises(ControllerError, match=r"gid 1 was served by other servers before \(a1, a2, a4\)"):
-            await ctl.join({1: ["a1", "a2", "a3"]}, force=True)
-        assert (await ctl.join({1: ["a1", "a2", "a4"]}, force=True)).groups[1] == ("a1", "a2", "a4")
+        with pytest.raises(ControllerError, match=r"gid 1 was served by other servers before \(a1:1, a2:1, a4:1\)"):
+            await ctl.join({1: ["a1:1", "a2:1", "a3:1"]}, force=True)
+        assert (await ctl.join({1: ["a1:1", "a2:1", "a4:1"]}, force=True)).groups[1] == ("a1:1", "a2:1", "a4:1")
 
 
 async def test_controller_client_gives_up_naming_what_it_tried():
@@ -251,7 +261,7 @@ def test_err_timeout_without_a_quorum_then_the_retry_applies_once(cluster, clerk
     c = cluster(n=3, raft={"check_quorum": False}).start()
     addrs = addresses(c)
     ck = clerks(addrs)
-    assert ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a"])}, force=True).err == "OK"
+    assert ck.command(op=pb.JOIN, servers={1: pb.Servers(servers=["a:1"])}, force=True).err == "OK"
     leader = wait_for(lambda: leader_of(addrs), 30, "a leader")
     followers = [n for n in c.nodes if n.address != leader]
     for n in followers:
@@ -259,7 +269,7 @@ def test_err_timeout_without_a_quorum_then_the_retry_applies_once(cluster, clerk
     try:
         with grpc.insecure_channel(leader) as ch:
             stub = pb_grpc.ShardCtrlerServiceStub(ch)
-            join = pb.CommandRequest(op=pb.JOIN, servers={2: pb.Servers(servers=["b"])},
+            join = pb.CommandRequest(op=pb.JOIN, servers={2: pb.Servers(servers=["b:1"])},
                                      client_id=99, command_id=1, force=True)
             t0 = time.monotonic()
             assert stub.Command(join, timeout=10).err == "ErrTimeout"
@@ -271,6 +281,6 @@ def test_err_timeout_without_a_quorum_then_the_retry_applies_once(cluster, clerk
     # the timed-out join may commit now; its retry (same ids) is answered, never applied twice
     ck99 = clerks(addrs, client_id=99)
     ck99.command_id = 1
-    r = ck99.command(op=pb.JOIN, servers={2: pb.Servers(servers=["b"])}, force=True)
+    r = ck99.command(op=pb.JOIN, servers={2: pb.Servers(servers=["b:1"])}, force=True)
     assert r.err == "OK" and r.config.num == 2
     assert ck.query().num == 2 and sorted(ck.query().groups) == [1, 2]

@@ -5,9 +5,12 @@ import itertools
 
 import pytest
 from ctrl_support import check_config
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from eraftd.controller.state import (NSHARDS, OK, Abandon, Command, Config, ControllerState, Join,
-                                     Leave, Move, SetServers, check, last_handoff, rebalance)
+                                     Leave, Move, SetServers, admit, check, last_handoff, rebalance)
+from eraftd.names import MAX_GID, is_address
 
 
 class Clerk:
@@ -225,7 +228,7 @@ def test_set_servers_decides_which_servers_a_rejoin_must_name(st):
 
 @pytest.mark.parametrize("op, want", [
     (SetServers(7, ("a",)), "set-servers: gid 7 is not in configuration 1"),
-    (SetServers(0, ("a",)), "set-servers: gid 0 is not valid: group ids must be > 0"),
+    (SetServers(0, ("a",)), "set-servers: gid 0 is not valid: group ids are 1..2147483647"),
     (SetServers(1, ()), "set-servers: gid 1 has an empty server list"),
     (SetServers(1, ("a", "")), "set-servers: gid 1 has an empty server address"),
     (SetServers(1, ("a", "b", "a")), "set-servers: gid 1 lists server a twice"),
@@ -240,7 +243,10 @@ def test_set_servers_bad_input_is_refused_and_changes_nothing(st, op, want):
 
 @pytest.mark.parametrize("op, want", [
     (Join({}), "join: no groups given"),
-    (Join({0: ["a"]}), "join: gid 0 is not valid: group ids must be > 0"),
+    (Join({0: ["a"]}), "join: gid 0 is not valid: group ids are 1..2147483647"),
+    (Join({1 << 31: ["a"]}), "join: gid 2147483648 is not valid: group ids are 1..2147483647"),
+    (Leave((1 << 40,)), "leave: gid 1099511627776 is not valid"),
+    (Move(0, 1 << 31), "move: gid 2147483648 is not valid"),
     (Join({-3: ["a"]}), "join: gid -3 is not valid"),
     (Join({4: []}), "join: gid 4 has an empty server list"),
     (Join({4: ["a", ""]}), "join: gid 4 has an empty server address"),
@@ -358,3 +364,20 @@ def test_last_handoff_is_the_last_change_of_owner():
     assert last_handoff(cfgs, 0) == (0, 1)          # never moved between groups
     assert last_handoff(cfgs[:3], 7) == (1, 2)
     assert check(cfgs[-1], Abandon((7,))) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(hst.dictionaries(hst.integers(-5, (1 << 31) + 5),
+                        hst.lists(hst.one_of(hst.text(max_size=12), hst.sampled_from(
+                            ["127.0.0.1:1", "h:65535", "[::1]:7001", "h:0", "h" * 300 + ":1"])),
+                            max_size=3), max_size=3),
+       hst.integers(-(1 << 63), (1 << 63) - 1), hst.integers(-3, 3))
+def test_admit_takes_only_valid_ids_gids_and_addresses(groups, client, command_id):
+    """Random join requests: admit() answers a line or None, never raises, and admits only
+    command ids >= 0, gids in 1..2^31-1 and HOST:PORT servers (issue 17)."""
+    problem = admit(Command(Join(groups), client, command_id))
+    assert problem is None or (isinstance(problem, str) and "\n" not in problem)
+    ok = (command_id >= 0 and bool(groups) and all(
+        1 <= g <= MAX_GID and servers and all(is_address(s) for s in servers)
+        for g, servers in groups.items()))
+    assert (problem is None) == ok, problem

@@ -13,8 +13,9 @@ from eraftd._pb import shardmigration_pb2 as migpb
 from eraftd.controller.state import NSHARDS
 from eraftd.node.storage import encode_chunk
 from eraftd.raft.messages import Entry, SnapshotMeta
-from eraftd.shardkv.machine import (ENTRY_ABANDONED, ENTRY_BATCH, ENTRY_COMMAND, ENTRY_DELETE,
-                                    ENTRY_GC_DONE, decode_session, encode_config, encode_insert,
+from eraftd.shardkv.machine import (ENTRY_ABANDONED, ENTRY_BATCH, ENTRY_BOUNDED, ENTRY_COMMAND,
+                                    ENTRY_DELETE, ENTRY_GC_DONE, decode_session, encode_bounded,
+                                    encode_config, encode_insert,
                                     encode_session, encode_shard_op, sessions_from_pb,
                                     sessions_to_pb)
 from eraftd.shardkv.state import (APPEND, BEPULLING, CAS, CAS_ABSENT, DELETE, ERR_MISMATCH,
@@ -62,6 +63,29 @@ def test_round_sees_its_own_writes_and_everything_persists(tmp_path):
     assert (st.shards[3].keys, st.shards[3].bytes) == (1, len(k) + 3)
     assert h.apply(command(APPEND, k, "b", 7, 2)) == [[(OK, b"")]]   # still a duplicate
     assert h.m.get(k.encode()) == b"abc"
+    h.close()
+
+
+def test_bounded_entries_carry_the_append_bound_and_erafts_command_ids(tmp_path):
+    """b"L" entries apply with the bound the leader logged (the same on every replica,
+    whatever their TOML says); their eRaft command id 0 is a command, a negative one refused."""
+    h = Harness(tmp_path / "d")
+    k = key_in(2, "k")
+    res = h.apply(encode_config(ALL),
+                  encode_bounded(batch(8, 1, (PUT, k, b"12345", 1)), 8),
+                  encode_bounded(batch(8, 2, (APPEND, k, b"6789", 2)), 8),
+                  encode_bounded(command(APPEND, k.decode(), "678", 7, 0), 8),
+                  encode_bounded(command(APPEND, k.decode(), "678", 7, 0), 8),   # a retry
+                  encode_bounded(command(APPEND, k.decode(), "!", 7, -1), 100),
+                  command(APPEND, k.decode(), "+", 7, 1))                       # bare: unbounded
+    assert res[1] == [(OK, b"")]
+    assert "grow to 9 bytes" in res[2][0][0] and "max_value_bytes" in res[2][0][0]
+    assert res[3] == res[4] == [(OK, b"")]
+    assert res[5][0][0].startswith("command id -1 is below 0")
+    assert res[6] == [(OK, b"")]
+    assert h.m.get(k) == b"12345678+"
+    assert h.apply(ENTRY_BOUNDED + b"\0" * 8 + b"Z", ENTRY_BOUNDED + b"\0") == [
+        "undecodable shardkv log entry of kind b'L': no client entry inside"] * 2
     h.close()
 
 

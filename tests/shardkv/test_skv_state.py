@@ -167,6 +167,25 @@ def test_new_ops_are_deterministic_and_the_counters_match_the_data(ops):
     assert runs[0] == runs[1]
 
 
+@settings(max_examples=100, deadline=None)
+@given(hst.lists(hst.tuples(hst.sampled_from([PUT, APPEND, CAS, CAS_ABSENT, DELETE]),
+                            hst.sampled_from([b"1a", b"1b"]),
+                            hst.binary(max_size=6), hst.binary(max_size=6)), max_size=40))
+def test_no_value_ever_grows_past_the_bound(ops):
+    """Whatever the writes (each within the request limit of 6), the bound of 6 holds for every
+    stored value, a refused append changes nothing, and the counters match the data."""
+    st, store = serving()
+    for i, (kind, k, v, e) in enumerate(ops):
+        before = dict(store.data)
+        (err, _), = st.apply_ops(store, 5, i + 1, [(kind, k, v, i + 1, e)], max_value=6)
+        if err.startswith("the value would grow"):
+            assert kind == APPEND and store.data == before
+        assert all(len(val) <= 6 for val in store.data.values())
+        data = store.shard(1)
+        assert st.shards[1].keys == len(data)
+        assert st.shards[1].bytes == sum(len(k) + len(v) for k, v in data.items())
+
+
 def test_no_session_means_no_dedup():
     st, store = serving()
     k = key_in(6)
@@ -300,6 +319,37 @@ def test_limits():
     # eRaft's Command path takes only its own three
     msg = lim.refuse(DELETE, b"k", b"", kinds=UNARY_KINDS)
     assert msg == "unknown op 3: expected PUT (0), APPEND (1) or GET (2)"
+
+
+def test_an_append_past_the_bound_is_refused_when_it_applies_and_changes_nothing():
+    st, store = serving()
+    k = key_in(5)
+    assert st.apply_ops(store, 9, 1, [(PUT, k, b"123456", 1)], max_value=8) == [(OK, b"")]
+    before = (st.shards[5].keys, st.shards[5].bytes)
+    (err, _), = st.apply_ops(store, 9, 2, [(APPEND, k, b"abc", 2)], max_value=8)
+    assert err == ("the value would grow to 9 bytes (6 held + 3 appended), longer than the "
+                   "limit of 8 bytes (max_value_bytes); nothing stored")
+    assert store.get(5, k) == b"123456" and (st.shards[5].keys, st.shards[5].bytes) == before
+    assert not st.shards[5].sessions[9].seen(2)      # not recorded: changed nothing
+    # exactly at the bound is fine; an append to an absent key is a put (checked before)
+    assert st.apply_ops(store, 9, 3, [(APPEND, k, b"ab", 3), (APPEND, key_in(5, "new"), b"x", 4)],
+                        max_value=8) == [(OK, b""), (OK, b"")]
+    assert store.get(5, k) == b"123456ab"
+    # no bound: the entries logged before it apply as they did
+    assert st.apply_ops(store, 9, 5, [(APPEND, k, b"c", 5)]) == [(OK, b"")]
+
+
+def test_erafts_command_id_zero_is_a_command_when_first_seq_is_zero():
+    """eRaft's clerk numbers its commands from 0: with first_seq=0 a retry of 0 is a duplicate."""
+    st, store = serving()
+    k = key_in(6)
+    for _ in range(2):
+        assert st.apply_ops(store, 9, 0, [(APPEND, k, b"x", 0)], first_seq=0) == [(OK, b"")]
+    assert store.get(6, k) == b"x"
+    assert st.shards[6].sessions[9] == Session(0, {0})
+    # the old rule (first_seq=1, the bare entries logged before): 0 is no command
+    assert st.apply_ops(store, 8, 0, [(APPEND, k, b"y", 0)]) == [(OK, b"")]
+    assert st.shards[6].sessions[8] == Session(0, set())
 
 
 def test_state_must_have_every_shard():

@@ -183,7 +183,9 @@ def test_a_disk_that_refuses_writes_stops_the_node_with_one_critical_line(tmp_pa
     Python ignores SIGXFSZ, so the write fails with EFBIG) takes the same path: RocksDB's write
     fails, the driver stops, the node exits 1 with one CRITICAL line and no traceback."""
     addr = f"127.0.0.1:{free_port()}"
-    node = Node("n0", tmp_path, one_node_config(addr), ["--test-state-machine", "register"])
+    cfg = one_node_config(addr)
+    cfg["node"]["testing"] = True                 # the test state machine's Propose
+    node = Node("n0", tmp_path, cfg, ["--test-state-machine", "register"])
 
     def small_files() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))

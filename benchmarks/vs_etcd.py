@@ -241,15 +241,16 @@ def etcd_round(binary: str, base: Path, stubs, ops, concs, seconds, keys, value,
         asyncio.run(_etcd(pb, pb_grpc, address, lambda kv: skb.prefill(kv, keys, value)))
 
         async def work(kv: EtcdKV, op: str, conc: int) -> tuple[int, list[float]]:
-            await kv.get(keys[0])                  # connected before the clock starts
+            await kv.get(keys[0])          # connected before the workers start, as the Clerk is
             lat = await skb.run_workers(lambda: kv, op, conc, seconds, keys, value)
             return len(lat), lat
+
+        def client(op: str, conc: int) -> list[tuple[int, list[float]]]:
+            return [asyncio.run(_etcd(pb, pb_grpc, address, lambda kv: work(kv, op, conc)))]
         for op in ops:
             for conc in concs:
-                def run(op=op, conc=conc):
-                    return skb.timed(lambda: [asyncio.run(_etcd(
-                        pb, pb_grpc, address, lambda kv: work(kv, op, conc)))], seconds)
-                results[(op, conc)] = p = point(e.pids(), run)
+                p = point(e.pids(), lambda: skb.timed(lambda: client(op, conc), seconds))
+                results[(op, conc)] = p
                 progress("etcd", op, conc, p)
     return results
 

@@ -82,7 +82,8 @@ def test_without_etcd_it_says_how_to_get_it_and_measures_eraftd_alone(tmp_path):
     assert not left, "processes left running"
 
 
-@pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed (apt-get install etcd-server)")
+@pytest.mark.skipif(shutil.which("etcd") is None,
+                    reason="etcd is not installed (apt-get install etcd-server)")
 def test_with_etcd_the_table_has_the_ratio(tmp_path):
     r, left = run(TINY, tmp_path)
     assert r.returncode == 0, r.stderr

@@ -27,7 +27,9 @@ import random
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import grpc
 
@@ -38,10 +40,23 @@ from eraftd.shardkv.unary import UnaryClerk  # noqa: E402
 from eraftd.testing import ShardedCluster  # noqa: E402
 
 GID = 100
+# etcd's defaults too (benchmarks/vs_etcd.py runs etcd with them)
+HEARTBEAT_MS, ELECTION_MS = 100, 1000
 
 
-async def _workers(kv_for_worker, op: str, conc: int, seconds: float, keys: list[str],
-                   value: str) -> list[float]:
+def workload(n_keys: int, size: int) -> tuple[list[str], str]:
+    """The keys every point picks from (uniformly) and the one value every put writes."""
+    return [f"key{i:08d}" for i in range(n_keys)], os.urandom(size).hex()[:size]
+
+
+async def prefill(kv, keys: list[str], value: str) -> None:
+    """Put every key (1,000 at a time), so that every get finds a value."""
+    for i in range(0, len(keys), 1000):
+        await asyncio.gather(*(kv.put(k, value) for k in keys[i:i + 1000]))
+
+
+async def run_workers(kv_for_worker, op: str, conc: int, seconds: float, keys: list[str],
+                      value: str) -> list[float]:
     """conc workers, each with kv_for_worker(), one operation at a time until `seconds` pass;
     the latency of every operation."""
     lat: list[float] = []
@@ -64,7 +79,7 @@ async def _native(ctrl: list[str], op: str, conc: int, seconds: float, keys: lis
                   value: str) -> tuple[int, list[float]]:
     async with Clerk(ctrl, total_timeout=60) as kv:
         await kv.get(keys[0])                       # config and leader found
-        lat = await _workers(lambda: kv, op, conc, seconds, keys, value)
+        lat = await run_workers(lambda: kv, op, conc, seconds, keys, value)
     return len(lat), lat
 
 
@@ -74,7 +89,7 @@ async def _unary(ctrl: list[str], op: str, conc: int, seconds: float, keys: list
     async with ControllerClient(ctrl) as ctl:
         cfg = await ctl.query()
         try:                                        # one eRaft client id per worker
-            lat = await _workers(lambda: UnaryClerk(ctl, channels, timeout=30, config=cfg),
+            lat = await run_workers(lambda: UnaryClerk(ctl, channels, timeout=30, config=cfg),
                                  op, conc, seconds, keys, value)
         finally:
             for ch in channels.values():
@@ -93,13 +108,40 @@ def measure(pool, procs: int, path: str, ctrl: list[str], op: str, conc: int,
             seconds: float, keys: list[str], value: str) -> tuple[float, float, float]:
     split = [conc // procs + (1 if i < conc % procs else 0) for i in range(procs)]
     jobs = [(path, ctrl, op, n, seconds, keys, value) for n in split if n]
+    return timed(lambda: pool.map(_client, jobs) if pool else [_client(j) for j in jobs], seconds)
+
+
+def timed(run: Callable[[], list[tuple[int, list[float]]]],
+          seconds: float) -> tuple[float, float, float]:
+    """Run one point (run(): each client's operation count and latencies) -> ops/s, p50 ms,
+    p99 ms."""
     t0 = time.monotonic()
-    results = pool.map(_client, jobs) if pool else [_client(j) for j in jobs]
+    results = run()
     elapsed = time.monotonic() - t0
     n = sum(r[0] for r in results)
     lat = sorted(x for r in results for x in r[1])
     p = (lambda q: lat[min(len(lat) - 1, int(len(lat) * q))] * 1000) if lat else (lambda q: 0.0)
     return n / min(elapsed, seconds + 0.5), p(0.5), p(0.99)
+
+
+@contextmanager
+def eraftd_group(base: Path, keys: list[str], value: str,
+                 fsync: bool = True) -> Iterator[ShardedCluster]:
+    """A controller and group GID of three replicas on loopback, joined, every key put; every
+    process killed on the way out."""
+    raft = {"fsync": fsync, "heartbeat_ms": HEARTBEAT_MS, "election_ms": ELECTION_MS}
+    with ShardedCluster(Path(base), gids=(GID,), controllers=1, raft=raft, log_level="warning") as c:
+        c.start()
+        ctrl = c.controller_addresses()
+
+        async def setup() -> None:
+            async with ControllerClient(ctrl) as ctl:
+                await ctl.join({GID: c.addresses(GID)})
+            async with Clerk(ctrl) as kv:
+                await prefill(kv, keys, value)
+        asyncio.run(setup())
+        c.wait_leader(GID)
+        yield c
 
 
 def main() -> int:
@@ -114,27 +156,15 @@ def main() -> int:
     ap.add_argument("--keep", metavar="DIR", help="run in DIR and keep the nodes' logs")
     ns = ap.parse_args()
     concs = [int(x) for x in ns.concurrency.split(",")]
-    keys = [f"key{i:08d}" for i in range(ns.keys)]
-    value = os.urandom(ns.size).hex()[:ns.size]
+    keys, value = workload(ns.keys, ns.size)
     base = ns.keep or tempfile.mkdtemp(prefix="shardkv-bench-")
-    raft = {"fsync": not ns.no_fsync, "heartbeat_ms": 100, "election_ms": 1000}
     pool = multiprocessing.get_context("spawn").Pool(ns.client_procs) if ns.client_procs > 1 else None
     print(f"# {' '.join([Path(sys.executable).name] + sys.argv)}")
     print(f"# one group of 3 replicas + 1 controller on loopback, fsync {'off' if ns.no_fsync else 'on'}, "
           f"{ns.size} B values, {ns.keys} keys, {ns.seconds:g} s per point, "
           f"{ns.client_procs} client process(es), {os.cpu_count()} cores")
-    with ShardedCluster(Path(base), gids=(GID,), controllers=1, raft=raft, log_level="warning") as c:
-        c.start()
+    with eraftd_group(Path(base), keys, value, fsync=not ns.no_fsync) as c:
         ctrl = c.controller_addresses()
-
-        async def setup() -> None:
-            async with ControllerClient(ctrl) as ctl:
-                await ctl.join({GID: c.addresses(GID)})
-            async with Clerk(ctrl) as kv:                # every key exists for the gets
-                for i in range(0, len(keys), 1000):
-                    await asyncio.gather(*(kv.put(k, value) for k in keys[i:i + 1000]))
-        asyncio.run(setup())
-        c.wait_leader(GID)
         print(f"{'path':<7} {'op':<4} {'conc':>5} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
         for path in ns.paths.split(","):
             for op in ("put", "get"):

@@ -44,7 +44,7 @@ async def main_async(args: argparse.Namespace) -> int:
         d = base / f"round{rnd}"
         try:
             rep = await run_nemesis(d, seed, max(10.0, min(per, left)), clients=args.clients,
-                                    nkeys=args.keys)
+                                    nkeys=args.keys, tls=args.tls)
         except Exception as e:                   # the round could not even run: an anomaly too
             anomalies.append(f"round {rnd} (seed {seed}): crashed: {e!r}")
             print(f"--- round {rnd} --- crashed: {e!r}", flush=True)
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keys", type=int, default=6)
     ap.add_argument("--dir", help="where the clusters live (default: a new temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the data of passed rounds too")
+    ap.add_argument("--tls", action="store_true", help="every node and client with TLS certificates")
     return asyncio.run(main_async(ap.parse_args(argv)))
 
 

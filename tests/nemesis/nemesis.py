@@ -222,7 +222,7 @@ class Membership:
     async def run(self, duration: float) -> None:
         end = time.monotonic() + duration
         async with ControllerClient(self.c.controller_addresses(), total_timeout=15,
-                                    call_timeout=2.0) as ctl:
+                                    call_timeout=2.0, tls=self.c.tls) as ctl:
             while time.monotonic() < end:
                 await asyncio.sleep(self.rng.uniform(2.0, 5.0))  # the pace of config changes
                 out = [g for g in self.gids if g not in self.joined]
@@ -378,7 +378,8 @@ def replica_digest(node: Node, group: int) -> tuple[int, str, int]:
     from eraftd.node import storage
     path = str(node.dir / "data")
     ident, _ = storage._probe(path)
-    ident = {k: v for k, v in ident.items() if k != storage._UID_FIELD}  # (the store's own)
+    own = (storage._UID_FIELD, storage._CLUSTER_FIELD)                  # (the store's own fields)
+    ident = {k: v for k, v in ident.items() if k not in own}
     with storage.NodeStore.open(path, ident) as st:
         g = st.group(group)
         h = hashlib.sha256()
@@ -443,14 +444,16 @@ async def _wait(cond, timeout: float, what: str, interval: float = 0.2):
 
 async def run_nemesis(base: Path, seed: int, duration: float, *, gids=(100, 101, 102),
                       clients: int = 6, nkeys: int = 6, kinds: tuple[str, ...] = FAULT_KINDS,
-                      raft: dict | None = None, op_timeout: float = 4.0) -> Report:
+                      raft: dict | None = None, op_timeout: float = 4.0,
+                      tls: bool = False) -> Report:
     """One nemesis run: start, faults + workload + config changes for `duration` seconds, heal,
     then check the four pass criteria.  Returns a Report (anomalies empty = pass).  Every
-    process started is killed before it returns or raises."""
+    process started is killed before it returns or raises.  tls: the cluster and every client
+    use TLS (certificates made by eraftd.certs; the proxies carry the TLS bytes as they are)."""
     gids = list(gids)
     t0 = time.monotonic()
     raft_cfg = {"snapshot_entries": 400, **(raft or {})}
-    c = ShardedCluster(base, gids=gids, raft=raft_cfg)
+    c = ShardedCluster(base, gids=gids, raft=raft_cfg, tls=tls)
     net = LinkNet(c.nodes, seed)
     history = History()
     report = Report(seed, duration, {}, history=history)
@@ -458,11 +461,11 @@ async def run_nemesis(base: Path, seed: int, duration: float, *, gids=(100, 101,
         await net.start()
         await asyncio.to_thread(c.start)
         initial = gids[:2]
-        async with ControllerClient(c.controller_addresses(), total_timeout=60) as ctl:
+        async with ControllerClient(c.controller_addresses(), total_timeout=60, tls=c.tls) as ctl:
             await ctl.join({g: c.addresses(g) for g in initial})
         report.timings["start"] = round(time.monotonic() - t0, 1)
 
-        work = Workload(c.controller_addresses(), history, keys_over_shards(nkeys), clients, seed,
+        work = Workload(c.controller_addresses(), history, keys_over_shards(nkeys), clients, seed, tls=c.tls,
                         total_timeout=op_timeout)
         nem = Nemesis(c, net, seed, gids, kinds)
         mem = Membership(c, seed, gids, initial)
@@ -488,7 +491,7 @@ async def run_nemesis(base: Path, seed: int, duration: float, *, gids=(100, 101,
         t2 = time.monotonic()
         await work.finish(timeout=15)
         final = await work.final_reads(60)
-        async with ControllerClient(c.controller_addresses(), total_timeout=30) as ctl:
+        async with ControllerClient(c.controller_addresses(), total_timeout=30, tls=c.tls) as ctl:
             cfg = await ctl.query()
 
         def served() -> bool:

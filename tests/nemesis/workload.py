@@ -38,8 +38,9 @@ def keys_over_shards(n: int, tag: str = "k") -> list[str]:
 class Workload:
     def __init__(self, ctrl: list[str], history: History, keys: list[str], clients: int,
                  seed: int, max_unknown_per_key: int = 6, total_timeout: float = 10.0,
-                 mix: tuple[float, ...] = (0.35, 0.4, 0.1, 0.05, 0.1)) -> None:
+                 mix: tuple[float, ...] = (0.35, 0.4, 0.1, 0.05, 0.1), tls=None) -> None:
         self.ctrl = ctrl
+        self.tls = tls                                   # eraftd.tls.TlsFiles (None: plaintext)
         self.history = history
         self.keys = keys
         self.clients = clients
@@ -55,7 +56,7 @@ class Workload:
 
     def clerk(self) -> Clerk:
         self.sessions += 1
-        return Clerk(self.ctrl, total_timeout=self.total_timeout, call_timeout=2.0)
+        return Clerk(self.ctrl, total_timeout=self.total_timeout, call_timeout=2.0, tls=self.tls)
 
     async def client(self, i: int) -> None:
         rng = random.Random(self.seed * 1009 + i)
@@ -132,7 +133,7 @@ class Workload:
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline_s
         out: dict[str, str] = {}
-        async with Clerk(self.ctrl, total_timeout=10, call_timeout=2.0) as kv:
+        async with Clerk(self.ctrl, total_timeout=10, call_timeout=2.0, tls=self.tls) as kv:
             for key in self.keys:
                 while True:
                     op = self.history.invoke("final", GET, key)

@@ -76,20 +76,20 @@ async def run_workers(kv_for_worker, op: str, conc: int, seconds: float, keys: l
 
 
 async def _native(ctrl: list[str], op: str, conc: int, seconds: float, keys: list[str],
-                  value: str) -> tuple[int, list[float]]:
-    async with Clerk(ctrl, total_timeout=60) as kv:
+                  value: str, tls=None) -> tuple[int, list[float]]:
+    async with Clerk(ctrl, total_timeout=60, tls=tls) as kv:
         await kv.get(keys[0])                       # config and leader found
         lat = await run_workers(lambda: kv, op, conc, seconds, keys, value)
     return len(lat), lat
 
 
 async def _unary(ctrl: list[str], op: str, conc: int, seconds: float, keys: list[str],
-                 value: str) -> tuple[int, list[float]]:
+                 value: str, tls=None) -> tuple[int, list[float]]:
     channels: dict[str, grpc.aio.Channel] = {}
-    async with ControllerClient(ctrl) as ctl:
+    async with ControllerClient(ctrl, tls=tls) as ctl:
         cfg = await ctl.query()
         try:                                        # one eRaft client id per worker
-            lat = await run_workers(lambda: UnaryClerk(ctl, channels, timeout=30, config=cfg),
+            lat = await run_workers(lambda: UnaryClerk(ctl, channels, timeout=30, config=cfg, tls=tls),
                                  op, conc, seconds, keys, value)
         finally:
             for ch in channels.values():
@@ -98,16 +98,17 @@ async def _unary(ctrl: list[str], op: str, conc: int, seconds: float, keys: list
 
 
 def _client(args: tuple) -> tuple[int, list[float]]:
-    path, ctrl, op, conc, seconds, keys, value = args
+    path, ctrl, op, conc, seconds, keys, value, tls = args
     if path == "native":
-        return asyncio.run(_native(ctrl, op, conc, seconds, keys, value))
-    return asyncio.run(_unary(ctrl, op, conc, seconds, keys, value))
+        return asyncio.run(_native(ctrl, op, conc, seconds, keys, value, tls))
+    return asyncio.run(_unary(ctrl, op, conc, seconds, keys, value, tls))
 
 
 def measure(pool, procs: int, path: str, ctrl: list[str], op: str, conc: int,
-            seconds: float, keys: list[str], value: str) -> tuple[float, float, float]:
+            seconds: float, keys: list[str], value: str, tls=None) -> tuple[float, float, float]:
+    """One point; tls: the clients' eraftd.tls.TlsFiles for a TLS group (None: plaintext)."""
     split = [conc // procs + (1 if i < conc % procs else 0) for i in range(procs)]
-    jobs = [(path, ctrl, op, n, seconds, keys, value) for n in split if n]
+    jobs = [(path, ctrl, op, n, seconds, keys, value, tls) for n in split if n]
     return timed(lambda: pool.map(_client, jobs) if pool else [_client(j) for j in jobs], seconds)
 
 
@@ -126,18 +127,19 @@ def timed(run: Callable[[], list[tuple[int, list[float]]]],
 
 @contextmanager
 def eraftd_group(base: Path, keys: list[str], value: str,
-                 fsync: bool = True) -> Iterator[ShardedCluster]:
+                 fsync: bool = True, tls: bool = False) -> Iterator[ShardedCluster]:
     """A controller and group GID of three replicas on loopback, joined, every key put; every
-    process killed on the way out."""
+    process killed on the way out.  tls: every node with [tls] (the clients then need c.tls)."""
     raft = {"fsync": fsync, "heartbeat_ms": HEARTBEAT_MS, "election_ms": ELECTION_MS}
-    with ShardedCluster(Path(base), gids=(GID,), controllers=1, raft=raft, log_level="warning") as c:
+    with ShardedCluster(Path(base), gids=(GID,), controllers=1, raft=raft, log_level="warning",
+                        tls=tls) as c:
         c.start()
         ctrl = c.controller_addresses()
 
         async def setup() -> None:
-            async with ControllerClient(ctrl) as ctl:
+            async with ControllerClient(ctrl, tls=c.tls) as ctl:
                 await ctl.join({GID: c.addresses(GID)})
-            async with Clerk(ctrl) as kv:
+            async with Clerk(ctrl, tls=c.tls) as kv:
                 await prefill(kv, keys, value)
         asyncio.run(setup())
         c.wait_leader(GID)

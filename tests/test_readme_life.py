@@ -50,7 +50,7 @@ class Walk:
         for f in (self.base / "mycluster").glob("*.toml"):
             f.write_text(self.sub(f.read_text()))
 
-    def bash(self, script: str, timeout: float = 180) -> str:
+    def bash(self, script: str, timeout: float = 180, fails: bool = False) -> str:
         """Run `script` in bash in the walk's directory, as one terminal would; each runs in a
         session of its own (the nodes it backgrounds too), killed at the end.  Its output goes
         to a file: a backgrounded node keeps writing there after the script ends."""
@@ -63,7 +63,7 @@ class Walk:
             self.groups.append(p.pid)
             rc = p.wait(timeout=timeout)
         out = log.read_text()
-        assert rc == 0, f"exit {rc}:\n{script}\n---\n{out}"
+        assert (rc != 0) if fails else (rc == 0), f"exit {rc}:\n{script}\n---\n{out}"
         return out
 
     def kill_all(self) -> None:
@@ -84,11 +84,12 @@ def walk(tmp_path):
         w.kill_all()
 
 
-def serving(w: Walk, addr: str) -> bool:
+def serving(w: Walk, addr: str, tls=None) -> bool:
     from eraftd._pb import admin_pb2 as apb
     from eraftd._pb import admin_pb2_grpc as apb_grpc
+    from eraftd.tls import sync_channel
     import grpc
-    with grpc.insecure_channel(addr) as ch:
+    with sync_channel(addr, tls) as ch:
         try:
             apb_grpc.NodeAdminStub(ch).Status(apb.StatusRequest(), timeout=1)
             return True
@@ -140,3 +141,42 @@ def test_quick_start_then_add_a_replica_then_replace_a_machine(walk):
     out = w.bash(rest)
     assert f"{n6} is a voter of group 101" in out, out
     assert w.bash("eraftd get greeting").startswith("hello world")
+
+
+def test_quick_start_with_tls(walk):
+    """"Running with TLS": the quick start's files, the certificate block, the quick start's
+    start line, then the client lines one by one (a line commented "refused" must fail, with
+    the words it shows)."""
+    import shlex
+    from eraftd.tls import TlsFiles
+    w = walk
+    quick = sh_blocks("## Quick start by hand")[0]
+    write, start = quick.rsplit("\n", 2)[0], quick.rstrip("\n").rsplit("\n", 1)[1]
+    w.bash(write)
+    w.fix_files()
+    certs, clients = sh_blocks("## Running with TLS")
+    out = w.bash(w.sub(certs))
+    assert "client.app1.crt" in out, out
+    w.bash(start)
+    d = w.base / "mycluster" / "certs"
+    ops = TlsFiles(str(d / "ca.crt"), str(d / "client.ops.crt"), str(d / "client.ops.key"))
+    for a in ADDRS[:6]:
+        wait_for(lambda a=a: serving(w, w.map[a], ops), 60, f"TLS node {a}")
+    assert not serving(w, w.map[ADDRS[0]])            # a plaintext client is refused
+    for line in w.sub(clients).splitlines():
+        if line.startswith("export "):
+            for assignment in shlex.split(line)[1:]:
+                k, v = assignment.split("=", 1)
+                w.env[k] = v
+            continue
+        command, _, comment = line.partition("#")
+        refused = comment.strip().startswith("refused:")
+        out = w.bash(command, fails=refused)
+        if refused:
+            words = comment.split("refused:", 1)[1].split("...")
+            assert all(part.strip() in out for part in words if part.strip()), (line, out)
+            assert "Traceback" not in out and "StatusCode" not in out, out
+        elif comment.strip():
+            assert out.startswith(comment.strip()), (line, out)
+    out = w.bash("eraftd --json query")                            # the refused leave changed nothing
+    assert '"101"' in out or '"gid": 101' in out or "101:" in out, out

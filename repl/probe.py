@@ -164,6 +164,8 @@ def membership_problems(admin: dict[str, apb.NodeStatus]) -> tuple[str, ...]:
     one contains left out (the refused node's "refused by L: why" holds the leader's "why")."""
     lines: dict[str, None] = {}
     for addr, ns in admin.items():
+        if ns.problem:                  # node-wide: refused by a node of another cluster, ...
+            lines[scrub(f"{addr}: {ns.problem}")] = None
         for g in ns.groups:
             where = "ctrl" if g.group == 0 else f"group {g.group}"
             if g.problem:

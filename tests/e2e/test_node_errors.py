@@ -210,3 +210,4 @@ def test_a_disk_that_refuses_writes_stops_the_node_with_one_critical_line(tmp_pa
     assert len(critical) == 1 and "write failed" in critical[0] and "File too large" in critical[0], out
     assert "check the disk (space, permissions) and restart" in critical[0]
     assert "Traceback" not in out and "Exception ignored" not in out and " ERROR " not in out, out
+

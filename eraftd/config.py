@@ -40,8 +40,8 @@ class NodeSection:
     dial: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     testing: bool = False       # serve the test-only entry points (NodeAdmin Propose/Read)
     # admission (eraftd/node/admission.py): client request bytes in flight, client connections
-    max_inflight_bytes: int = 64 << 20                  # for the node: one message at the 64 MiB cap
-    max_inflight_bytes_per_connection: int = 32 << 20   # for one connection
+    max_inflight_bytes: int = 32 << 20                  # for the node (half the 64 MiB message cap)
+    max_inflight_bytes_per_connection: int = 24 << 20   # for one connection (> a 16 MiB value)
     max_connections: int = 0    # 0 = as many as the open-file limit allows after a reserve
     connection_idle_ms: int = 300_000                   # close a connection without calls after this
 

@@ -14,8 +14,11 @@ from eraftd._pb import kvbatch_pb2 as kvpb
 from eraftd._pb import kvbatch_pb2_grpc as kvpb_grpc
 from eraftd._pb import shardkv_pb2 as pb
 from eraftd._pb import shardkv_pb2_grpc as pb_grpc
+from eraftd.config import dump_toml
 from eraftd.controller.client import ControllerClient
 from eraftd.node.transport import channel_options
+from eraftd.shardkv.clerk import Clerk
+from eraftd.shardkv.unary import UnaryClerk
 from eraftd.testing import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -136,4 +139,48 @@ def test_big_batches_are_busy_or_served_and_the_leader_stays(sharded):  # noqa: 
     hwm = vm_hwm_kb(leader.proc.pid)
     print(f"leader VmHWM {hwm} kB; {busy} busy, {len(served)} served")
     assert hwm < RSS_BOUND_KB, hwm
+    assert "refusing client requests: node busy" in leader.log_text()
+
+
+def test_clients_retry_busy_answers_until_they_are_served(sharded):  # noqa: F811
+    """A node with a 2 MiB budget and many clients writing 1 MiB values at once: the native
+    Clerk retries the busy answer (a plain-words err) with back-off, the UnaryClerk retries
+    eRaft's ErrTimeout; every write lands."""
+    per_connection = (1 << 20) + 4096 + (64 << 10)       # one key and one value at the limits
+    c = sharded(gids=(G,), controllers=1)
+    for n in c.group(G):
+        n.config["node"].update(max_inflight_bytes=2 * MiB,
+                                max_inflight_bytes_per_connection=per_connection)
+        n.toml.write_text(dump_toml(n.config))
+    c.start()
+    ctrl = c.controller_addresses()
+    value = b"w" * (MiB - 16)
+
+    async def work():
+        async with ControllerClient(ctrl) as ctl:
+            await ctl.join({G: c.addresses(G)})
+        clerks = [Clerk(ctrl, total_timeout=60) for _ in range(6)]
+        channels: dict = {}
+        async with ControllerClient(ctrl) as ctl:
+            unary = [UnaryClerk(ctl, channels, timeout=60) for _ in range(3)]
+            try:
+                async def in_turn(i: int, kv: UnaryClerk) -> None:
+                    for j in range(3):             # a UnaryClerk has one command in flight
+                        await kv.put(f"u{i}-{j}", value.decode())
+                await asyncio.gather(
+                    *(kv.put(f"n{i}-{j}".encode(), value) for i, kv in enumerate(clerks)
+                      for j in range(4)),
+                    *(in_turn(i, kv) for i, kv in enumerate(unary)))
+                got = await asyncio.gather(*(clerks[0].get(f"n{i}-{j}".encode())
+                                             for i in range(6) for j in range(4)))
+                assert got == [value] * 24
+                assert [await unary[0].get(f"u{i}-{j}") for i in range(3) for j in range(3)] \
+                    == [value.decode()] * 9
+            finally:
+                for kv in clerks:
+                    await kv.close()
+                for ch in channels.values():
+                    await ch.close()
+    asyncio.run(work())
+    leader = c.leader(G)
     assert "refusing client requests: node busy" in leader.log_text()

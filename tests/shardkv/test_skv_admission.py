@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import resource
+import socket
+import subprocess
 
 import grpc
 import pytest
@@ -16,10 +20,13 @@ from eraftd._pb import shardkv_pb2 as pb
 from eraftd._pb import shardkv_pb2_grpc as pb_grpc
 from eraftd.config import dump_toml
 from eraftd.controller.client import ControllerClient
+from eraftd.node import admission
+from eraftd.node.admission import open_connections
+from eraftd.node.storage import STORAGE_OPEN_FILES
 from eraftd.node.transport import channel_options
 from eraftd.shardkv.clerk import Clerk
 from eraftd.shardkv.unary import UnaryClerk
-from eraftd.testing import wait_for
+from eraftd.testing import eraftd_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -184,3 +191,83 @@ def test_clients_retry_busy_answers_until_they_are_served(sharded):  # noqa: F81
     asyncio.run(work())
     leader = c.leader(G)
     assert "refusing client requests: node busy" in leader.log_text()
+
+
+def start_with_open_files(node, nofile: int) -> None:
+    """node.start(), with RLIMIT_NOFILE soft = hard = nofile (as after `ulimit -n nofile`)."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    with open(node.log_path, "ab") as logf:
+        node.proc = subprocess.Popen(eraftd_command() + ["run", "--config", str(node.toml)],
+                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                     start_new_session=True, cwd=node.dir, preexec_fn=limit)
+
+
+def test_idle_connections_past_the_open_file_limit_do_not_stop_the_leader(sharded):  # noqa: F811
+    """Issue 17 item 6: 1,100 idle connections to a leader started with `ulimit -n 1024`. The
+    cap (the limit minus the reserve for storage and the node) closes the ones beyond it at
+    once, storage keeps its descriptors, writes go on, the cap is logged (once a minute);
+    connections that never speak HTTP/2 are closed after the handshake timeout, idle gRPC
+    connections after connection_idle_ms, and then new clients get in."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1400:
+        pytest.skip(f"the test opens 1,100 sockets; its hard open-file limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1400), hard))
+    cap = 1024 - admission.STORAGE_RESERVE - admission.NODE_RESERVE
+    c = sharded(gids=(G,), controllers=1)
+    for n in c.group(G):
+        n.config["node"]["connection_idle_ms"] = 5000
+        n.toml.write_text(dump_toml(n.config))
+        start_with_open_files(n, 1024)
+    c.start()
+    ctrl = c.controller_addresses()
+    socks: list[socket.socket] = []
+    idle: list[grpc.Channel] = []
+    try:
+        async def first_writes():
+            async with ControllerClient(ctrl) as ctl:
+                await ctl.join({G: c.addresses(G)})
+        asyncio.run(first_writes())
+        leader = c.wait_leader(G)
+        host, port = leader.address.rsplit(":", 1)
+        kv_stub = kvpb_grpc.KVBatchStub(leader.channel())      # connected before the flood
+        wait_for(lambda: list(kv_stub.Batch(puts("before", 1), timeout=10).codes) == [kvpb.OK],
+                 60, "group 100 to serve")
+        for _ in range(10):                          # idle gRPC clients: connected, no calls
+            ch = grpc.insecure_channel(leader.address)
+            grpc.channel_ready_future(ch).result(timeout=30)
+            idle.append(ch)
+        for _ in range(1100):                        # and connections that never say a word
+            socks.append(socket.create_connection((host, int(port)), timeout=10))
+
+        wait_for(lambda: "connection cap reached" in leader.log_text(), 60, "the cap's log line")
+        line = next(ln for ln in leader.log_text().splitlines() if "connection cap reached" in ln)
+        assert f"the cap is {cap} ([node] max_connections; open-file limit 1024" in line, line
+        # the connections past the cap were closed at once: storage has its descriptors
+        free = 1024 - len(os.listdir(f"/proc/{leader.proc.pid}/fd"))
+        assert free >= STORAGE_OPEN_FILES, free
+        # writes on a connection made before go on, at the leader, during the flood
+        for i in range(20):
+            r = kv_stub.Batch(puts(f"during{i}", 2), timeout=30)
+            assert r.err == "" and list(r.codes) == [kvpb.OK] * 2, r.err
+
+        # the silent ones are closed after the handshake timeout, the idle gRPC ones after
+        # connection_idle_ms: a new client gets in
+        def new_client_writes():
+            ch = grpc.insecure_channel(leader.address, options=channel_options())
+            try:
+                r = kvpb_grpc.KVBatchStub(ch).Batch(puts("after", 1), timeout=5)
+                return r.err == "" and list(r.codes) == [kvpb.OK]
+            finally:
+                ch.close()
+        wait_for(new_client_writes, 60, "a new client to get in")
+        wait_for(lambda: open_connections(leader.address) < 50, 60, "idle connections to close")
+        assert all(n.running() for n in c.group(G)), [n.exit_code() for n in c.group(G)]
+        assert c.leader(G) is not None
+        lines = [ln for ln in leader.log_text().splitlines() if "connection cap reached" in ln]
+        assert len(lines) <= 2, lines        # once a minute; the test takes well under two
+    finally:
+        for s in socks:
+            s.close()
+        for ch in idle:
+            ch.close()

@@ -239,17 +239,19 @@ def test_idle_connections_past_the_open_file_limit_do_not_stop_the_leader(sharde
             idle.append(ch)
         for _ in range(1100):                        # and connections that never say a word
             socks.append(socket.create_connection((host, int(port)), timeout=10))
+        wait_for(lambda: open_connections(leader.address) >= cap, 60, "the connections to arrive")
 
+        # writes on a connection made before go on, at the leader, during the flood: 80 MiB,
+        # past RocksDB's 64 MiB memtable, so that it opens a new WAL and an SST file
+        for i in range(40):
+            r = kv_stub.Batch(puts(f"during{i}", 2), timeout=30)
+            assert r.err == "" and list(r.codes) == [kvpb.OK] * 2, r.err
         wait_for(lambda: "connection cap reached" in leader.log_text(), 60, "the cap's log line")
         line = next(ln for ln in leader.log_text().splitlines() if "connection cap reached" in ln)
         assert f"the cap is {cap} ([node] max_connections; open-file limit 1024" in line, line
         # the connections past the cap were closed at once: storage has its descriptors
         free = 1024 - len(os.listdir(f"/proc/{leader.proc.pid}/fd"))
         assert free >= STORAGE_OPEN_FILES, free
-        # writes on a connection made before go on, at the leader, during the flood
-        for i in range(20):
-            r = kv_stub.Batch(puts(f"during{i}", 2), timeout=30)
-            assert r.err == "" and list(r.codes) == [kvpb.OK] * 2, r.err
 
         # the silent ones are closed after the handshake timeout, the idle gRPC ones after
         # connection_idle_ms: a new client gets in

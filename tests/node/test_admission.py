@@ -77,6 +77,7 @@ def test_the_watch_logs_the_cap_once_a_minute(caplog, monkeypatch):
     now, open_now = [1000.0], [10]
     monkeypatch.setattr(admission.time, "monotonic", lambda: now[0])
     monkeypatch.setattr(admission, "open_connections", lambda listen: open_now[0])
+    monkeypatch.setattr(admission, "_open_descriptors", lambda: 20)
     watch = ConnectionWatch("127.0.0.1:7001", ConnectionBudget(10, 1024, 416), 300_000)
     with caplog.at_level(logging.WARNING, "eraftd.admission"):
         for _ in range(3):

@@ -39,6 +39,11 @@ class NodeSection:
     http: str = ""              # /metrics, /healthz; "" = off
     dial: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     testing: bool = False       # serve the test-only entry points (NodeAdmin Propose/Read)
+    # admission (eraftd/node/admission.py): client request bytes in flight, client connections
+    max_inflight_bytes: int = 32 << 20                  # for the node (half the 64 MiB message cap)
+    max_inflight_bytes_per_connection: int = 24 << 20   # for one connection (> a 16 MiB value)
+    max_connections: int = 0    # 0 = as many as the open-file limit allows after a reserve
+    connection_idle_ms: int = 300_000                   # close a connection without calls after this
 
     def dial_address(self, addr: str) -> str:
         """Where to connect to reach the peer known as `addr` (a proxy or NAT mapping, or itself)."""
@@ -202,6 +207,10 @@ def _positive(v: int) -> str | None:
     return None if v > 0 else f"must be a positive integer, got {v}"
 
 
+def _not_negative(v: int) -> str | None:
+    return None if v >= 0 else f"must be 0 or more, got {v}"
+
+
 def _gid(v: int) -> str | None:
     return f"must be 1..{MAX_GID} (a group id), got {v}" if gid_problem(v) else None
 
@@ -209,6 +218,7 @@ def _gid(v: int) -> str | None:
 # a value travels whole in one gRPC message (a get's answer, a migration chunk, a Raft append)
 # of at most 64 MiB (eraftd/node/transport.py MAX_MESSAGE_BYTES), with other data beside it
 MAX_VALUE_BYTES = 16 << 20
+REQUEST_OVERHEAD_BYTES = 64 << 10   # a request's bytes beside its key and value (ids, framing)
 
 
 def _value_bound(v: int) -> str | None:
@@ -249,6 +259,10 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "http": _Key(_STR, _optional_address),
         "dial": _Key(_STR_TABLE, _dial),
         "testing": _Key(_BOOL),
+        "max_inflight_bytes": _Key(_INT, _positive),
+        "max_inflight_bytes_per_connection": _Key(_INT, _positive),
+        "max_connections": _Key(_INT, _not_negative),
+        "connection_idle_ms": _Key(_INT, _positive),
     },
     "controller": {
         "peers": _Key(_STRS, _peers, required=True),
@@ -357,9 +371,17 @@ class _Loader:
         http = t.get("http", "")
         if http and http == t["listen"]:
             raise self.error("[node] http", f"must differ from [node] listen, got {_show(http)}")
+        per_conn = t.get("max_inflight_bytes_per_connection",
+                         NodeSection.max_inflight_bytes_per_connection)
+        total = t.get("max_inflight_bytes", NodeSection.max_inflight_bytes)
+        if per_conn > total:
+            raise self.error("[node] max_inflight_bytes_per_connection",
+                             f"must be at most max_inflight_bytes ({total}), got {per_conn}")
         return NodeSection(listen=t["listen"], data_dir=data_dir, advertise=advertise, http=http,
                            dial=MappingProxyType(dict(t.get("dial", {}))),
-                           testing=t.get("testing", False))
+                           **{k: t[k] for k in ("testing", "max_inflight_bytes",
+                                                "max_inflight_bytes_per_connection",
+                                                "max_connections", "connection_idle_ms") if k in t})
 
     def own_id(self, section: str, t: dict[str, Any], node: NodeSection) -> int | None:
         """This node's id in the section's peers: its advertise address's position; None when it
@@ -392,9 +414,17 @@ class _Loader:
         else:
             raise self.error("[shardkv] controllers", "missing (required on a node without a [controller] "
                              "section: list the controller peers' addresses)")
-        return ShardKVSection(gid=t["gid"], peers=tuple(t["peers"]), id=self.own_id("shardkv", t, node),
-                              controllers=controllers,
-                              **{k: t[k] for k in ("max_key_bytes", "max_value_bytes", "join") if k in t})
+        skv = ShardKVSection(gid=t["gid"], peers=tuple(t["peers"]), id=self.own_id("shardkv", t, node),
+                             controllers=controllers,
+                             **{k: t[k] for k in ("max_key_bytes", "max_value_bytes", "join") if k in t})
+        # a request carrying one key and one value at the limits must be admitted
+        need = skv.max_key_bytes + skv.max_value_bytes + REQUEST_OVERHEAD_BYTES
+        if node.max_inflight_bytes_per_connection < need:
+            raise self.error("[node] max_inflight_bytes_per_connection",
+                             f"must be at least [shardkv] max_key_bytes + max_value_bytes + "
+                             f"{REQUEST_OVERHEAD_BYTES} ({need}: a request with one key and one "
+                             f"value at the limits), got {node.max_inflight_bytes_per_connection}")
+        return skv
 
     def raft(self, t: dict[str, Any] | None) -> RaftSection:
         raft = RaftSection(**(t or {}))

@@ -36,6 +36,14 @@ COMMAND_TIMEOUT_S = 2.0
 log = logging.getLogger("eraftd.controller")
 
 
+# Admission (eraftd/node/admission.py): the answer to a request not admitted; busy is
+# ErrTimeout, which every controller client retries
+ADMITTED = {
+    "/shardctrlerpb.ShardCtrlerService/Command":
+        lambda why, busy: pb.CommandResponse(err=ERR_TIMEOUT if busy else why),
+}
+
+
 class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
     def __init__(self, driver: Any, gid: int, timeout: float = COMMAND_TIMEOUT_S,
                  dial: Callable[[str], str] = lambda a: a,

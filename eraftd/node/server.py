@@ -18,11 +18,14 @@ import grpc
 from .. import __version__
 from ..config import Config
 from ..controller.machine import ControllerMachine
-from ..controller.service import ShardCtrlerService
+from ..controller.service import ADMITTED as CONTROLLER_ADMITTED, ShardCtrlerService
 from ..raft.options import RaftOptions
 from ..shardkv.node import ShardKVNode
+from ..shardkv.service import ADMITTED as SHARDKV_ADMITTED
 from ..tls import TlsError, host_of
 from .access import Access, AccessInterceptor
+from .admission import (Admission, AdmissionInterceptor, ConnectionWatch, connection_budget,
+                        server_options as admission_options)
 from .cluster import ClusterIdentity
 from .admin import AdminService
 from .driver import Driver, GroupSpec
@@ -154,8 +157,15 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
 
     # the port first: a node that cannot listen writes nothing (no data_dir, no identity)
     access = Access(cfg.tls, cfg.node.testing)
-    server = grpc.aio.server(options=server_options(),
-                             interceptors=[AccessInterceptor(access)] if access.enforce else None)
+    budget = connection_budget(cfg.node.max_connections)
+    if isinstance(budget, str):
+        raise StartupError(budget)
+    admission = Admission(cfg.node.max_inflight_bytes, cfg.node.max_inflight_bytes_per_connection)
+    interceptors = ([AccessInterceptor(access)] if access.enforce else []) + [
+        AdmissionInterceptor(admission, {**SHARDKV_ADMITTED, **CONTROLLER_ADMITTED})]
+    server = grpc.aio.server(
+        options=server_options() + admission_options(budget, cfg.node.connection_idle_ms),
+        interceptors=interceptors)
     try:
         if cfg.tls:
             try:
@@ -221,6 +231,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         http = await _start_http(cfg, driver, store) if cfg.node.http else None
         await server.start()
         run = asyncio.create_task(driver.run())
+        watch = asyncio.create_task(
+            ConnectionWatch(cfg.node.listen, budget, cfg.node.connection_idle_ms).run())
         keeper = asyncio.create_task(ctrl.keep_cluster_id(cluster)) if ctrl else None
         if shardkv:
             shardkv.start()
@@ -242,6 +254,7 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
             log.critical("stopping: %s", _driver_failure(run.exception()))
         else:
             log.info("shutting down")
+        watch.cancel()
         if keeper:
             keeper.cancel()
         await server.stop(grace=0.5)     # stop accepting; in-flight calls get half a second

@@ -82,6 +82,8 @@ _IDENTITY_KEY = b"I"
 _PEER_UIDS_KEY = b"P"                      # peers' node uids (JSON: address -> uid)
 _UID_FIELD = "node_uid"                    # the identity record's fields that are not the config's:
 _CLUSTER_FIELD = "cluster_id"              # the data_dir's uid, the cluster it belongs to (0: none yet)
+STORAGE_OPEN_FILES = 256   # RocksDB max_open_files: bounded, so the other descriptors can serve
+                           # clients (eraftd/node/admission.py keeps this many and more for storage)
 _CONFIG_FILE = "rocksdict-config.json"     # rewritten by rocksdict on every open, even a failed one
 _RESTORE_BATCH_BYTES = 4 << 20             # bound on one restore write (it holds the GIL)
 _POINT_DELETE_MAX = 64                     # truncations longer than this use delete_range
@@ -1139,6 +1141,7 @@ def _options(create: bool) -> Options:
     o.create_if_missing(create)
     o.set_keep_log_file_num(4)
     o.set_max_background_jobs(2)
+    o.set_max_open_files(STORAGE_OPEN_FILES)
     return o
 
 

@@ -44,6 +44,7 @@ ENTRY_MAX_BYTES = 1 << 20          # a native batch's writes go to the log in en
 PULL_MAX_BYTES = 4 << 20           # the most a PullShard answer carries, whatever is asked
 SCAN_MAX_BYTES = 1 << 20           # the most a Scan page carries, whatever is asked
 SCAN_MAX_KEYS = 10_000             # ... and the most pairs
+BATCH_MAX_OPS = 10_000             # the most operations one Batch call takes (the Clerk sends <= 512)
 
 _OP_NAMES = {pb.GET: "get", pb.PUT: "put", pb.APPEND: "append"}
 _CODE = {OK: kvpb.OK, ERR_NO_KEY: kvpb.NO_KEY, ERR_WRONG_GROUP: kvpb.WRONG_GROUP,
@@ -212,6 +213,10 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
             return kvpb.BatchResponse(err=ERR_WRONG_LEADER, leader=g.leader_address)
         ops, keys, values, seqs, expected = req.ops, req.keys, req.values, req.seqs, req.expected
         n = len(ops)
+        if n > BATCH_MAX_OPS:
+            # each op costs the event loop (which also sends the heartbeats) some microseconds
+            return kvpb.BatchResponse(err=f"a batch of {n} operations is more than one call takes "
+                                          f"({BATCH_MAX_OPS}); send smaller batches")
         if (len(keys) != n or len(values) not in (0, n) or len(seqs) not in (0, n)
                 or len(expected) not in (0, n)):
             return kvpb.BatchResponse(err=f"malformed batch: {n} ops, {len(keys)} keys, "
@@ -360,6 +365,17 @@ class ShardMigrationService(_Base, migpb_grpc.ShardMigrationServicer):
         sessions = sessions_to_pb(st.shards[req.shard].sessions) if not req.cursor else []
         return migpb.PullShardResponse(err=OK, kvs=encode_chunk(pairs), sessions=sessions,
                                        next=nxt, done=done)
+
+
+# Admission (eraftd/node/admission.py): each client method's answer when its request is not
+# admitted.  busy: ErrTimeout on eRaft's contract (eRaft's clerks retry it), the words on the
+# native path (the Clerk retries a failed batch with back-off); too big: the words.
+ADMITTED = {
+    "/shardkvpb.ShardKVService/Command":
+        lambda why, busy: pb.CommandResponse(err=ERR_TIMEOUT if busy else why),
+    "/eraftkvpb.KVBatch/Batch": lambda why, busy: kvpb.BatchResponse(err=why),
+    "/eraftkvpb.KVBatch/Scan": lambda why, busy: kvpb.ScanResponse(err=why),
+}
 
 
 def add_services(server: grpc.aio.Server, driver: Any, gid: int, limits: Limits,

@@ -42,6 +42,7 @@ from ..raft.messages import (ConfChange, ConfChangeOp, Entry, EntryType, Message
 from ..raft.options import RaftOptions
 from ..raft.rawnode import ProposalDropped, RawNode
 from .. import metrics
+from . import validate
 from .members import MEMBERS_KEY, Members
 
 log = logging.getLogger("eraftd.raft")
@@ -356,6 +357,7 @@ class Driver:
         self.problem = ""              # why the whole node is refused by a peer (another cluster)
         self._refusal_logged: dict[int, float] = {}
         self._refusal_told: dict[tuple[int, str], float] = {}
+        self.drops = validate.Drops()  # invalid peer messages (eraftd/node/validate.py)
 
     def add_group(self, spec: GroupSpec, opts: RaftOptions, rng: random.Random,
                   snapshot_entries: int) -> Group:
@@ -522,7 +524,14 @@ class Driver:
                     to_me: bool = False) -> None:
         """Step a peer's messages.  to_me: the sender named this node by its node uid, so a
         message to another id of ours means the group added this node anew (a replace)."""
-        items = ((gid, m, to_me, from_addr) for gid, m in batch)
+        items = []
+        for gid, m in batch:
+            why = validate.problem(m)
+            if why:
+                self.drops.drop(from_addr, f"a {validate.type_name(m.type)} message of group {gid}",
+                                why)
+            else:
+                items.append((gid, m, to_me, from_addr))
         if self._syncing:
             self._held_msgs.extend(items)
             return
@@ -531,20 +540,21 @@ class Driver:
     def _step_messages(self, items: Iterable[tuple[int, Message, bool, str]]) -> None:
         groups = self.groups
         for gid, m, to_me, addr in items:
-            g = groups.get(gid)
-            if g is None:
-                continue
-            if addr and m.frm >= 0 and m.frm not in g.members.addrs:
-                g.sender_addrs[m.frm] = addr   # (see Group.sender_addrs)
-            if m.type == MsgType.REFUSED:
-                self._refused_by(g, addr, m.context.decode(errors="replace"))
-                continue
             if m.type == MsgType.HELLO:
                 # (its uid was looked at with its batch, in check_peer): tell it every group
                 # that refuses it
                 for h in groups.values():
                     if addr in h.refused:
                         self._refuse(h, addr, m)
+                continue
+            g = groups.get(gid)
+            if g is None:
+                self.drops.drop(addr, f"a message of group {gid}", "this node hosts no such group")
+                continue
+            if addr and m.frm >= 0 and m.frm not in g.members.addrs:
+                g.sender_addrs[m.frm] = addr   # (see Group.sender_addrs)
+            if m.type == MsgType.REFUSED:
+                self._refused_by(g, addr, m.context.decode(errors="replace"))
                 continue
             if addr in g.refused:
                 self._refuse(g, addr, m)
@@ -554,12 +564,32 @@ class Driver:
                         and m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP)):
                     continue
                 g.rebind(m.to)
-            g.node.step(m)
+            self._step_one(g, m, addr)
         self.wake.set()
 
-    async def on_snapshot(self, gid: int, msg: Message, chunks: Any) -> bool:
+    def _step_one(self, g: Group, m: Message, addr: str) -> None:
+        """Step a peer's message into g's core: never fatal (see eraftd/node/validate.py)."""
+        why = validate.step_problem(g.node.raft, m)
+        if not why:
+            try:
+                g.node.step(m)
+                return
+            except Exception as e:  # noqa: BLE001 - a peer's message must never stop the driver
+                log.debug("%s: stepping %r from %s raised", g.name, m, addr, exc_info=True)
+                why = f"the Raft core could not take it ({type(e).__name__}: {e})"
+        self.drops.drop(addr, f"a {validate.type_name(m.type)} message of {g.name}", why)
+
+    async def on_snapshot(self, gid: int, msg: Message, chunks: Any,
+                          from_addr: str = "") -> bool | str:
+        """A peer's snapshot: True once its core took it; False or why not (a refusal)."""
         g = self.groups.get(gid)
-        if g is None or g.restoring:
+        why = validate.snapshot_problem(msg) or ("" if g else "this node hosts no such group")
+        if not why and g is not None:
+            why = validate.step_problem(g.node.raft, msg)
+        if why:
+            self.drops.drop(from_addr, f"a snapshot of group {gid}", why)
+            return f"refused: {why}"
+        if g.restoring:
             return False
         g.restoring = True
         restore = g.store.begin_restore()
@@ -569,13 +599,17 @@ class Driver:
                 restore.add_chunk(chunk)
             msg.snapshot_data = restore
             raw = restore.get(MEMBERS_KEY)
-            if raw is not None and msg.snapshot is not None:
+            if raw is not None:
                 # the membership at the snapshot's index travels in its data
-                msg.snapshot = SnapshotMeta(msg.snapshot.index, msg.snapshot.term,
-                                            Members.decode(raw).conf)
+                try:
+                    conf = Members.decode(raw).conf
+                except ValueError as e:
+                    self.drops.drop(from_addr, f"a snapshot of {g.name}", str(e))
+                    return f"refused: {e}"
+                msg.snapshot = SnapshotMeta(msg.snapshot.index, msg.snapshot.term, conf)
 
             def step() -> bool:
-                g.node.step(msg)
+                self._step_one(g, msg, from_addr)
                 return g.node.raft.log.unstable.snapshot_data is restore
             taken = await self._when_stepping(step)
             if taken:

@@ -30,10 +30,17 @@ class ChangeContext:
 
     @classmethod
     def decode(cls, data: bytes) -> "ChangeContext":
+        """ValueError when `data` is not one (a peer's entry is checked with it first)."""
         if not data:
             return cls("")
-        d = json.loads(data)
-        return cls(str(d.get("address", "")), int(d.get("uid", 0)))
+        try:
+            d = json.loads(data)
+            address, uid = d.get("address", ""), d.get("uid", 0)
+        except (ValueError, AttributeError, RecursionError):
+            raise ValueError("not a JSON object") from None
+        if not isinstance(address, str) or type(uid) is not int:
+            raise ValueError("its address must be a string and its uid a number")
+        return cls(address, uid)
 
 
 @dataclass(frozen=True)
@@ -54,10 +61,20 @@ class Members:
 
     @classmethod
     def decode(cls, raw: bytes) -> "Members":
-        d = json.loads(raw)
-        return cls(tuple(d["voters"]), tuple(d["learners"]),
-                   {int(k): v for k, v in d["addrs"].items()},
-                   {int(k): int(v) for k, v in d.get("uids", {}).items()}, int(d["next_id"]))
+        """ValueError when `raw` is not a members record (a peer's snapshot is checked so)."""
+        try:
+            d = json.loads(raw)
+            m = cls(tuple(d["voters"]), tuple(d["learners"]),
+                    {int(k): v for k, v in d["addrs"].items()},
+                    {int(k): int(v) for k, v in d.get("uids", {}).items()}, int(d["next_id"]))
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            raise ValueError("not a members record") from None
+        ids = m.voters + m.learners + tuple(m.addrs) + tuple(m.uids)
+        if (not all(type(i) is int and 0 <= i < m.next_id for i in ids)
+                or not all(isinstance(a, str) for a in m.addrs.values())
+                or m.next_id >= 1 << 31):
+            raise ValueError("a members record with ids or addresses out of range")
+        return m
 
     def encode(self) -> bytes:
         return json.dumps({"voters": list(self.voters), "learners": list(self.learners),

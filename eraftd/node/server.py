@@ -183,8 +183,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         def on_messages(batch, from_addr, to_me):
             driver.on_messages(batch, from_addr, to_me)
 
-        async def on_snapshot(group, msg, chunks):
-            return await driver.on_snapshot(group, msg, chunks)
+        async def on_snapshot(group, msg, chunks, from_addr):
+            return await driver.on_snapshot(group, msg, chunks, from_addr)
 
         def on_unreachable(addr):
             driver.on_unreachable(addr)

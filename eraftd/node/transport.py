@@ -177,8 +177,9 @@ class Transport:
         self_addr: this node's advertised address (sent with every batch).
         dial: advertised address -> address to dial (the [node.dial] overrides); None = identity.
         on_messages: called in the loop with the (group, Message) pairs of every received batch.
-        on_snapshot: awaited for an incoming snapshot with (group, SNAP message, data chunks);
-            returns success.  None: incoming snapshots are refused.
+        on_snapshot: awaited for an incoming snapshot with (group, SNAP message, data chunks)
+            (and the sender's address, with pass_sender); returns success, or a string: why it
+            was refused.  None: incoming snapshots are refused.
         on_unreachable: called in the loop with a peer's advertised address when sending to it
             failed (a failed connect, a broken stream, messages dropped from a full queue, a
             failed snapshot); at most once per unreachable_interval seconds per peer; never
@@ -195,8 +196,8 @@ class Transport:
         check_peer: (from_addr, from_uid) -> "" to take a stream's messages, else why not (the
             stream is then ended with PERMISSION_DENIED and that reason).
         on_refused: called with (peer address, reason) when a peer ends our stream so.
-        pass_sender: call on_messages(items, from_addr, to_me) instead of on_messages(items);
-            to_me: the sender named this node by its uid.
+        pass_sender: call on_messages(items, from_addr, to_me) instead of on_messages(items),
+            and on_snapshot(..., from_addr); to_me: the sender named this node by its uid.
         peer_uid: address -> the uid we know that peer by (0: unknown), sent with each batch;
             a receiver with another uid drops the batch.
         on_stranger: called with the sender's address when a batch is dropped so (the sender
@@ -564,8 +565,9 @@ class _Servicer(pb_grpc.RaftTransportServicer):
                     on_messages(items, batch.from_addr, bool(batch.to_uid))
                 else:
                     on_messages(items)
-            except Exception:
-                log.exception("on_messages raised (batch from %s dropped)", batch.from_addr)
+            except Exception as e:  # noqa: BLE001 - the driver validates; this is the last guard
+                log.error("on_messages raised (batch from %s dropped): %s", batch.from_addr,
+                          _describe(e))
         return pb.SendSummary(batches=batches, msgs=msgs)
 
     async def InstallSnapshot(self, request_iterator, context: grpc.aio.ServicerContext):
@@ -598,12 +600,18 @@ class _Servicer(pb_grpc.RaftTransportServicer):
                 yield chunk.data
 
         try:
-            ok = t._on_snapshot(group, msg, data())
+            if t._pass_sender:
+                ok = t._on_snapshot(group, msg, data(), header.from_addr)
+            else:
+                ok = t._on_snapshot(group, msg, data())
             if inspect.isawaitable(ok):
                 ok = await ok
         except Exception as e:  # noqa: BLE001 - reported to the sender
-            log.exception("on_snapshot for group %d from %s raised", group, header.from_addr)
+            log.error("on_snapshot for group %d from %s raised %s", group, header.from_addr,
+                      _describe(e))
             return pb.SnapshotAck(ok=False, error=f"{type(e).__name__}: {e}")
+        if isinstance(ok, str):     # a refusal, in words
+            return pb.SnapshotAck(ok=False, error=ok)
         return pb.SnapshotAck(ok=bool(ok))
 
 

@@ -40,7 +40,6 @@ text = st.one_of(st.text(max_size=12), st.sampled_from(["", "127.0.0.1:1", "a:0"
 enum = st.one_of(st.integers(0, 7), st.integers(0, (1 << 31) - 1))
 
 
-
 @st.composite
 def batch_req(draw) -> kvpb.BatchRequest:
     """Mostly well-shaped (one key, value, seq per op, or none) so the items are looked at."""

@@ -101,6 +101,11 @@ class Group:
         # where its leader is from the leader's own messages)
         self.sender_addrs: dict[int, str] = {}
         self.refused: dict[str, str] = {}   # member address -> why its messages are refused
+        # sender address -> why its messages are refused: its founding member list differs
+        # from ours (Driver.on_views; not kept on disk: it is seen again on every stream)
+        self.differ: dict[str, str] = {}
+        self.members_problem = ""           # a peer refuses us so ("" = none); its address:
+        self.members_problem_from = ""
         # the commit index as the last round knew it (a message stepped since may have moved
         # the core's on; the next round applies that): what /readyz compares applied with
         self.round_commit = self.node.applied
@@ -358,6 +363,11 @@ class Driver:
         self._refusal_logged: dict[int, float] = {}
         self._refusal_told: dict[tuple[int, str], float] = {}
         self.drops = validate.Drops()  # invalid peer messages (eraftd/node/validate.py)
+        # founding member lists: ours (gid -> list; a new dict when one changes: the transport
+        # sends it again then) and each peer's, as its streams said
+        self.views: dict[int, tuple[str, ...]] = {}
+        self.peer_views: dict[str, dict[int, tuple[str, ...]]] = {}
+        self._differ_logged: dict[tuple[int, str], float] = {}
 
     def add_group(self, spec: GroupSpec, opts: RaftOptions, rng: random.Random,
                   snapshot_entries: int) -> Group:
@@ -365,7 +375,9 @@ class Driver:
         self.groups[spec.gid] = g
         g.refused = dict(self._saved_refusals.get(spec.gid, {}))
         g.conf_listeners.append(self._learn_member_uids)
+        g.conf_listeners.append(self._founders_known)
         self._learn_member_uids(g)
+        self._founders_known(g)
         if g.me == WAITING:
             log.info("%s: waiting to be added to the group (run `eraftd member add %s %s` "
                      "against it)", g.name, "ctrl" if g.gid == 0 else g.gid, spec.address)
@@ -452,6 +464,51 @@ class Driver:
         if now - self._refusal_told.get(key, -1e9) < 1.0:
             return False
         self._refusal_told[key] = now
+        return True
+
+    # ---------------------------------------------------------------- founding member lists
+    # A member's id is its position in the founding list (the TOML's peers), so members whose
+    # lists differ (the same peers in another order, another cluster's node listing ours) would
+    # take each other's messages for another member's.  Every stream says the sender's lists
+    # (MessageBatch.views); a group whose list differs from ours refuses the sender's messages
+    # and tells it why (MEMBERS_DIFFER); both log it once per peer per minute.
+    def _founders_known(self, g: Group) -> None:
+        """g's record may have changed (a snapshot brought it): our views, then every peer's."""
+        if self.views.get(g.gid) != g.members.founders:
+            self.views = {**self.views, g.gid: g.members.founders}
+        for addr in list(self.peer_views):
+            self._compare_views(g, addr)
+
+    def on_views(self, addr: str, views: dict[int, tuple[str, ...]]) -> None:
+        """A peer's stream said its founding member lists."""
+        self.peer_views[addr] = views
+        for g in self.groups.values():
+            self._compare_views(g, addr)
+
+    def _compare_views(self, g: Group, addr: str) -> None:
+        theirs = self.peer_views.get(addr, {}).get(g.gid, ())
+        ours = g.members.founders
+        if not theirs or not ours or theirs == ours:
+            if g.differ.pop(addr, None) is not None:
+                log.info("%s: %s lists the same founding members again", g.name, addr)
+            return
+        me = getattr(self.transport, "self_addr", "") or "this node"
+        line = (f"the founding members of {g.name} differ: {addr} lists {list(theirs)}, {me} "
+                f"lists {list(ours)}; every founding member's TOML must list the same peers in "
+                f"the same order (a member's id is its position there), so their messages are "
+                f"refused")
+        g.differ[addr] = line
+        if self._once_a_minute(self._differ_logged, (g.gid, addr)):
+            log.error("%s: refusing %s: %s", g.name, addr, line)
+
+    @staticmethod
+    def _once_a_minute(logged: dict, key: Any) -> bool:
+        now = time.monotonic()
+        if now - logged.get(key, -1e9) < 60:
+            return False
+        if len(logged) > 4096:
+            logged.clear()
+        logged[key] = now
         return True
 
     def _refused_by(self, g: Group, addr: str, why: str) -> None:
@@ -556,6 +613,20 @@ class Driver:
             if m.type == MsgType.REFUSED:
                 self._refused_by(g, addr, m.context.decode(errors="replace"))
                 continue
+            if m.type == MsgType.MEMBERS_DIFFER:
+                line = f"refused by {addr}: {m.context.decode(errors='replace')}"
+                if self._once_a_minute(self._differ_logged, (g.gid, "by " + addr)):
+                    log.error("%s: this node is %s", g.name, line)
+                g.members_problem, g.members_problem_from = line, addr
+                continue
+            if addr in g.differ:
+                if self._once_a_second((g.gid, addr)):
+                    self.transport.send(addr, g.gid, [Message(
+                        MsgType.MEMBERS_DIFFER, to=m.frm, frm=g.me,
+                        context=g.differ[addr].encode())])
+                continue
+            if g.members_problem and addr == g.members_problem_from:
+                g.members_problem = g.members_problem_from = ""   # it takes our messages again
             if addr in g.refused:
                 self._refuse(g, addr, m)
                 continue
@@ -585,7 +656,7 @@ class Driver:
         g = self.groups.get(gid)
         why = validate.snapshot_problem(msg) or ("" if g else "this node hosts no such group")
         if not why and g is not None:
-            why = validate.step_problem(g.node.raft, msg)
+            why = g.differ.get(from_addr) or validate.step_problem(g.node.raft, msg)
         if why:
             self.drops.drop(from_addr, f"a snapshot of group {gid}", why)
             return f"refused: {why}"

@@ -172,6 +172,8 @@ class Transport:
         pass_sender: bool = False,
         peer_uid: Callable[[str], int] | None = None,
         on_stranger: Callable[[str], None] | None = None,
+        views: Callable[[], dict[int, tuple[str, ...]]] | None = None,
+        on_views: Callable[[str, dict[int, tuple[str, ...]]], None] | None = None,
     ):
         """
         self_addr: this node's advertised address (sent with every batch).
@@ -202,6 +204,9 @@ class Transport:
             a receiver with another uid drops the batch.
         on_stranger: called with the sender's address when a batch is dropped so (the sender
             knows another disk at our address).
+        views: () -> this node's founding member list of each group it hosts (the same dict
+            object until one changes): sent on each stream's first batch and after a change.
+        on_views: called with (sender address, its views) when a batch carries them.
         """
         if max_batch_msgs < 1 or max_queue < 1:
             raise ValueError("max_batch_msgs and max_queue must be >= 1")
@@ -226,6 +231,8 @@ class Transport:
         self._pass_sender = pass_sender
         self._peer_uid = peer_uid or (lambda _a: 0)
         self._on_stranger = on_stranger
+        self._views = views or (lambda: _NO_VIEWS)
+        self._on_views = on_views
         self._peers: dict[str, _Peer] = {}
         self._snapshot_channels: set[grpc.aio.Channel] = set()
         self._closed = False
@@ -336,6 +343,7 @@ class Transport:
         max_n = self._max_batch_msgs
         max_b = self._max_batch_bytes
         from_addr, uid, cluster = self.self_addr, self._self_uid, self._cluster
+        views = self._views
         backoff = self._backoff_min
         loop = asyncio.get_running_loop()
         while not self._closed:
@@ -344,6 +352,7 @@ class Transport:
                 await wake.wait()
             connected_at = None
             call = None
+            sent_views = None       # what this stream told the peer (see MessageBatch.views)
             try:
                 call = await self._connect(peer)
                 connected_at = loop.time()
@@ -364,6 +373,9 @@ class Transport:
                         continue
                     batch = pb.MessageBatch(from_addr=from_addr, cluster_tag=cluster.value, from_uid=uid,
                                             to_uid=self._peer_uid(peer.addr))
+                    if views() is not sent_views:
+                        sent_views = views()
+                        _add_views(batch, sent_views)
                     add = batch.msgs.add
                     n = size = 0
                     popleft = q.popleft
@@ -549,6 +561,8 @@ class _Servicer(pb_grpc.RaftTransportServicer):
                 if why:
                     t.refused_batches += 1
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+            if batch.views and t._on_views is not None:
+                t._on_views(batch.from_addr, {v.group: tuple(v.founders) for v in batch.views})
             if batch.to_uid and t._self_uid and batch.to_uid != t._self_uid:
                 # meant for the node that had this address before (its disk was wiped): not us
                 t.refused_batches += 1
@@ -625,6 +639,15 @@ class _FixedCluster:
         if cid and self.value and cid != self.value:
             return f"{source} belongs to cluster {cid:x}, this node to cluster {self.value:x}"
         return ""
+
+
+_NO_VIEWS: dict[int, tuple[str, ...]] = {}
+
+
+def _add_views(batch: pb.MessageBatch, views: dict[int, tuple[str, ...]]) -> None:
+    add = batch.views.add
+    for gid, founders in views.items():
+        add(group=gid, founders=founders)
 
 
 def _parse_stream(value: str) -> tuple[int, int] | None:

@@ -42,8 +42,9 @@ _T = MsgType
 # what a peer may send on the Send stream (SNAP comes by InstallSnapshot only)
 WIRE_TYPES = frozenset({_T.APP, _T.APP_RESP, _T.VOTE, _T.VOTE_RESP, _T.PRE_VOTE, _T.PRE_VOTE_RESP,
                         _T.HEARTBEAT, _T.HEARTBEAT_RESP, _T.READ_INDEX, _T.READ_INDEX_RESP,
-                        _T.TIMEOUT_NOW, _T.TRANSFER_LEADER, _T.REFUSED, _T.HELLO})
-_DRIVER_TYPES = frozenset({_T.REFUSED, _T.HELLO})      # the driver's own: never stepped
+                        _T.TIMEOUT_NOW, _T.TRANSFER_LEADER, _T.REFUSED, _T.HELLO,
+                        _T.MEMBERS_DIFFER})
+_DRIVER_TYPES = frozenset({_T.REFUSED, _T.HELLO, _T.MEMBERS_DIFFER})  # the driver's own: never stepped
 _FORWARDED = frozenset({_T.READ_INDEX, _T.TRANSFER_LEADER})  # relayed with term 0
 _ENTRY_TYPES = frozenset({EntryType.NORMAL, EntryType.CONF_CHANGE})
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from operator import itemgetter
 
 from ..names import MAX_ADDRESS_CHARS, shown
 from ..raft.messages import ConfChange, ConfChangeOp, EntryType, Message, MsgType
@@ -60,8 +61,48 @@ def _number(name: str, v: int) -> str:
     return "" if 0 <= v <= MAX_NUMBER else f"{name} {v} is outside 0..{MAX_NUMBER}"
 
 
+_RAFT_TYPES = frozenset(int(t) for t in WIRE_TYPES - _DRIVER_TYPES)
+_TERM, _INDEX, _TYPE = itemgetter(0), itemgetter(1), itemgetter(3)
+_NORMAL_ONLY = frozenset({int(EntryType.NORMAL)})
+
+
 def problem(m: Message) -> str:
     """Why `m` (decoded from the Send stream) cannot be a peer's message; "" if it can."""
+    t = m.type
+    # the hot path (every peer message): a plain message of a correct peer, checked at once
+    term = m.term
+    if (t in _RAFT_TYPES and 0 < term <= MAX_NUMBER and 0 <= m.log_term <= term
+            and 0 <= m.index <= MAX_NUMBER and 0 <= m.commit <= MAX_NUMBER
+            and 0 <= m.reject_hint <= MAX_NUMBER and 0 <= m.to <= MAX_ID + 1
+            and 0 <= m.frm <= MAX_ID + 1 and m.snapshot is None
+            and len(m.context) <= MAX_CONTEXT):
+        ents = m.entries
+        if not ents:
+            return ""
+        if t == _T.APP and _plain_entries(m, ents):
+            return ""
+    return _problem(m)
+
+
+def _plain_entries(m: Message, ents: tuple) -> bool:
+    """The entries of a correct append: consecutive from index + 1, terms from log_term (at
+    least 1) up to the append's, never decreasing, all NORMAL (else the detailed check)."""
+    n = len(ents)
+    first, last = ents[0], ents[-1]
+    if first[1] != m.index + 1 or last[1] != m.index + n or last[1] > MAX_NUMBER:
+        return False
+    if not max(m.log_term, 1) <= first[0] <= last[0] <= m.term:
+        return False
+    if n > 2:
+        if list(map(_INDEX, ents)) != list(range(m.index + 1, m.index + n + 1)):
+            return False
+        terms = list(map(_TERM, ents))
+        if terms != sorted(terms):
+            return False
+    return set(map(_TYPE, ents)) <= _NORMAL_ONLY
+
+
+def _problem(m: Message) -> str:
     t = m.type
     if t not in WIRE_TYPES:
         if t == _T.SNAP:

@@ -8,6 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from eraftd.node import validate
 from eraftd.node.members import ChangeContext
 from eraftd.node.codec import decode_batch, decode_message, encode_batch, encode_message
@@ -107,3 +110,16 @@ def test_a_term_far_ahead_and_an_ack_past_the_log_are_refused_against_the_state(
     ack = Message(MsgType.APP_RESP, to=0, frm=1, term=7, index=51)
     assert "past this leader's last index 50" in validate.step_problem(Raft, ack)
     assert validate.step_problem(Raft, Message(MsgType.APP_RESP, to=0, frm=1, term=7, index=50)) == ""
+
+
+small = st.integers(-2, 12)
+entries = st.lists(st.builds(Entry, small, small, st.just(b""), st.sampled_from([0, 0, 0, 1, 5])),
+                   max_size=4)
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True, database=None)
+@given(st.builds(Message, st.sampled_from([int(t) for t in MsgType]), small, small, small, small,
+                 small, entries, small, st.booleans(), small))
+def test_the_fast_path_takes_only_what_the_detailed_check_takes(m):
+    if validate.problem(m) == "":
+        assert validate._problem(m) == "", m

@@ -481,6 +481,8 @@ class Driver:
 
     def on_views(self, addr: str, views: dict[int, tuple[str, ...]]) -> None:
         """A peer's stream said its founding member lists."""
+        if len(self.peer_views) > 4096 and addr not in self.peer_views:
+            self.peer_views.clear()     # (bounded: senders name themselves)
         self.peer_views[addr] = views
         for g in self.groups.values():
             self._compare_views(g, addr)
@@ -608,8 +610,9 @@ class Driver:
             if g is None:
                 self.drops.drop(addr, f"a message of group {gid}", "this node hosts no such group")
                 continue
-            if addr and m.frm >= 0 and m.frm not in g.members.addrs:
-                g.sender_addrs[m.frm] = addr   # (see Group.sender_addrs)
+            if (addr and m.frm >= 0 and m.frm not in g.members.addrs
+                    and (len(g.sender_addrs) < 1024 or m.frm in g.sender_addrs)):
+                g.sender_addrs[m.frm] = addr   # (see Group.sender_addrs; bounded)
             if m.type == MsgType.REFUSED:
                 self._refused_by(g, addr, m.context.decode(errors="replace"))
                 continue
@@ -659,7 +662,7 @@ class Driver:
             why = g.differ.get(from_addr) or validate.step_problem(g.node.raft, msg)
         if why:
             self.drops.drop(from_addr, f"a snapshot of group {gid}", why)
-            return f"refused: {why}"
+            return why
         if g.restoring:
             return False
         g.restoring = True
@@ -676,7 +679,7 @@ class Driver:
                     conf = Members.decode(raw).conf
                 except ValueError as e:
                     self.drops.drop(from_addr, f"a snapshot of {g.name}", str(e))
-                    return f"refused: {e}"
+                    return str(e)
                 msg.snapshot = SnapshotMeta(msg.snapshot.index, msg.snapshot.term, conf)
 
             def step() -> bool:

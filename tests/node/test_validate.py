@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eraftd.node import validate
-from eraftd.node.members import ChangeContext
 from eraftd.node.codec import decode_batch, decode_message, encode_batch, encode_message
+from eraftd.node.members import ChangeContext
 from eraftd.raft.messages import ConfChange, ConfChangeOp, Entry, EntryType, Message, MsgType
 
 _TESTS = str(Path(__file__).resolve().parents[1])

@@ -162,3 +162,41 @@ def test_malformed_peer_messages_are_dropped_and_the_group_goes_on(tmp_path):
     finally:
         stop.set()
         c.close()
+
+
+def test_a_heartbeat_at_term_2_63_minus_1_is_dropped_and_the_group_keeps_its_leader(tmp_path):
+    """Item 5: term + 1 of 2^63-1 overflows int64, for good once persisted; a term more than
+    2^32 ahead is refused before any core sees it, and nothing of it reaches a disk."""
+    far = ("heartbeat at term 2^63-1", "heartbeat 2^40 terms ahead", "vote 2^40 terms ahead")
+    c = Cluster(tmp_path, n=3)
+    try:
+        c.start()
+        leader = c.wait_leader()
+        c.propose(CTRL, [b"before=1"])
+        term = leader.group_status(CTRL).term
+        for target in c.nodes:
+            sender = next(n for n in c.nodes if n is not target)
+            to, frm = target.group_status(CTRL).id, sender.group_status(CTRL).id
+            cases = malformed(term, target.group_status(CTRL).commit_index, frm, to)
+            send(target, sender.address, [cases[name] for name in far])
+            assert not install(target, sender.address, cases[far[0]]).ok
+        assert all(n.running() for n in c.nodes)
+        assert c.wait_leader() is leader
+        assert all(n.group_status(CTRL).term == term for n in c.nodes)
+        c.propose(CTRL, [b"during=1"])
+        # every node restarted: the terms on disk are the ones before
+        for n in c.nodes:
+            n.stop()
+        for n in c.nodes:
+            n.start()
+        for n in c.nodes:
+            n.wait_serving(60)
+        last = c.propose(CTRL, [b"after=1"]).index
+        c.wait_applied(CTRL, last)
+        for n in c.nodes:
+            st = n.group_status(CTRL)
+            assert term <= st.term < term + 100, (n.name, st.term)
+            assert "term 9223372036854775807 is outside" in n.log_text()
+            assert "Traceback" not in n.log_text()
+    finally:
+        c.close()

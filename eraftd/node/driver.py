@@ -587,8 +587,7 @@ class Driver:
         for gid, m in batch:
             why = validate.problem(m)
             if why:
-                self.drops.drop(from_addr, f"a {validate.type_name(m.type)} message of group {gid}",
-                                why)
+                self._drop(from_addr, f"group {gid}", m, why)
             else:
                 items.append((gid, m, to_me, from_addr))
         if self._syncing:
@@ -637,6 +636,10 @@ class Driver:
                 if not (m.to >= 0 and (to_me or g.waiting or g.problem or self.problem)
                         and m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP)):
                     continue
+                why = validate.step_problem(g.node.raft, m)
+                if why:         # (an invalid message never makes us take another id)
+                    self._drop(addr, g.name, m, why)
+                    continue
                 g.rebind(m.to)
             self._step_one(g, m, addr)
         self.wake.set()
@@ -651,7 +654,10 @@ class Driver:
             except Exception as e:  # noqa: BLE001 - a peer's message must never stop the driver
                 log.debug("%s: stepping %r from %s raised", g.name, m, addr, exc_info=True)
                 why = f"the Raft core could not take it ({type(e).__name__}: {e})"
-        self.drops.drop(addr, f"a {validate.type_name(m.type)} message of {g.name}", why)
+        self._drop(addr, g.name, m, why)
+
+    def _drop(self, addr: str, where: str, m: Message, why: str) -> None:
+        self.drops.drop(addr, f"a {validate.type_name(m.type)} message of {where}", why)
 
     async def on_snapshot(self, gid: int, msg: Message, chunks: Any,
                           from_addr: str = "") -> bool | str:

@@ -42,6 +42,7 @@ from ..raft.messages import (ConfChange, ConfChangeOp, Entry, EntryType, Message
 from ..raft.options import RaftOptions
 from ..raft.rawnode import ProposalDropped, RawNode
 from .. import metrics
+from ..logs import Every
 from . import validate
 from .members import MEMBERS_KEY, Members
 
@@ -367,7 +368,7 @@ class Driver:
         # sends it again then) and each peer's, as its streams said
         self.views: dict[int, tuple[str, ...]] = {}
         self.peer_views: dict[str, dict[int, tuple[str, ...]]] = {}
-        self._differ_logged: dict[tuple[int, str], float] = {}
+        self._differ_logged = Every(60.0)       # (gid, peer) -> at most a line a minute
 
     def add_group(self, spec: GroupSpec, opts: RaftOptions, rng: random.Random,
                   snapshot_entries: int) -> Group:
@@ -500,18 +501,8 @@ class Driver:
                 f"the same order (a member's id is its position there), so their messages are "
                 f"refused")
         g.differ[addr] = line
-        if self._once_a_minute(self._differ_logged, (g.gid, addr)):
+        if self._differ_logged((g.gid, addr)):
             log.error("%s: refusing %s: %s", g.name, addr, line)
-
-    @staticmethod
-    def _once_a_minute(logged: dict, key: Any) -> bool:
-        now = time.monotonic()
-        if now - logged.get(key, -1e9) < 60:
-            return False
-        if len(logged) > 4096:
-            logged.clear()
-        logged[key] = now
-        return True
 
     def _refused_by(self, g: Group, addr: str, why: str) -> None:
         line = f"refused by {addr}: {why}"
@@ -617,7 +608,7 @@ class Driver:
                 continue
             if m.type == MsgType.MEMBERS_DIFFER:
                 line = f"refused by {addr}: {m.context.decode(errors='replace')}"
-                if self._once_a_minute(self._differ_logged, (g.gid, "by " + addr)):
+                if self._differ_logged((g.gid, "by " + addr)):
                     log.error("%s: this node is %s", g.name, line)
                 g.members_problem, g.members_problem_from = line, addr
                 continue

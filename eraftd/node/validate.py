@@ -23,9 +23,9 @@ raises while being stepped is caught by the driver and dropped the same way, nev
 from __future__ import annotations
 
 import logging
-import time
 from operator import itemgetter
 
+from ..logs import Every
 from ..names import MAX_ADDRESS_CHARS, shown
 from ..raft.messages import ConfChange, ConfChangeOp, EntryType, Message, MsgType
 from .members import ChangeContext
@@ -213,23 +213,18 @@ class Drops:
     """Invalid peer messages: counted, and logged once per peer per minute."""
 
     def __init__(self, interval: float = LOG_INTERVAL_S) -> None:
-        self.interval = interval
         self.count = 0
-        self._logged: dict[str, float] = {}
+        self._every = Every(interval)
         self._since: dict[str, int] = {}
 
     def drop(self, peer: str, what: str, why: str) -> None:
         """One message (or header) from `peer` dropped: `what` it was, `why`."""
         self.count += 1
         peer = peer or "an unnamed peer"
-        now = time.monotonic()
-        if now - self._logged.get(peer, float("-inf")) < self.interval:
-            self._since[peer] = self._since.get(peer, 0) + 1
+        if not self._every(peer):
+            if len(self._since) < 4096 or peer in self._since:
+                self._since[peer] = self._since.get(peer, 0) + 1
             return
-        if len(self._logged) > 4096:
-            self._logged.clear()
-            self._since.clear()
-        self._logged[peer] = now
         more = self._since.pop(peer, 0)
         tail = f" ({more} more dropped from it in the last minute)" if more else ""
         log.warning("dropped %s from %s: %s; this node ignores such messages (a peer of another "

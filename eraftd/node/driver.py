@@ -139,12 +139,6 @@ class Group:
             me = m.id_of_uid(spec.uid) if spec.uid else None
             if me is None and spec.me is not None and m.address(spec.me) == spec.address:
                 me = spec.me  # a record written before uids, or by a peer's snapshot
-            if (spec.me is not None and m.founders and tuple(spec.peers) != m.founders
-                    and m == Members.founding(m.founders)):
-                log.warning("%s: the TOML lists the peers %s, but this data_dir's group was "
-                            "founded with %s (in that order), which it keeps: a member's id is "
-                            "its position there", "controller" if spec.gid == 0 else
-                            f"group {spec.gid}", list(spec.peers), list(m.founders))
             return m, me if me is not None else WAITING
         if spec.me is None:
             return Members(), WAITING

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from typing import Hashable
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -20,6 +22,25 @@ class OneLineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return super().format(record).replace("\r", "").replace("\n", "\\n")
+
+
+class Every:
+    """For rate-limited log lines: `every(key)` is true at most once per `interval` seconds per
+    key (a peer, a caller); the keys kept are bounded (forgotten all at once beyond max_keys)."""
+
+    def __init__(self, interval: float = 60.0, max_keys: int = 4096) -> None:
+        self.interval = interval
+        self.max_keys = max_keys
+        self._last: dict[Hashable, float] = {}
+
+    def __call__(self, key: Hashable) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, float("-inf")) < self.interval:
+            return False
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+        self._last[key] = now
+        return True
 
 
 class ClientGoneFilter(logging.Filter):

@@ -176,6 +176,8 @@ def member_problem(driver: Any, g: Any) -> str:
         return driver.problem
     if getattr(g, "problem", ""):
         return g.problem
+    if getattr(g, "members_problem", ""):
+        return g.members_problem
     if getattr(g, "waiting", False):
         if g.me >= 0 and g.me not in g.members.addrs and g.node.conf_state.voters:
             return "removed from the group: it serves nothing for it (stop this node)"

@@ -53,18 +53,28 @@ class RaftMessage(_message.Message):
     def __init__(self, group: _Optional[int] = ..., type: _Optional[int] = ..., to: _Optional[int] = ..., frm: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., has_snapshot: _Optional[bool] = ..., snapshot_index: _Optional[int] = ..., snapshot_term: _Optional[int] = ..., context: _Optional[bytes] = ...) -> None: ...
 
 class MessageBatch(_message.Message):
-    __slots__ = ("from_addr", "cluster_tag", "msgs", "from_uid", "to_uid")
+    __slots__ = ("from_addr", "cluster_tag", "msgs", "from_uid", "to_uid", "views")
     FROM_ADDR_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_TAG_FIELD_NUMBER: _ClassVar[int]
     MSGS_FIELD_NUMBER: _ClassVar[int]
     FROM_UID_FIELD_NUMBER: _ClassVar[int]
     TO_UID_FIELD_NUMBER: _ClassVar[int]
+    VIEWS_FIELD_NUMBER: _ClassVar[int]
     from_addr: str
     cluster_tag: int
     msgs: _containers.RepeatedCompositeFieldContainer[RaftMessage]
     from_uid: int
     to_uid: int
-    def __init__(self, from_addr: _Optional[str] = ..., cluster_tag: _Optional[int] = ..., msgs: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ..., from_uid: _Optional[int] = ..., to_uid: _Optional[int] = ...) -> None: ...
+    views: _containers.RepeatedCompositeFieldContainer[GroupView]
+    def __init__(self, from_addr: _Optional[str] = ..., cluster_tag: _Optional[int] = ..., msgs: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ..., from_uid: _Optional[int] = ..., to_uid: _Optional[int] = ..., views: _Optional[_Iterable[_Union[GroupView, _Mapping]]] = ...) -> None: ...
+
+class GroupView(_message.Message):
+    __slots__ = ("group", "founders")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    FOUNDERS_FIELD_NUMBER: _ClassVar[int]
+    group: int
+    founders: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, group: _Optional[int] = ..., founders: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SendSummary(_message.Message):
     __slots__ = ("batches", "msgs")

@@ -46,7 +46,8 @@ class AdminService(pb_grpc.NodeAdminServicer):
             st = g.node.status()
             m = g.members
             problem = metrics.member_problem(d, g)
-            refused = [why for _, why in sorted(g.refused.items())] if g.is_leader() else []
+            refused = ([why for _, why in sorted({**g.differ, **g.refused}.items())]
+                       if g.is_leader() else [])
             out.groups.append(pb.GroupStatus(
                 group=g.gid, id=g.me, role=st.role.wire_name, term=st.term, leader_id=st.lead,
                 leader_address=g.leader_address, commit_index=st.commit, last_applied=st.applied,

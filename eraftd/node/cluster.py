@@ -20,8 +20,9 @@ clusters (a TOML that names another cluster's nodes) with TLS off too; it is not
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
+
+from ..logs import Every
 
 log = logging.getLogger("eraftd.cluster")
 
@@ -36,7 +37,7 @@ def cluster_text(cid: int) -> str:
 class ClusterIdentity:
     def __init__(self, store: Any) -> None:
         self.store = store              # NodeStore: cluster_id, set_cluster_id
-        self._logged: dict[str, float] = {}
+        self._every = Every(LOG_INTERVAL_S)
         self.refused = 0
 
     @property
@@ -59,11 +60,7 @@ class ClusterIdentity:
                f"{cluster_text(ours)}: a node of another cluster (check the peer and controller "
                f"lists in both TOML files)")
         self.refused += 1
-        now = time.monotonic()
-        if now - self._logged.get(source, float("-inf")) >= LOG_INTERVAL_S:
-            if len(self._logged) > 4096:
-                self._logged.clear()
-            self._logged[source] = now
+        if self._every(source):
             log.error("refused: %s", why)
         return why
 

@@ -42,6 +42,8 @@ from ..raft.messages import (ConfChange, ConfChangeOp, Entry, EntryType, Message
 from ..raft.options import RaftOptions
 from ..raft.rawnode import ProposalDropped, RawNode
 from .. import metrics
+from ..logs import Every
+from . import validate
 from .members import MEMBERS_KEY, Members
 
 log = logging.getLogger("eraftd.raft")
@@ -100,6 +102,11 @@ class Group:
         # where its leader is from the leader's own messages)
         self.sender_addrs: dict[int, str] = {}
         self.refused: dict[str, str] = {}   # member address -> why its messages are refused
+        # sender address -> why its messages are refused: its founding member list differs
+        # from ours (Driver.on_views; not kept on disk: it is seen again on every stream)
+        self.differ: dict[str, str] = {}
+        self.members_problem = ""           # a peer refuses us so ("" = none); its address:
+        self.members_problem_from = ""
         # the commit index as the last round knew it (a message stepped since may have moved
         # the core's on; the next round applies that): what /readyz compares applied with
         self.round_commit = self.node.applied
@@ -356,6 +363,12 @@ class Driver:
         self.problem = ""              # why the whole node is refused by a peer (another cluster)
         self._refusal_logged: dict[int, float] = {}
         self._refusal_told: dict[tuple[int, str], float] = {}
+        self.drops = validate.Drops()  # invalid peer messages (eraftd/node/validate.py)
+        # founding member lists: ours (gid -> list; a new dict when one changes: the transport
+        # sends it again then) and each peer's, as its streams said
+        self.views: dict[int, tuple[str, ...]] = {}
+        self.peer_views: dict[str, dict[int, tuple[str, ...]]] = {}
+        self._differ_logged = Every(60.0)       # (gid, peer) -> at most a line a minute
 
     def add_group(self, spec: GroupSpec, opts: RaftOptions, rng: random.Random,
                   snapshot_entries: int) -> Group:
@@ -363,7 +376,9 @@ class Driver:
         self.groups[spec.gid] = g
         g.refused = dict(self._saved_refusals.get(spec.gid, {}))
         g.conf_listeners.append(self._learn_member_uids)
+        g.conf_listeners.append(self._founders_known)
         self._learn_member_uids(g)
+        self._founders_known(g)
         if g.me == WAITING:
             log.info("%s: waiting to be added to the group (run `eraftd member add %s %s` "
                      "against it)", g.name, "ctrl" if g.gid == 0 else g.gid, spec.address)
@@ -452,6 +467,43 @@ class Driver:
         self._refusal_told[key] = now
         return True
 
+    # ---------------------------------------------------------------- founding member lists
+    # A member's id is its position in the founding list (the TOML's peers), so members whose
+    # lists differ (the same peers in another order, another cluster's node listing ours) would
+    # take each other's messages for another member's.  Every stream says the sender's lists
+    # (MessageBatch.views); a group whose list differs from ours refuses the sender's messages
+    # and tells it why (MEMBERS_DIFFER); both log it once per peer per minute.
+    def _founders_known(self, g: Group) -> None:
+        """g's record may have changed (a snapshot brought it): our views, then every peer's."""
+        if self.views.get(g.gid) != g.members.founders:
+            self.views = {**self.views, g.gid: g.members.founders}
+        for addr in list(self.peer_views):
+            self._compare_views(g, addr)
+
+    def on_views(self, addr: str, views: dict[int, tuple[str, ...]]) -> None:
+        """A peer's stream said its founding member lists."""
+        if len(self.peer_views) > 4096 and addr not in self.peer_views:
+            self.peer_views.clear()     # (bounded: senders name themselves)
+        self.peer_views[addr] = views
+        for g in self.groups.values():
+            self._compare_views(g, addr)
+
+    def _compare_views(self, g: Group, addr: str) -> None:
+        theirs = self.peer_views.get(addr, {}).get(g.gid, ())
+        ours = g.members.founders
+        if not theirs or not ours or theirs == ours:
+            if g.differ.pop(addr, None) is not None:
+                log.info("%s: %s lists the same founding members again", g.name, addr)
+            return
+        me = getattr(self.transport, "self_addr", "") or "this node"
+        line = (f"the founding members of {g.name} differ: {addr} lists {list(theirs)}, {me} "
+                f"lists {list(ours)}; every founding member's TOML must list the same peers in "
+                f"the same order (a member's id is its position there), so their messages are "
+                f"refused")
+        g.differ[addr] = line
+        if self._differ_logged((g.gid, addr)):
+            log.error("%s: refusing %s: %s", g.name, addr, line)
+
     def _refused_by(self, g: Group, addr: str, why: str) -> None:
         line = f"refused by {addr}: {why}"
         now = time.monotonic()
@@ -522,7 +574,13 @@ class Driver:
                     to_me: bool = False) -> None:
         """Step a peer's messages.  to_me: the sender named this node by its node uid, so a
         message to another id of ours means the group added this node anew (a replace)."""
-        items = ((gid, m, to_me, from_addr) for gid, m in batch)
+        items = []
+        for gid, m in batch:
+            why = validate.problem(m)
+            if why:
+                self._drop(from_addr, f"group {gid}", m, why)
+            else:
+                items.append((gid, m, to_me, from_addr))
         if self._syncing:
             self._held_msgs.extend(items)
             return
@@ -531,14 +589,6 @@ class Driver:
     def _step_messages(self, items: Iterable[tuple[int, Message, bool, str]]) -> None:
         groups = self.groups
         for gid, m, to_me, addr in items:
-            g = groups.get(gid)
-            if g is None:
-                continue
-            if addr and m.frm >= 0 and m.frm not in g.members.addrs:
-                g.sender_addrs[m.frm] = addr   # (see Group.sender_addrs)
-            if m.type == MsgType.REFUSED:
-                self._refused_by(g, addr, m.context.decode(errors="replace"))
-                continue
             if m.type == MsgType.HELLO:
                 # (its uid was looked at with its batch, in check_peer): tell it every group
                 # that refuses it
@@ -546,6 +596,30 @@ class Driver:
                     if addr in h.refused:
                         self._refuse(h, addr, m)
                 continue
+            g = groups.get(gid)
+            if g is None:
+                self.drops.drop(addr, f"a message of group {gid}", "this node hosts no such group")
+                continue
+            if (addr and m.frm >= 0 and m.frm not in g.members.addrs
+                    and (len(g.sender_addrs) < 1024 or m.frm in g.sender_addrs)):
+                g.sender_addrs[m.frm] = addr   # (see Group.sender_addrs; bounded)
+            if m.type == MsgType.REFUSED:
+                self._refused_by(g, addr, m.context.decode(errors="replace"))
+                continue
+            if m.type == MsgType.MEMBERS_DIFFER:
+                line = f"refused by {addr}: {m.context.decode(errors='replace')}"
+                if self._differ_logged((g.gid, "by " + addr)):
+                    log.error("%s: this node is %s", g.name, line)
+                g.members_problem, g.members_problem_from = line, addr
+                continue
+            if addr in g.differ:
+                if self._once_a_second((g.gid, addr)):
+                    self.transport.send(addr, g.gid, [Message(
+                        MsgType.MEMBERS_DIFFER, to=m.frm, frm=g.me,
+                        context=g.differ[addr].encode())])
+                continue
+            if g.members_problem and addr == g.members_problem_from:
+                g.members_problem = g.members_problem_from = ""   # it takes our messages again
             if addr in g.refused:
                 self._refuse(g, addr, m)
                 continue
@@ -553,13 +627,40 @@ class Driver:
                 if not (m.to >= 0 and (to_me or g.waiting or g.problem or self.problem)
                         and m.type in (MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP)):
                     continue
+                why = validate.step_problem(g.node.raft, m)
+                if why:         # (an invalid message never makes us take another id)
+                    self._drop(addr, g.name, m, why)
+                    continue
                 g.rebind(m.to)
-            g.node.step(m)
+            self._step_one(g, m, addr)
         self.wake.set()
 
-    async def on_snapshot(self, gid: int, msg: Message, chunks: Any) -> bool:
+    def _step_one(self, g: Group, m: Message, addr: str) -> None:
+        """Step a peer's message into g's core: never fatal (see eraftd/node/validate.py)."""
+        why = validate.step_problem(g.node.raft, m)
+        if not why:
+            try:
+                g.node.step(m)
+                return
+            except Exception as e:  # noqa: BLE001 - a peer's message must never stop the driver
+                log.debug("%s: stepping %r from %s raised", g.name, m, addr, exc_info=True)
+                why = f"the Raft core could not take it ({type(e).__name__}: {e})"
+        self._drop(addr, g.name, m, why)
+
+    def _drop(self, addr: str, where: str, m: Message, why: str) -> None:
+        self.drops.drop(addr, f"a {validate.type_name(m.type)} message of {where}", why)
+
+    async def on_snapshot(self, gid: int, msg: Message, chunks: Any,
+                          from_addr: str = "") -> bool | str:
+        """A peer's snapshot: True once its core took it; False or why not (a refusal)."""
         g = self.groups.get(gid)
-        if g is None or g.restoring:
+        why = validate.snapshot_problem(msg) or ("" if g else "this node hosts no such group")
+        if not why and g is not None:
+            why = g.differ.get(from_addr) or validate.step_problem(g.node.raft, msg)
+        if why:
+            self.drops.drop(from_addr, f"a snapshot of group {gid}", why)
+            return why
+        if g.restoring:
             return False
         g.restoring = True
         restore = g.store.begin_restore()
@@ -569,13 +670,17 @@ class Driver:
                 restore.add_chunk(chunk)
             msg.snapshot_data = restore
             raw = restore.get(MEMBERS_KEY)
-            if raw is not None and msg.snapshot is not None:
+            if raw is not None:
                 # the membership at the snapshot's index travels in its data
-                msg.snapshot = SnapshotMeta(msg.snapshot.index, msg.snapshot.term,
-                                            Members.decode(raw).conf)
+                try:
+                    conf = Members.decode(raw).conf
+                except ValueError as e:
+                    self.drops.drop(from_addr, f"a snapshot of {g.name}", str(e))
+                    return str(e)
+                msg.snapshot = SnapshotMeta(msg.snapshot.index, msg.snapshot.term, conf)
 
             def step() -> bool:
-                g.node.step(msg)
+                self._step_one(g, msg, from_addr)
                 return g.node.raft.log.unstable.snapshot_data is restore
             taken = await self._when_stepping(step)
             if taken:

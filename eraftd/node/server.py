@@ -193,8 +193,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         def on_messages(batch, from_addr, to_me):
             driver.on_messages(batch, from_addr, to_me)
 
-        async def on_snapshot(group, msg, chunks):
-            return await driver.on_snapshot(group, msg, chunks)
+        async def on_snapshot(group, msg, chunks, from_addr):
+            return await driver.on_snapshot(group, msg, chunks, from_addr)
 
         def on_unreachable(addr):
             driver.on_unreachable(addr)
@@ -210,6 +210,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
                               check_peer=check_peer, on_refused=on_refused,
                               pass_sender=True, peer_uid=lambda a: driver.peer_uids.get(a, 0),
                               on_stranger=lambda a: driver.on_stranger(a),
+                              views=lambda: driver.views,
+                              on_views=lambda a, v: driver.on_views(a, v),
                               tls=cfg.tls.files if cfg.tls else None, cluster=cluster)
         transport.add_to_server(server)
         driver = Driver(store, transport, cfg.raft.heartbeat_ms)

@@ -172,13 +172,16 @@ class Transport:
         pass_sender: bool = False,
         peer_uid: Callable[[str], int] | None = None,
         on_stranger: Callable[[str], None] | None = None,
+        views: Callable[[], dict[int, tuple[str, ...]]] | None = None,
+        on_views: Callable[[str, dict[int, tuple[str, ...]]], None] | None = None,
     ):
         """
         self_addr: this node's advertised address (sent with every batch).
         dial: advertised address -> address to dial (the [node.dial] overrides); None = identity.
         on_messages: called in the loop with the (group, Message) pairs of every received batch.
-        on_snapshot: awaited for an incoming snapshot with (group, SNAP message, data chunks);
-            returns success.  None: incoming snapshots are refused.
+        on_snapshot: awaited for an incoming snapshot with (group, SNAP message, data chunks)
+            (and the sender's address, with pass_sender); returns success, or a string: why it
+            was refused.  None: incoming snapshots are refused.
         on_unreachable: called in the loop with a peer's advertised address when sending to it
             failed (a failed connect, a broken stream, messages dropped from a full queue, a
             failed snapshot); at most once per unreachable_interval seconds per peer; never
@@ -195,12 +198,15 @@ class Transport:
         check_peer: (from_addr, from_uid) -> "" to take a stream's messages, else why not (the
             stream is then ended with PERMISSION_DENIED and that reason).
         on_refused: called with (peer address, reason) when a peer ends our stream so.
-        pass_sender: call on_messages(items, from_addr, to_me) instead of on_messages(items);
-            to_me: the sender named this node by its uid.
+        pass_sender: call on_messages(items, from_addr, to_me) instead of on_messages(items),
+            and on_snapshot(..., from_addr); to_me: the sender named this node by its uid.
         peer_uid: address -> the uid we know that peer by (0: unknown), sent with each batch;
             a receiver with another uid drops the batch.
         on_stranger: called with the sender's address when a batch is dropped so (the sender
             knows another disk at our address).
+        views: () -> this node's founding member list of each group it hosts (the same dict
+            object until one changes): sent on each stream's first batch and after a change.
+        on_views: called with (sender address, its views) when a batch carries them.
         """
         if max_batch_msgs < 1 or max_queue < 1:
             raise ValueError("max_batch_msgs and max_queue must be >= 1")
@@ -225,6 +231,8 @@ class Transport:
         self._pass_sender = pass_sender
         self._peer_uid = peer_uid or (lambda _a: 0)
         self._on_stranger = on_stranger
+        self._views = views or (lambda: _NO_VIEWS)
+        self._on_views = on_views
         self._peers: dict[str, _Peer] = {}
         self._snapshot_channels: set[grpc.aio.Channel] = set()
         self._closed = False
@@ -335,6 +343,7 @@ class Transport:
         max_n = self._max_batch_msgs
         max_b = self._max_batch_bytes
         from_addr, uid, cluster = self.self_addr, self._self_uid, self._cluster
+        views = self._views
         backoff = self._backoff_min
         loop = asyncio.get_running_loop()
         while not self._closed:
@@ -343,6 +352,7 @@ class Transport:
                 await wake.wait()
             connected_at = None
             call = None
+            sent_views = None       # what this stream told the peer (see MessageBatch.views)
             try:
                 call = await self._connect(peer)
                 connected_at = loop.time()
@@ -363,6 +373,9 @@ class Transport:
                         continue
                     batch = pb.MessageBatch(from_addr=from_addr, cluster_tag=cluster.value, from_uid=uid,
                                             to_uid=self._peer_uid(peer.addr))
+                    if views() is not sent_views:
+                        sent_views = views()
+                        _add_views(batch, sent_views)
                     add = batch.msgs.add
                     n = size = 0
                     popleft = q.popleft
@@ -548,6 +561,8 @@ class _Servicer(pb_grpc.RaftTransportServicer):
                 if why:
                     t.refused_batches += 1
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+            if batch.views and t._on_views is not None:
+                t._on_views(batch.from_addr, {v.group: tuple(v.founders) for v in batch.views})
             if batch.to_uid and t._self_uid and batch.to_uid != t._self_uid:
                 # meant for the node that had this address before (its disk was wiped): not us
                 t.refused_batches += 1
@@ -564,8 +579,9 @@ class _Servicer(pb_grpc.RaftTransportServicer):
                     on_messages(items, batch.from_addr, bool(batch.to_uid))
                 else:
                     on_messages(items)
-            except Exception:
-                log.exception("on_messages raised (batch from %s dropped)", batch.from_addr)
+            except Exception as e:  # noqa: BLE001 - the driver validates; this is the last guard
+                log.error("on_messages raised (batch from %s dropped): %s", batch.from_addr,
+                          _describe(e))
         return pb.SendSummary(batches=batches, msgs=msgs)
 
     async def InstallSnapshot(self, request_iterator, context: grpc.aio.ServicerContext):
@@ -598,12 +614,18 @@ class _Servicer(pb_grpc.RaftTransportServicer):
                 yield chunk.data
 
         try:
-            ok = t._on_snapshot(group, msg, data())
+            if t._pass_sender:
+                ok = t._on_snapshot(group, msg, data(), header.from_addr)
+            else:
+                ok = t._on_snapshot(group, msg, data())
             if inspect.isawaitable(ok):
                 ok = await ok
         except Exception as e:  # noqa: BLE001 - reported to the sender
-            log.exception("on_snapshot for group %d from %s raised", group, header.from_addr)
+            log.error("on_snapshot for group %d from %s raised %s", group, header.from_addr,
+                      _describe(e))
             return pb.SnapshotAck(ok=False, error=f"{type(e).__name__}: {e}")
+        if isinstance(ok, str):     # a refusal, in words
+            return pb.SnapshotAck(ok=False, error=ok)
         return pb.SnapshotAck(ok=bool(ok))
 
 
@@ -617,6 +639,15 @@ class _FixedCluster:
         if cid and self.value and cid != self.value:
             return f"{source} belongs to cluster {cid:x}, this node to cluster {self.value:x}"
         return ""
+
+
+_NO_VIEWS: dict[int, tuple[str, ...]] = {}
+
+
+def _add_views(batch: pb.MessageBatch, views: dict[int, tuple[str, ...]]) -> None:
+    add = batch.views.add
+    for gid, founders in views.items():
+        add(group=gid, founders=founders)
 
 
 def _parse_stream(value: str) -> tuple[int, int] | None:

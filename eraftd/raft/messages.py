@@ -146,6 +146,9 @@ class MsgType(IntEnum):
     # the driver's own too: "this is who is at this address now" (sent to a peer whose
     # messages were meant for the disk that was here before; its batch carries our uid)
     HELLO = 31
+    # the driver's own too: "your founding member list of this group differs from mine, so your
+    # messages are refused" (context: both lists, in plain words)
+    MEMBERS_DIFFER = 32
 
 
 LOCAL_TYPES = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.SNAP_STATUS, MsgType.UNREACHABLE,

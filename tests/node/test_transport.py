@@ -425,3 +425,19 @@ async def test_close_ends_a_sender_that_is_reconnecting_fast():
         t.send(f"127.0.0.1:{free_port()}", 1, [hb(i)])
         await asyncio.sleep(rng.uniform(0.005, 0.03))      # let it fail and retry a few times
         await asyncio.wait_for(t.close(), 10)
+
+
+async def test_founding_views_go_on_a_streams_first_batch_and_after_a_change(net):
+    mine = {"views": {1: ("a:1", "b:2")}}
+    seen: list[tuple[str, dict]] = []
+    b = await net(on_views=lambda addr, v: seen.append((addr, v)))
+    a = await net(views=lambda: mine["views"])
+    for i in range(5):                                   # five batches
+        a.t.send(b.addr, 1, [hb(i)])
+        await b.inbox.wait_count(i + 1)
+    assert len(b.inbox.batches) == 5
+    assert seen == [(a.addr, {1: ("a:1", "b:2")})]      # once for the stream, not per batch
+    mine["views"] = {1: ("a:1", "b:2"), 2: ("c:3",)}     # a new dict: a change
+    a.t.send(b.addr, 1, [hb(5)])
+    await b.inbox.wait_count(6)
+    assert seen[1:] == [(a.addr, {1: ("a:1", "b:2"), 2: ("c:3",)})]

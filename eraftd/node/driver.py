@@ -5,7 +5,8 @@ then for every group with a Ready, stage its snapshot, new entries, hard state a
 state machine's writes for the committed entries, with the applied index, in ONE WriteBatch
 shared by all groups; send the messages that promise nothing (a leader's appends go out while
 its own disk works) and answer the proposers of the committed entries (durable on a majority
-already); write the batch (one fsync); send the messages that wait for it (votes,
+already); write the batch (one fsync, when a group's Ready must_sync: new entries, a snapshot,
+a new term or vote -- not for a round that only commits and applies); send the messages that wait for it (votes,
 acknowledgements); serve readers; advance the cores.  Many proposals and reads that arrive
 while a round runs are taken together by the next one: one propose() call and one ReadIndex
 per group per round.
@@ -683,16 +684,21 @@ class Driver:
             # their answers now (they are sent while the disk works; the batch is written,
             # unsynced, before any other task runs)
             g.finish(rd, res)
-        t0 = time.perf_counter()
-        # durable (fsync) before anything that depends on it leaves.  Not in a thread: a round
-        # that writes nothing (heartbeats, read confirmations), and one that installs a
-        # snapshot (no loop turn between the write and the state machine's restore)
-        if (self.store.fsync and len(batch)
-                and not any(rd.snapshot is not None for _, rd in readies)):
-            await self._write_and_sync(batch)
+        # durable (fsync) before anything that depends on it leaves, when anything does (new
+        # entries, a snapshot, a new term or vote: Ready.must_sync).  A round that only moves
+        # the commit index and applies is written unsynced: a crash that loses it loses no
+        # promise (the entries are durable; they apply again).  Not in a thread: a round that
+        # installs a snapshot (no loop turn between the write and the state machine's restore)
+        if not any(rd.must_sync for _, rd in readies):
+            if len(batch):
+                self.store.write(batch, sync=False)
         else:
-            self.store.write(batch)
-        metrics.observe_fsync(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            if self.store.fsync and not any(rd.snapshot is not None for _, rd in readies):
+                await self._write_and_sync(batch)
+            else:
+                self.store.write(batch)
+            metrics.observe_fsync(time.perf_counter() - t0)
         for g, rd in readies:
             if rd.snapshot is not None:
                 g.sm.restored()
@@ -766,7 +772,7 @@ class Driver:
                 g.store.stage_compact(batch, point)
                 log.info("%s: compacted log through index %d", g.name, point)
         if batch is not None:
-            self.store.write(batch)
+            self.store.write(batch, sync=False)   # lost in a crash, it is done again later
 
     def _log_notice(self, g: Group, n: Any) -> None:
         if n.kind == "lost-log":

@@ -48,6 +48,7 @@ from .members import MEMBERS_KEY, Members
 log = logging.getLogger("eraftd.raft")
 
 COALESCE_TURNS = 32  # at most this many extra event-loop turns to gather a round's inputs
+JOIN_MAX_BYTES = 1 << 20   # joined proposals go to the log in entries about this big
 
 
 class NotLeader(Exception):
@@ -108,6 +109,8 @@ class Group:
         self.name = "controller" if self.gid == 0 else f"group {self.gid}"
         # proposals waiting for the next round, and proposals in the log waiting to apply
         self.proposals: list[tuple[bytes, asyncio.Future]] = []
+        # proposals to join into one entry per round: join function -> items (propose_joined)
+        self.joined: dict[Callable[[list[bytes]], bytes], list[tuple[bytes, asyncio.Future]]] = {}
         self.waiters: dict[int, tuple[int, asyncio.Future]] = {}  # index -> (term, future)
         # reads: waiting for the next round -> waiting for their read index -> waiting to apply
         self.reads: list[asyncio.Future] = []
@@ -223,6 +226,8 @@ class Group:
 
     # -- inputs taken at the start of a round --
     def flush_inputs(self) -> None:
+        if self.joined:
+            self._join_proposals()
         if self.proposals:
             props, self.proposals = self.proposals, []
             live = [(d, f) for d, f in props if not f.done()]
@@ -251,6 +256,23 @@ class Group:
                     ctx = self.read_seq.to_bytes(8, "big")
                     self.reads_inflight[ctx] = futs
                     self.node.read_index(ctx)
+
+    def _join_proposals(self) -> None:
+        """Each join function's items of this round -> one proposal (or a few, about
+        JOIN_MAX_BYTES each) whose result, a list, is handed out one element per item."""
+        joined, self.joined = self.joined, {}
+        loop = asyncio.get_running_loop()
+        for join, items in joined.items():
+            live = [(d, f) for d, f in items if not f.done()]
+            while live:
+                size, n = 0, 0
+                while n < len(live) and (n == 0 or size + len(live[n][0]) <= JOIN_MAX_BYTES):
+                    size += len(live[n][0])
+                    n += 1
+                part, live = live[:n], live[n:]
+                whole = loop.create_future()
+                whole.add_done_callback(lambda w, part=part: _hand_out(w, part))
+                self.proposals.append((join([d for d, _ in part]), whole))
 
     # -- after the round's write --
     def finish(self, rd: Ready, results: list[Any]) -> None:
@@ -320,6 +342,11 @@ class Group:
             if not f.done():
                 f.set_exception(err)
         self.proposals.clear()
+        for items in self.joined.values():
+            for _, f in items:
+                if not f.done():
+                    f.set_exception(err)
+        self.joined.clear()
 
     def compaction_point(self) -> int:
         """Index to compact the log to this round, or 0: keep a tail for slow followers."""
@@ -329,6 +356,23 @@ class Group:
             return 0
         keep = min(1000, self.snapshot_entries // 10)
         return applied - keep
+
+
+def _hand_out(whole: asyncio.Future, part: list[tuple[bytes, asyncio.Future]]) -> None:
+    """A joined proposal ended: each of its items gets its own element of the result."""
+    if whole.cancelled():
+        err: BaseException | None = ProposalLost("")
+    else:
+        err = whole.exception()
+    res = None if err is not None else whole.result()
+    if err is None and not (isinstance(res, list) and len(res) == len(part)):
+        err = ProposalLost("")      # a machine that did not answer per item: outcome unknown
+    for i, (_, f) in enumerate(part):
+        if not f.done():
+            if err is not None:
+                f.set_exception(err)
+            else:
+                f.set_result(res[i])
 
 
 class Driver:
@@ -503,6 +547,20 @@ class Driver:
         Raises NotLeader at once on a follower; ProposalLost when the outcome is unknown.
         The caller bounds the wait (asyncio.wait_for)."""
         return await self._enqueue(gid, [data])[0]
+
+    async def propose_joined(self, gid: int, data: bytes,
+                             join: Callable[[list[bytes]], bytes]) -> Any:
+        """Like propose, but the items with the same `join` function that one round takes go
+        to the log as ONE entry, join([data, ...]) (or a few, about JOIN_MAX_BYTES each), as
+        a native batch does: many unary calls, one entry.  The state machine's result for that
+        entry must be a list of one result per item; this call returns its item's."""
+        g = self.groups[gid]
+        if not g.is_leader():
+            raise NotLeader(g.leader_address)
+        fut = asyncio.get_running_loop().create_future()
+        g.joined.setdefault(join, []).append((data, fut))
+        self.wake.set()
+        return await fut
 
     async def propose_many(self, gid: int, datas: list[bytes]) -> list[Any]:
         """Like propose, for many commands taken by one round."""

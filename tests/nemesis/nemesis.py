@@ -378,7 +378,8 @@ def replica_digest(node: Node, group: int) -> tuple[int, str, int]:
     from eraftd.node import storage
     path = str(node.dir / "data")
     ident, _ = storage._probe(path)
-    ident = {k: v for k, v in ident.items() if k != storage._UID_FIELD}  # (the store's own)
+    ident = {k: v for k, v in ident.items()     # (the store's own, and the cluster it learnt)
+             if k not in (storage._UID_FIELD, storage._CLUSTER_FIELD)}
     with storage.NodeStore.open(path, ident) as st:
         g = st.group(group)
         h = hashlib.sha256()

@@ -5,7 +5,8 @@ then for every group with a Ready, stage its snapshot, new entries, hard state a
 state machine's writes for the committed entries, with the applied index, in ONE WriteBatch
 shared by all groups; send the messages that promise nothing (a leader's appends go out while
 its own disk works) and answer the proposers of the committed entries (durable on a majority
-already); write the batch (one fsync); send the messages that wait for it (votes,
+already); write the batch (one fsync, when a group's Ready must_sync: new entries, a snapshot,
+a new term or vote -- not for a round that only commits and applies); send the messages that wait for it (votes,
 acknowledgements); serve readers; advance the cores.  Many proposals and reads that arrive
 while a round runs are taken together by the next one: one propose() call and one ReadIndex
 per group per round.
@@ -49,6 +50,7 @@ from .members import MEMBERS_KEY, Members
 log = logging.getLogger("eraftd.raft")
 
 COALESCE_TURNS = 32  # at most this many extra event-loop turns to gather a round's inputs
+JOIN_MAX_BYTES = 1 << 20   # joined proposals go to the log in entries about this big
 
 
 class NotLeader(Exception):
@@ -114,6 +116,8 @@ class Group:
         self.name = "controller" if self.gid == 0 else f"group {self.gid}"
         # proposals waiting for the next round, and proposals in the log waiting to apply
         self.proposals: list[tuple[bytes, asyncio.Future]] = []
+        # proposals to join into one entry per round: join function -> items (propose_joined)
+        self.joined: dict[Callable[[list[bytes]], bytes], list[tuple[bytes, asyncio.Future]]] = {}
         self.waiters: dict[int, tuple[int, asyncio.Future]] = {}  # index -> (term, future)
         # reads: waiting for the next round -> waiting for their read index -> waiting to apply
         self.reads: list[asyncio.Future] = []
@@ -229,6 +233,8 @@ class Group:
 
     # -- inputs taken at the start of a round --
     def flush_inputs(self) -> None:
+        if self.joined:
+            self._join_proposals()
         if self.proposals:
             props, self.proposals = self.proposals, []
             live = [(d, f) for d, f in props if not f.done()]
@@ -257,6 +263,23 @@ class Group:
                     ctx = self.read_seq.to_bytes(8, "big")
                     self.reads_inflight[ctx] = futs
                     self.node.read_index(ctx)
+
+    def _join_proposals(self) -> None:
+        """Each join function's items of this round -> one proposal (or a few, about
+        JOIN_MAX_BYTES each) whose result, a list, is handed out one element per item."""
+        joined, self.joined = self.joined, {}
+        loop = asyncio.get_running_loop()
+        for join, items in joined.items():
+            live = [(d, f) for d, f in items if not f.done()]
+            while live:
+                size, n = 0, 0
+                while n < len(live) and (n == 0 or size + len(live[n][0]) <= JOIN_MAX_BYTES):
+                    size += len(live[n][0])
+                    n += 1
+                part, live = live[:n], live[n:]
+                whole = loop.create_future()
+                whole.add_done_callback(lambda w, part=part: _hand_out(w, part))
+                self.proposals.append((join([d for d, _ in part]), whole))
 
     # -- after the round's write --
     def finish(self, rd: Ready, results: list[Any]) -> None:
@@ -326,6 +349,11 @@ class Group:
             if not f.done():
                 f.set_exception(err)
         self.proposals.clear()
+        for items in self.joined.values():
+            for _, f in items:
+                if not f.done():
+                    f.set_exception(err)
+        self.joined.clear()
 
     def compaction_point(self) -> int:
         """Index to compact the log to this round, or 0: keep a tail for slow followers."""
@@ -335,6 +363,23 @@ class Group:
             return 0
         keep = min(1000, self.snapshot_entries // 10)
         return applied - keep
+
+
+def _hand_out(whole: asyncio.Future, part: list[tuple[bytes, asyncio.Future]]) -> None:
+    """A joined proposal ended: each of its items gets its own element of the result."""
+    if whole.cancelled():
+        err: BaseException | None = ProposalLost("")
+    else:
+        err = whole.exception()
+    res = None if err is not None else whole.result()
+    if err is None and not (isinstance(res, list) and len(res) == len(part)):
+        err = ProposalLost("")      # a machine that did not answer per item: outcome unknown
+    for i, (_, f) in enumerate(part):
+        if not f.done():
+            if err is not None:
+                f.set_exception(err)
+            else:
+                f.set_result(res[i])
 
 
 class Driver:
@@ -554,6 +599,20 @@ class Driver:
         Raises NotLeader at once on a follower; ProposalLost when the outcome is unknown.
         The caller bounds the wait (asyncio.wait_for)."""
         return await self._enqueue(gid, [data])[0]
+
+    async def propose_joined(self, gid: int, data: bytes,
+                             join: Callable[[list[bytes]], bytes]) -> Any:
+        """Like propose, but the items with the same `join` function that one round takes go
+        to the log as ONE entry, join([data, ...]) (or a few, about JOIN_MAX_BYTES each), as
+        a native batch does: many unary calls, one entry.  The state machine's result for that
+        entry must be a list of one result per item; this call returns its item's."""
+        g = self.groups[gid]
+        if not g.is_leader():
+            raise NotLeader(g.leader_address)
+        fut = asyncio.get_running_loop().create_future()
+        g.joined.setdefault(join, []).append((data, fut))
+        self.wake.set()
+        return await fut
 
     async def propose_many(self, gid: int, datas: list[bytes]) -> list[Any]:
         """Like propose, for many commands taken by one round."""
@@ -788,16 +847,21 @@ class Driver:
             # their answers now (they are sent while the disk works; the batch is written,
             # unsynced, before any other task runs)
             g.finish(rd, res)
-        t0 = time.perf_counter()
-        # durable (fsync) before anything that depends on it leaves.  Not in a thread: a round
-        # that writes nothing (heartbeats, read confirmations), and one that installs a
-        # snapshot (no loop turn between the write and the state machine's restore)
-        if (self.store.fsync and len(batch)
-                and not any(rd.snapshot is not None for _, rd in readies)):
-            await self._write_and_sync(batch)
+        # durable (fsync) before anything that depends on it leaves, when anything does (new
+        # entries, a snapshot, a new term or vote: Ready.must_sync).  A round that only moves
+        # the commit index and applies is written unsynced: a crash that loses it loses no
+        # promise (the entries are durable; they apply again).  Not in a thread: a round that
+        # installs a snapshot (no loop turn between the write and the state machine's restore)
+        if not any(rd.must_sync for _, rd in readies):
+            if len(batch):
+                self.store.write(batch, sync=False)
         else:
-            self.store.write(batch)
-        metrics.observe_fsync(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            if self.store.fsync and not any(rd.snapshot is not None for _, rd in readies):
+                await self._write_and_sync(batch)
+            else:
+                self.store.write(batch)
+            metrics.observe_fsync(time.perf_counter() - t0)
         for g, rd in readies:
             if rd.snapshot is not None:
                 g.sm.restored()
@@ -871,7 +935,7 @@ class Driver:
                 g.store.stage_compact(batch, point)
                 log.info("%s: compacted log through index %d", g.name, point)
         if batch is not None:
-            self.store.write(batch)
+            self.store.write(batch, sync=False)   # lost in a crash, it is done again later
 
     def _log_notice(self, g: Group, n: Any) -> None:
         if n.kind == "lost-log":

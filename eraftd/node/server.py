@@ -85,9 +85,20 @@ def _driver_failure(exc: BaseException | None) -> str:
     return f"the raft driver failed: {exc!r}"
 
 
+def event_loop_runner():
+    """asyncio.run with uvloop's loop where uvloop is installed (a dependency on Linux and
+    macOS): fewer and cheaper loop turns per call and per peer message (a lone put ~10% faster,
+    benchmarks/vs_etcd.py); the stock loop elsewhere."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def serve(cfg: Config, test_machine: str | None = None) -> int:
     try:
-        return asyncio.run(_serve(cfg, test_machine))
+        return event_loop_runner()(_serve(cfg, test_machine))
     except (StartupError, StorageError) as e:    # StorageError: a group's records, read later
         print(f"eraftd: {e}", file=sys.stderr)
         return EXIT_FAIL

@@ -454,7 +454,7 @@ class Raft:
                 elif pr.state == ProgressState.REPLICATE:
                     pr.inflights.free_le(m.index)
                 if self._maybe_commit():
-                    self._bcast_append()  # tell everyone the new commit index
+                    self._bcast_commit()
                 elif old_paused:
                     self._send_append(m.frm)
                 while self._maybe_send_append(m.frm, send_if_empty=False):
@@ -660,6 +660,16 @@ class Raft:
             return
         if self.prs[self.id].maybe_update(index) and self._maybe_commit():
             self._bcast_append()
+
+    def _bcast_commit(self) -> None:
+        """A new commit index: the followers that have entries to get hear of it with them,
+        now; the others with the next append or heartbeat (an empty append to each of them
+        on every commit would cost every follower a round and an answer per commit, and
+        nothing waits for a follower's commit index)."""
+        last = self.log.last_index()
+        for p in self._others:
+            if self.prs[p].next <= last:
+                self._send_append(p)
 
     def _bcast_append(self) -> None:
         for p in self._others:

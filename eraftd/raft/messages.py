@@ -218,7 +218,8 @@ class SoftState(NamedTuple):
 class Ready:
     """What the driver must do after a round of input.
 
-    Order: persist `snapshot`, `entries` and `hard_state` in one durable write;
+    Order: persist `snapshot`, `entries` and `hard_state` in one write, durable when
+    `must_sync`;
     `messages` may go out before that write (they depend on nothing it
     holds); `persisted_messages` only after it.  Apply `committed` entries
     (they are already durable), serve `read_states` once applied reaches
@@ -234,6 +235,10 @@ class Ready:
     persisted_messages: list = field(default_factory=list)  # send after the write is durable
     read_states: list = field(default_factory=list)       # list[ReadState]
     notices: list = field(default_factory=list)           # list[Notice]: for the driver's log
+    # the write must be durable before persisted_messages leave (new entries, a snapshot, a new
+    # term or vote); a write of only the commit index and applied entries need not be synced:
+    # lost in a crash, it is redone from the log (etcd's MustSync)
+    must_sync: bool = False
 
     def empty(self) -> bool:
         return not (self.soft_state or self.hard_state or self.entries or self.snapshot

@@ -109,13 +109,16 @@ class RawNode:
         if ss != self._prev_soft:
             rd.soft_state = ss
         hs = HardState(r.term, r.vote, r.log.committed)
-        if hs != self._prev_hard:
+        prev = self._prev_hard
+        if hs != prev:
             rd.hard_state = hs
         u = r.log.unstable
         rd.entries = list(u.entries)
         if u.snapshot is not None:
             rd.snapshot = u.snapshot
             rd.snapshot_data = u.snapshot_data
+        rd.must_sync = bool(rd.entries or u.snapshot is not None
+                            or hs.term != prev.term or hs.vote != prev.vote)
         rd.committed = r.log.next_committed()
         rd.messages, r.msgs = r.msgs, []
         rd.persisted_messages, r.msgs_after_persist = r.msgs_after_persist, []

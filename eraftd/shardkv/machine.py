@@ -6,6 +6,8 @@ Log entries (empty data is the leader's no-op), a kind byte then a protobuf mess
                                         refuses the same appends (and takes eRaft's command
                                         id 0 as a command; a negative one is refused)
     b"C"  shardkvpb.CommandRequest      one eRaft client PUT / APPEND (bare: logged before b"L")
+    b"M"  (>I length, CommandRequest)*  the eRaft clients' PUT / APPEND calls that one round
+                                        took, each applied as its own b"C" (only inside b"L")
     b"B"  eraftkvpb.BatchRequest        many native-path writes of one client session (put,
                                         append, delete, cas; `expected` one per op or empty)
     b"N"  shardctrlerpb.Config          take the next configuration
@@ -52,9 +54,11 @@ ENTRY_COMMAND, ENTRY_BATCH, ENTRY_CONFIG = b"C", b"B", b"N"
 ENTRY_INSERT, ENTRY_DELETE, ENTRY_GC_DONE = b"I", b"D", b"G"
 ENTRY_FOREIGN_CONFIG, ENTRY_ABANDONED = b"F", b"A"
 ENTRY_BOUNDED = b"L"
+ENTRY_COMMANDS = b"M"
 
 _CUR, _PREV, _FOREIGN = b"c", b"p", b"f"
 _U32 = struct.Struct(">I").pack
+_U32_UNPACK = struct.Struct(">I").unpack_from
 _I64 = struct.Struct(">q")
 _U64 = struct.Struct(">Q")
 _META = struct.Struct(">Bqq")
@@ -121,6 +125,26 @@ def encode_bounded(entry: bytes, max_value_bytes: int) -> bytes:
     return ENTRY_BOUNDED + _U64.pack(max_value_bytes) + entry
 
 
+def encode_commands(commands: list[bytes], max_value_bytes: int) -> bytes:
+    """One entry of many serialized CommandRequests (the unary calls a round took), bounded;
+    its result is the list of their results."""
+    return encode_bounded(ENTRY_COMMANDS + b"".join(_U32(len(c)) + c for c in commands),
+                          max_value_bytes)
+
+
+def _commands(body: bytes) -> Iterable[pb.CommandRequest]:
+    at, n = 0, len(body)
+    while at < n:
+        if at + 4 > n:
+            raise ValueError("a command cut short")
+        size = _U32_UNPACK(body, at)[0]
+        at += 4
+        if at + size > n:
+            raise ValueError("a command cut short")
+        yield pb.CommandRequest.FromString(body[at:at + size])
+        at += size
+
+
 def encode_insert(num: int, shard: int, cursor: bytes, resp: migpb.PullShardResponse) -> bytes:
     m = migpb.InsertChunk(config_num=num, shard=shard, cursor=cursor, next=resp.next,
                           kvs=resp.kvs, sessions=resp.sessions, done=resp.done)
@@ -134,6 +158,18 @@ def _ops_of_batch(req: kvpb.BatchRequest) -> Iterable[tuple]:
     if len(req.expected) == n and n:
         return zip(req.ops, req.keys, values, seqs, req.expected)
     return zip(req.ops, req.keys, values, seqs)
+
+
+def _apply_command(st: ShardKVState, rnd: Any, c: pb.CommandRequest,
+                   bound: int | None) -> list[tuple[str, bytes]]:
+    """One eRaft client write; bound None: a b"C" logged before b"L", applied as it was then."""
+    op = ((c.op, c.key.encode(), c.value.encode(), c.command_id),)
+    if bound is None:
+        return st.apply_ops(rnd, c.client_id, c.command_id, op)
+    problem = command_id_problem(c.command_id)
+    if problem:
+        return [(problem, b"")]
+    return st.apply_ops(rnd, c.client_id, c.command_id, op, bound, first_seq=0)
 
 
 # ---------------------------------------------------------------- the round's view of the data
@@ -238,7 +274,7 @@ class ShardKVMachine:
             bound = None
             if kind == ENTRY_BOUNDED:
                 if len(body) < _U64.size + 1 or body[_U64.size:_U64.size + 1] not in (
-                        ENTRY_BATCH, ENTRY_COMMAND):
+                        ENTRY_BATCH, ENTRY_COMMAND, ENTRY_COMMANDS):
                     raise ValueError("no client entry inside")
                 bound = _U64.unpack_from(body)[0]
                 kind, body = body[_U64.size:_U64.size + 1], body[_U64.size + 1:]
@@ -246,16 +282,9 @@ class ShardKVMachine:
                 req = kvpb.BatchRequest.FromString(body)
                 return st.apply_ops(rnd, req.session, req.floor, _ops_of_batch(req), bound)
             if kind == ENTRY_COMMAND:
-                c = pb.CommandRequest.FromString(body)
-                if bound is None:           # logged before b"L": as it applied then
-                    return st.apply_ops(rnd, c.client_id, c.command_id,
-                                        ((c.op, c.key.encode(), c.value.encode(), c.command_id),))
-                problem = command_id_problem(c.command_id)
-                if problem:
-                    return [(problem, b"")]
-                return st.apply_ops(rnd, c.client_id, c.command_id,
-                                    ((c.op, c.key.encode(), c.value.encode(), c.command_id),),
-                                    bound, first_seq=0)
+                return _apply_command(st, rnd, pb.CommandRequest.FromString(body), bound)
+            if kind == ENTRY_COMMANDS and bound is not None:
+                return [_apply_command(st, rnd, c, bound) for c in list(_commands(body))]
             if kind in (ENTRY_CONFIG, ENTRY_FOREIGN_CONFIG):
                 cfg = config_from_pb(ctlpb.Config.FromString(body))
                 before = st.config

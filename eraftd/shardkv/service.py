@@ -17,6 +17,7 @@ the committed data: linearizable, and never through the log.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -33,7 +34,7 @@ from ..controller.machine import send_leader_hint
 from ..controller.state import NSHARDS, command_id_problem
 from ..node.driver import NotLeader
 from ..node.storage import encode_chunk
-from .machine import (ENTRY_BATCH, ENTRY_COMMAND, ENTRY_DELETE, encode_bounded,
+from .machine import (ENTRY_BATCH, ENTRY_DELETE, encode_bounded, encode_commands,
                       encode_shard_op, sessions_to_pb)
 from .state import (BEPULLING, ERR_MISMATCH, ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED,
                     ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, NATIVE_KINDS, OK,
@@ -78,6 +79,7 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
         super().__init__(driver, gid, timeout)
         self.limits = limits
         self.address = address
+        self._join = functools.partial(encode_commands, max_value_bytes=limits.max_value_bytes)
 
     async def Command(self, request: pb.CommandRequest, context) -> pb.CommandResponse:
         t0 = time.perf_counter()
@@ -117,8 +119,9 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
             if sess is not None and sess.seen(request.command_id):
                 return pb.CommandResponse(err=OK)     # a retry of an applied command
             async with asyncio.timeout(self.timeout):
-                res = await self.driver.propose(self.gid, encode_bounded(
-                    ENTRY_COMMAND + request.SerializeToString(), self.limits.max_value_bytes))
+                # the calls a round takes share one log entry (machine.encode_commands)
+                res = await self.driver.propose_joined(self.gid, request.SerializeToString(),
+                                                       self._join)
             return pb.CommandResponse(err=res[0][0])
         except NotLeader as e:      # also ProposalLost: outcome unknown, the client retries
             send_leader_hint(context, e.hint)

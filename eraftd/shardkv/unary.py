@@ -65,6 +65,7 @@ class UnaryClerk:
         self.command_id = 0
         self.config = config
         self.leaders: dict[int, int] = {}
+        self._stubs: dict[str, tuple[grpc.aio.Channel, pb_grpc.ShardKVServiceStub]] = {}
 
     async def get(self, key: str) -> str | None:
         """The value of key, or None when it has none (linearizable)."""
@@ -82,7 +83,10 @@ class UnaryClerk:
         if ch is None:
             ch = self.channels[addr] = channel(self.dial(addr), self.tls, _channel_options(),
                                                name=addr)
-        return pb_grpc.ShardKVServiceStub(ch)
+        known = self._stubs.get(addr)
+        if known is None or known[0] is not ch:      # (the caller may replace a channel)
+            known = self._stubs[addr] = (ch, pb_grpc.ShardKVServiceStub(ch))
+        return known[1]
 
     async def _latest(self, seen: int, deadline: float) -> Config:
         loop = asyncio.get_running_loop()
@@ -99,23 +103,40 @@ class UnaryClerk:
         """One Command call; None when, while it was slow, the configuration moved the shard
         away from `gid` or changed gid's servers (the call is then abandoned)."""
         loop = asyncio.get_running_loop()
-        call = asyncio.ensure_future(self._stub(addr).Command(
-            req, timeout=max(0.001, min(self.call_timeout, deadline - loop.time()))))
+        # no task around the call, no asyncio.wait: a timer starts the check only for a call
+        # that is slow (a lone operation's client side is most of its cost)
+        call = self._stub(addr).Command(
+            req, timeout=max(0.001, min(self.call_timeout, deadline - loop.time())))
         check: asyncio.Task | None = None
+        moved = False
+
+        def judge(t: asyncio.Task) -> None:
+            nonlocal moved
+            if t.cancelled() or t.exception() is not None or call.done():
+                return
+            new = t.result()
+            if new.shards[shard] != gid or new.groups.get(gid) != cfg.groups.get(gid):
+                moved = True
+                call.cancel()
+
+        def suspect() -> None:
+            nonlocal check
+            check = asyncio.ensure_future(self._latest(cfg.num, deadline))
+            check.add_done_callback(judge)
+        timer = loop.call_later(self.check_after, suspect)
         try:
-            done, _ = await asyncio.wait({call}, timeout=self.check_after)
-            if not done:
-                check = asyncio.ensure_future(self._latest(cfg.num, deadline))
-                done, _ = await asyncio.wait({call, check}, return_when=asyncio.FIRST_COMPLETED)
-                if call not in done and check.exception() is None:
-                    new = check.result()
-                    if new.shards[shard] != gid or new.groups.get(gid) != cfg.groups.get(gid):
-                        return None
             return await call
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if moved and not (me is not None and me.cancelling()):
+                return None
+            raise
         finally:
-            for t in (call, check):
-                if t is not None and not t.done():
-                    t.cancel()
+            timer.cancel()
+            if not call.done():
+                call.cancel()
+            if check is not None and not check.done():
+                check.cancel()
 
     async def _do(self, op: int, key: str, value: str) -> tuple[str, str]:
         problem = self.limits.refuse(op, key.encode(), value.encode())

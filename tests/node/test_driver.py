@@ -9,7 +9,9 @@ import asyncio
 import random
 import threading
 
-from eraftd.node.driver import Driver, GroupSpec
+import pytest
+
+from eraftd.node.driver import Driver, GroupSpec, ProposalLost
 from eraftd.node.statemachine import NoopStateMachine
 from eraftd.node.storage import NodeStore
 from eraftd.raft.messages import Entry, Message, MsgType
@@ -137,6 +139,54 @@ async def test_a_leader_answers_only_after_its_entry_is_durable_and_holds_its_ti
         await until(lambda: ticks[0] >= stepped + 3, "held ticks to be stepped")
     finally:
         gate.set()
+        driver.stop()
+        await asyncio.wait_for(run, TIMEOUT)
+        store.close()
+
+
+class JoinMachine(NoopStateMachine):
+    """Records every entry it applies; a b"J" entry's result is one element per item."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store)
+        self.entries: list[bytes] = []
+
+    def apply(self, entries, batch):
+        self.entries.extend(e.data for e in entries if e.data)
+        return [e.data[1:].split(b",") if e.data[:1] == b"J" else None for e in entries]
+
+
+async def test_joined_proposals_of_a_round_share_one_entry_and_each_gets_its_result(tmp_path):
+    """propose_joined: the items one round takes go to the log as one entry, join(items); each
+    caller gets its own element of that entry's result; a caller gone before the round is left
+    out; a result that is not one element per item fails every caller (outcome unknown)."""
+    store = NodeStore.open(str(tmp_path / "data"), {"test": "driver"}, fsync=True)
+    driver = Driver(store, Recorder([]), heartbeat_ms=5)
+    g = driver.add_group(GroupSpec(GID, ("a",), 0, JoinMachine),
+                         RaftOptions(id=0, peers=(0,), election_tick=2),
+                         random.Random(1), snapshot_entries=1 << 30)
+
+    def join(items: list[bytes]) -> bytes:
+        return b"J" + b",".join(items)
+
+    def bad_join(items: list[bytes]) -> bytes:
+        return b"K" + b",".join(items)          # the machine answers None: not per item
+    run = asyncio.create_task(driver.run())
+    try:
+        await until(g.is_leader, "the one node to lead")
+        await until(lambda: not driver._syncing, "the election's rounds to end")
+        gone = asyncio.ensure_future(driver.propose_joined(GID, b"gone", join))
+        calls = [asyncio.ensure_future(driver.propose_joined(GID, x, join))
+                 for x in (b"a", b"b", b"c")]
+        bad = asyncio.ensure_future(driver.propose_joined(GID, b"z", bad_join))
+        await asyncio.sleep(0)                  # they are queued; the first is then cancelled
+        gone.cancel()
+        assert await asyncio.wait_for(asyncio.gather(*calls), TIMEOUT) == [b"a", b"b", b"c"]
+        with pytest.raises(ProposalLost):
+            await asyncio.wait_for(bad, TIMEOUT)
+        assert b"J" + b"a,b,c" in g.sm.entries and b"Kz" in g.sm.entries
+        assert not any(b"gone" in e for e in g.sm.entries)
+    finally:
         driver.stop()
         await asyncio.wait_for(run, TIMEOUT)
         store.close()

@@ -14,8 +14,8 @@ from eraftd.controller.state import NSHARDS
 from eraftd.node.storage import encode_chunk
 from eraftd.raft.messages import Entry, SnapshotMeta
 from eraftd.shardkv.machine import (ENTRY_ABANDONED, ENTRY_BATCH, ENTRY_BOUNDED, ENTRY_COMMAND,
-                                    ENTRY_DELETE, ENTRY_GC_DONE, decode_session, encode_bounded,
-                                    encode_config, encode_insert,
+                                    ENTRY_COMMANDS, ENTRY_DELETE, ENTRY_GC_DONE, decode_session,
+                                    encode_bounded, encode_commands, encode_config, encode_insert,
                                     encode_session, encode_shard_op, sessions_from_pb,
                                     sessions_to_pb)
 from eraftd.shardkv.state import (APPEND, BEPULLING, CAS, CAS_ABSENT, DELETE, ERR_MISMATCH,
@@ -86,6 +86,31 @@ def test_bounded_entries_carry_the_append_bound_and_erafts_command_ids(tmp_path)
     assert h.m.get(k) == b"12345678+"
     assert h.apply(ENTRY_BOUNDED + b"\0" * 8 + b"Z", ENTRY_BOUNDED + b"\0") == [
         "undecodable shardkv log entry of kind b'L': no client entry inside"] * 2
+    h.close()
+
+
+def test_joined_commands_apply_each_as_its_own_bounded_command(tmp_path):
+    """b"M" (the unary calls one round took, in one entry): each command applies as its own
+    bounded b"C" would, in order (later ones see earlier ones, duplicates are answered), one
+    result each; a damaged one, or one outside b"L", is refused whole."""
+    h = Harness(tmp_path / "d")
+    k = key_in(2, "k").decode()
+
+    def cmd(op, value, client, cid):
+        return command(op, k, value, client, cid)[1:]
+    res = h.apply(encode_config(ALL),
+                  encode_commands([cmd(PUT, "1234", 7, 0), cmd(APPEND, "5", 7, 1),
+                                   cmd(APPEND, "5", 7, 1), cmd(APPEND, "6789", 8, 0),
+                                   cmd(APPEND, "!", 9, -1)], max_value_bytes=6))
+    assert res[1][:4] == [[(OK, b"")]] * 3 + [res[1][3]]
+    assert "grow to 9 bytes" in res[1][3][0][0]
+    assert res[1][4][0][0].startswith("command id -1 is below 0")
+    assert h.m.get(k.encode()) == b"12345"
+    whole = encode_commands([cmd(PUT, "x", 7, 2)], 100)
+    assert h.apply(whole[:-1], ENTRY_COMMANDS + whole[10:]) == [
+        "undecodable shardkv log entry of kind b'M': a command cut short",
+        "not a shardkv log entry (kind b'M')"]
+    assert h.m.get(k.encode()) == b"12345"
     h.close()
 
 

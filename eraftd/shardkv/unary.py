@@ -65,6 +65,7 @@ class UnaryClerk:
         self.command_id = 0
         self.config = config
         self.leaders: dict[int, int] = {}
+        self._one = asyncio.Lock()
         self._stubs: dict[str, tuple[grpc.aio.Channel, pb_grpc.ShardKVServiceStub]] = {}
 
     async def get(self, key: str) -> str | None:
@@ -139,6 +140,13 @@ class UnaryClerk:
                 check.cancel()
 
     async def _do(self, op: int, key: str, value: str) -> tuple[str, str]:
+        # one command at a time, as eRaft's clerk: a second command sent while one is out would
+        # move this client id's session past it, and the group would then answer the first
+        # OK (a duplicate by its id) without applying it
+        async with self._one:
+            return await self._command(op, key, value)
+
+    async def _command(self, op: int, key: str, value: str) -> tuple[str, str]:
         problem = self.limits.refuse(op, key.encode(), value.encode())
         if problem:
             raise ShardKVError(f"{_OP_NAMES[op]} {_show(key.encode())}: {problem}")

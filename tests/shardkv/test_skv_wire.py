@@ -192,6 +192,23 @@ async def unary_clerk_round(ctrl, keys):
             with pytest.raises(ShardKVError, match="key of 5000 bytes is longer than the limit"):
                 await kv.put("k" * 5000, "v")
             assert kv.command_id == sent          # refused before a command id was spent
+            # one clerk used by many coroutines at once: eRaft's one command in flight per
+            # client id holds (it runs them one by one: a later id overtaking an earlier one
+            # would make the group answer the earlier OK as a duplicate, unapplied)
+            calls, out = kv._call, [0, 0]          # in flight now, most ever
+
+            async def counted(*a, **kw):
+                out[0] += 1
+                out[1] = max(out)
+                try:
+                    return await calls(*a, **kw)
+                finally:
+                    out[0] -= 1
+            kv._call = counted
+            await asyncio.gather(*(kv.append(keys[1], f"<{i}>") for i in range(12)))
+            got = await kv.get(keys[1])
+            assert all(got.count(f"<{i}>") == 1 for i in range(12)), got
+            assert out[1] == 1, f"{out[1]} commands of one client id were in flight at once"
         finally:
             for ch in channels.values():
                 await ch.close()

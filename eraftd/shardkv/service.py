@@ -32,9 +32,8 @@ from ..metrics import observe_batch, observe_request
 from ..controller.machine import send_leader_hint
 from ..controller.state import NSHARDS, command_id_problem
 from ..node.driver import NotLeader
-from ..node.storage import encode_chunk
 from .machine import (ENTRY_BATCH, ENTRY_COMMAND, ENTRY_DELETE, encode_bounded,
-                      encode_shard_op, sessions_to_pb)
+                      encode_shard_op)
 from .state import (BEPULLING, ERR_MISMATCH, ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED,
                     ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, NATIVE_KINDS, OK,
                     READ_KINDS, STATUS_NAMES, UNARY_KINDS, Limits, key2shard)
@@ -361,10 +360,7 @@ class ShardMigrationService(_Base, migpb_grpc.ShardMigrationServicer):
                 or st.shards[req.shard].status != BEPULLING):
             return migpb.PullShardResponse(err=ERR_OUTDATED)
         limit = min(max(req.max_bytes, 1), PULL_MAX_BYTES)
-        pairs, nxt, done = self.group.sm.scan_shard(req.shard, req.cursor, limit)
-        sessions = sessions_to_pb(st.shards[req.shard].sessions) if not req.cursor else []
-        return migpb.PullShardResponse(err=OK, kvs=encode_chunk(pairs), sessions=sessions,
-                                       next=nxt, done=done)
+        return self.group.sm.pull_chunk(req.shard, req.cursor, limit, req.chunked_sessions)
 
 
 # Admission (eraftd/node/admission.py): each client method's answer when its request is not

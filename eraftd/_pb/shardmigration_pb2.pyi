@@ -65,3 +65,31 @@ class InsertChunk(_message.Message):
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
     done: bool
     def __init__(self, config_num: _Optional[int] = ..., shard: _Optional[int] = ..., cursor: _Optional[bytes] = ..., next: _Optional[bytes] = ..., kvs: _Optional[bytes] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class ReadShardRequest(_message.Message):
+    __slots__ = ("shard", "max_bytes")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    max_bytes: int
+    def __init__(self, shard: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class ReadShardChunk(_message.Message):
+    __slots__ = ("err", "leader", "config_num", "index", "term", "keys", "kvs", "done")
+    ERR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_NUM_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    KVS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    err: str
+    leader: str
+    config_num: int
+    index: int
+    term: int
+    keys: int
+    kvs: bytes
+    done: bool
+    def __init__(self, err: _Optional[str] = ..., leader: _Optional[str] = ..., config_num: _Optional[int] = ..., index: _Optional[int] = ..., term: _Optional[int] = ..., keys: _Optional[int] = ..., kvs: _Optional[bytes] = ..., done: _Optional[bool] = ...) -> None: ...

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from google.protobuf.message import DecodeError
 
@@ -181,7 +181,9 @@ class _Round:
 
 # ---------------------------------------------------------------- loading
 
-def load_state(store: Any, gid: int) -> ShardKVState:
+def load_state(store: Any, gid: int, sessions: bool = True) -> ShardKVState:
+    """The group's state as `store` (a GroupStore, or a SnapshotReader of one) holds it;
+    sessions False: without the session tables (their counts, states and configs only)."""
     def config(key: bytes) -> Config:
         raw = store.get(key)
         return config_from_pb(ctlpb.Config.FromString(raw)) if raw is not None else Config()
@@ -194,11 +196,49 @@ def load_state(store: Any, gid: int) -> ShardKVState:
             sh.status, sh.keys, sh.bytes = _META.unpack_from(raw)
             sh.cursor = raw[_META.size:]
         p = shard_prefix(i) + b"d"
-        for k, v in store.scan(p):
+        for k, v in store.scan(p) if sessions else ():
             sh.sessions[_I64.unpack(k[len(p):])[0]] = decode_session(v)
         shards.append(sh)
     return ShardKVState(gid, config(_CUR), config(_PREV), shards,
                         member=store.get(_FOREIGN) is None)
+
+
+def scan_shard(store: Any, shard: int, cursor: bytes, max_bytes: int, prefix: bytes = b"",
+               limit: int = 0, per_pair: int = 0) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
+    """Up to about max_bytes (and `limit` pairs, 0 = any number) of the shard's pairs in
+    `store` (a GroupStore or a SnapshotReader) whose keys start with `prefix`, after `cursor`
+    (b"" = from the start), at least one: (pairs, next cursor, whether that was the last of
+    them).  per_pair: bytes counted per pair beside its key and value (its framing in a chunk)."""
+    base = shard_prefix(shard) + b"k"
+    start = base + cursor[1:] + b"\x00" if cursor else base + prefix
+    pairs: list[tuple[bytes, bytes]] = []
+    size = 0
+    n = len(base)
+    for k, v in store.scan(base + prefix, start):
+        if pairs and (size + len(k) + len(v) + per_pair > max_bytes or len(pairs) == limit):
+            return pairs, b"k" + pairs[-1][0], False
+        pairs.append((k[n:], v))
+        size += len(k) + len(v) + per_pair
+    return pairs, (b"k" + pairs[-1][0]) if pairs else cursor, True
+
+
+def shard_copy(view: Any, gid: int, shard: int, max_bytes: int) -> tuple[ShardKVState, Iterator[bytes]] | None:
+    """A served shard as `view` (a SnapshotReader: one applied index) holds it: the group's
+    state there (configs, shard states, counts; no sessions) and the shard's pairs as
+    encode_chunk chunks of about max_bytes; None when the group does not serve the shard at
+    that index (not its owner, or still pulling it)."""
+    st = load_state(view, gid, sessions=False)
+    if not st.can_serve(shard):
+        return None
+
+    def chunks() -> Iterator[bytes]:
+        cursor, done = b"", False
+        while not done:
+            pairs, cursor, done = scan_shard(view, shard, cursor, max_bytes - CHUNK_HEADER_BYTES,
+                                             per_pair=CHUNK_PAIR_BYTES)
+            if pairs:
+                yield encode_chunk(pairs)
+    return st, chunks()
 
 
 # ---------------------------------------------------------------- the machine
@@ -319,21 +359,8 @@ class ShardKVMachine:
 
     def scan_shard(self, shard: int, cursor: bytes, max_bytes: int, prefix: bytes = b"",
                    limit: int = 0, per_pair: int = 0) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
-        """Up to about max_bytes (and `limit` pairs, 0 = any number) of the shard's pairs
-        whose keys start with `prefix`, after `cursor` (b"" = from the start), at least one:
-        (pairs, next cursor, whether that was the last of them).  per_pair: bytes counted
-        per pair beside its key and value (its framing in a chunk)."""
-        base = shard_prefix(shard) + b"k"
-        start = base + cursor[1:] + b"\x00" if cursor else base + prefix
-        pairs: list[tuple[bytes, bytes]] = []
-        size = 0
-        n = len(base)
-        for k, v in self.store.scan(base + prefix, start):
-            if pairs and (size + len(k) + len(v) + per_pair > max_bytes or len(pairs) == limit):
-                return pairs, b"k" + pairs[-1][0], False
-            pairs.append((k[n:], v))
-            size += len(k) + len(v) + per_pair
-        return pairs, (b"k" + pairs[-1][0]) if pairs else cursor, True
+        """scan_shard over the committed data."""
+        return scan_shard(self.store, shard, cursor, max_bytes, prefix, limit, per_pair)
 
     def pull_chunk(self, shard: int, cursor: bytes, max_bytes: int,
                    chunked_sessions: bool = True) -> migpb.PullShardResponse:

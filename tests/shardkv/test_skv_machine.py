@@ -286,3 +286,31 @@ def test_sessions_stream_in_chunks_under_the_bound_and_the_old_format_still_appl
     want = old.m.state.shards[4]
     assert (want.keys, want.bytes) == got[True][1:3]
     old.close()
+
+
+def test_a_shard_copy_is_of_one_applied_index_whatever_applies_after(tmp_path):
+    """shard_copy over a SnapshotReader (ShardBackup.ReadShard): the pairs, state and index of
+    the moment the view was taken, while later rounds write, delete and move the shard; a
+    shard the group does not serve there has no copy."""
+    from eraftd.node.storage import decode_chunk
+    from eraftd.shardkv.machine import shard_copy
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL))
+    keys = [key_in(4, "k%04d" % i) for i in range(300)]
+    h.apply(batch(9, 1, *[(PUT, k, b"old%d" % i, i + 1) for i, k in enumerate(keys)]))
+    view = h.g.snapshot_reader()
+    index = h.index
+    h.apply(batch(9, 1, (PUT, keys[0], b"new", 301), (DELETE, keys[1], b"", 302),
+                  (PUT, key_in(4, "later"), b"x", 303)))
+    h.apply(encode_config(config(2, [GID] * 4 + [200] + [GID] * 5, {GID: ("a",), 200: ("b",)})))
+    assert h.m.state.shards[4].status == BEPULLING and h.index > index
+    st, chunks = shard_copy(view, GID, 4, 1000)
+    pairs = [p for c in chunks for p in decode_chunk(c)]
+    assert view.meta.index == index and st.config.num == 1 and st.shards[4].keys == 300
+    assert pairs == [(k, b"old%d" % i) for i, k in enumerate(keys)]
+    view.close()
+    with h.g.snapshot_reader() as now:          # now the shard is leaving: no copy here
+        assert shard_copy(now, GID, 4, 1000) is None
+        st, chunks = shard_copy(now, GID, 3, 1000)
+        assert list(chunks) == [] and st.config.num == 2
+    h.close()

@@ -64,6 +64,10 @@ class BackupError(Error):
     """A backup or restore that cannot go on; the message is the whole line."""
 
 
+class _Broken(Exception):
+    """A copy that stopped half-way (the shard is asked for again)."""
+
+
 def shard_file(shard: int) -> str:
     return f"shard-{shard:02d}.ekv"
 
@@ -113,6 +117,66 @@ def _frames(data: bytes, name: str) -> Iterator[bytes]:
         pos += n
 
 
+class ShardFile:
+    """Writes one shard's file (into NAME.tmp, renamed by close()): its frames, their sha256,
+    size and the pairs they hold; record() is the shard's line of the manifest."""
+
+    def __init__(self, out: Path, shard: int) -> None:
+        self.shard, self.name = shard, shard_file(shard)
+        self.path = out / self.name
+        self._tmp = out / (self.name + ".tmp")
+        self._f = open(self._tmp, "wb")
+        self._h = hashlib.sha256()
+        self.keys = self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        """One encode_chunk chunk."""
+        frame = _FRAME.pack(len(chunk)) + chunk
+        self._f.write(frame)
+        self._h.update(frame)
+        self.keys += _FRAME.unpack_from(chunk, 4)[0]        # its header: magic, pair count
+        self.size += len(frame)
+
+    def close(self) -> None:
+        self._f.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def record(self, gid: int, config_num: int, index: int, term: int) -> dict:
+        return {"shard": self.shard, "gid": gid, "config_num": config_num, "index": index,
+                "term": term, "keys": self.keys, "file": self.name,
+                "sha256": self._h.hexdigest(), "size": self.size}
+
+
+def write_manifest(out: Path, cfg: Config, shards: list[dict]) -> dict:
+    """config.json, then manifest.json (last, atomically: a directory without it is an
+    unfinished backup); shards: ShardFile.record() of every shard."""
+    data = json.dumps(config_to_json(cfg), indent=1).encode()
+    (out / CONFIG_FILE).write_bytes(data)
+    files = {CONFIG_FILE: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+    listed = []
+    for s in shards:
+        s = dict(s)
+        files[s["file"]] = {"sha256": s.pop("sha256"), "size": s.pop("size")}
+        listed.append(s)
+    manifest = {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "consistency": "each shard at one applied index of its group; shards are not "
+                       "consistent with each other",
+        "config_num": cfg.num,
+        "files": files,
+        "shards": listed,
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, out / MANIFEST)
+    return manifest
+
+
 # ---------------------------------------------------------------- backup
 
 class Backup:
@@ -137,7 +201,6 @@ class Backup:
             if not cfg.groups:
                 raise BackupError("the cluster has no groups joined: there is nothing to back up")
             self.out.mkdir(parents=True, exist_ok=True)
-            files = {CONFIG_FILE: self._write(CONFIG_FILE, json.dumps(config_to_json(cfg), indent=1).encode())}
             shards = []
             try:
                 for shard in range(NSHARDS):
@@ -146,23 +209,7 @@ class Backup:
                 for ch in self._channels.values():
                     await ch.close()
         self.progress.end()
-        manifest = {
-            "format": FORMAT,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "consistency": "each shard at one applied index of its group; shards are not "
-                           "consistent with each other",
-            "config_num": cfg.num,
-            "files": files | {s["file"]: {"sha256": s.pop("sha256"), "size": s.pop("size")} for s in shards},
-            "shards": shards,
-        }
-        tmp = self.out / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-        os.replace(tmp, self.out / MANIFEST)
-        return manifest
-
-    def _write(self, name: str, data: bytes) -> dict:
-        (self.out / name).write_bytes(data)
-        return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        return write_manifest(self.out, cfg, shards)
 
     def _stub(self, addr: str) -> migpb_grpc.ShardBackupStub:
         ch = self._channels.get(addr)
@@ -179,8 +226,10 @@ class Backup:
         while True:
             gid = cfg.shards[shard]
             servers = list(cfg.groups.get(gid, ()))
-            if not servers:             # no group has it: no data anywhere
-                return self._record(shard, 0, cfg.num, 0, 0, 0, b"")
+            if not servers:             # no group has it: no data anywhere (an empty file)
+                f = ShardFile(self.out, shard)
+                f.close()
+                return f.record(0, cfg.num, 0, 0)
             order, tried = list(servers), set()
             while order:
                 addr = order.pop(0)
@@ -189,7 +238,7 @@ class Backup:
                 tried.add(addr)
                 try:
                     got = await self._read(addr, shard, gid)
-                except (grpc.aio.AioRpcError, asyncio.TimeoutError) as e:
+                except (grpc.aio.AioRpcError, asyncio.TimeoutError, _Broken) as e:
                     last = f"group {gid} at {addr}: {rpc_problem(e, self.tls is not None)}"
                     continue
                 if isinstance(got, dict):
@@ -214,39 +263,27 @@ class Backup:
                 first = await anext(it)
             if first.err != OK:
                 return first.err, first.leader
-            name = shard_file(shard)
-            tmp = self.out / (name + ".tmp")
-            h = hashlib.sha256()
-            keys = size = 0
-            with open(tmp, "wb") as f:
+            f = ShardFile(self.out, shard)
+            try:
                 while True:
                     async with asyncio.timeout(CHUNK_WAIT_S):
                         m = await anext(it, None)
                     if m is None:
-                        raise BackupError(f"group {gid} at {addr}: the copy of shard {shard} ended early")
+                        raise _Broken("the copy ended early")
                     if m.done:
                         break
-                    frame = _FRAME.pack(len(m.kvs)) + m.kvs
-                    f.write(frame)
-                    h.update(frame)
-                    keys += struct.unpack_from(">I", m.kvs, 4)[0]
-                    size += len(frame)
-                    self.progress.show(f"backup: shard {shard + 1}/{NSHARDS}: {keys:,} keys, "
-                                       f"{_size(size)} (in all {_size(self.bytes + size)})")
-            os.replace(tmp, self.out / name)
+                    f.add(m.kvs)
+                    self.progress.show(f"backup: shard {shard + 1}/{NSHARDS}: {f.keys:,} keys, "
+                                       f"{_size(f.size)} (in all {_size(self.bytes + f.size)})")
+            except BaseException:
+                f.abort()
+                raise
+            f.close()
         finally:
             call.cancel()
-        return self._record(shard, gid, first.config_num, first.index, first.term, keys, h.hexdigest(),
-                            size)
-
-    def _record(self, shard: int, gid: int, num: int, index: int, term: int, keys: int,
-                digest: str | bytes, size: int = 0) -> dict:
-        if not digest:                  # no owner: an empty file all the same
-            digest = self._write(shard_file(shard), b"")["sha256"]
-        self.keys += keys
-        self.bytes += size
-        return {"shard": shard, "gid": gid, "config_num": num, "index": index, "term": term,
-                "keys": keys, "file": shard_file(shard), "sha256": digest, "size": size}
+        self.keys += f.keys
+        self.bytes += f.size
+        return f.record(gid, first.config_num, first.index, first.term)
 
 
 # ---------------------------------------------------------------- restore

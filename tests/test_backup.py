@@ -5,28 +5,25 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import struct
 
 import pytest
 
-from eraftd.backup import FORMAT, MANIFEST, BackupError, Progress, shard_file, verify
-from eraftd.controller.state import NSHARDS
+from eraftd.backup import MANIFEST, BackupError, Progress, ShardFile, verify, write_manifest
+from eraftd.controller.state import NSHARDS, Config
 from eraftd.node.storage import encode_chunk
 
 
 def make(d, pairs_of_shard3=((b"3a", b"1"), (b"3b", b"2"))):
     """A backup directory as `eraftd backup` writes it: shard 3 holds the pairs, the rest none."""
     d.mkdir()
-    files, shards = {}, []
+    shards = []
     for s in range(NSHARDS):
-        pairs = list(pairs_of_shard3) if s == 3 else []
-        chunk = encode_chunk(pairs)
-        data = struct.pack(">I", len(chunk)) + chunk if pairs else b""
-        (d / shard_file(s)).write_bytes(data)
-        files[shard_file(s)] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-        shards.append({"shard": s, "gid": 100, "config_num": 1, "index": 7, "term": 1,
-                       "keys": len(pairs), "file": shard_file(s)})
-    (d / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files, "shards": shards}))
+        f = ShardFile(d, s)
+        if s == 3:
+            f.add(encode_chunk(pairs_of_shard3))
+        f.close()
+        shards.append(f.record(100, 1, 7, 1))
+    write_manifest(d, Config(1, (100,) * NSHARDS, {100: ("a:1",)}), shards)
     return d
 
 

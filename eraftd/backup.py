@@ -37,7 +37,7 @@ import struct
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, BinaryIO, Callable, Iterator, TextIO
 
 import grpc
 
@@ -56,7 +56,8 @@ MANIFEST, CONFIG_FILE = "manifest.json", "config.json"
 CHUNK_BYTES = 1 << 20            # asked of ReadShard per message
 CHUNK_WAIT_S = 30.0              # the longest wait for the next message of a copy
 SHARD_TRY_S = 120.0              # a shard whose copy cannot be had for this long fails the backup
-RESTORE_WINDOW = 2048            # puts in flight at once (the Clerk batches them per group)
+RESTORE_WINDOW = 8192            # puts in flight at once (the Clerk batches them per group)
+RESTORE_WINDOW_BYTES = 64 << 20  # and their bytes at the most
 _FRAME = struct.Struct(">I")
 
 
@@ -103,18 +104,23 @@ def _size(n: float) -> str:
     return ""
 
 
-def _frames(data: bytes, name: str) -> Iterator[bytes]:
-    """The chunks of a shard file's bytes; BackupError naming the file when they do not parse."""
-    pos, end = 0, len(data)
-    while pos < end:
-        if pos + _FRAME.size > end:
+def _frames(f: BinaryIO, name: str) -> Iterator[bytes]:
+    """The chunks of a shard file, read as they come; BackupError naming the file when it is
+    cut short."""
+    while head := f.read(_FRAME.size):
+        chunk = f.read(_FRAME.unpack(head)[0]) if len(head) == _FRAME.size else b""
+        if len(head) < _FRAME.size or len(chunk) < _FRAME.unpack(head)[0]:
             raise BackupError(f"backup file {name} is damaged (cut short); nothing was restored")
-        (n,) = _FRAME.unpack_from(data, pos)
-        pos += _FRAME.size
-        if pos + n > end:
-            raise BackupError(f"backup file {name} is damaged (cut short); nothing was restored")
-        yield data[pos:pos + n]
-        pos += n
+        yield chunk
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    h, n = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+            n += len(block)
+    return h.hexdigest(), n
 
 
 class ShardFile:
@@ -308,14 +314,15 @@ def verify(src: Path) -> dict:
         f = src / name
         if not f.is_file():
             raise BackupError(f"backup file {f} is missing; nothing was restored")
-        data = f.read_bytes()
-        if len(data) != want["size"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
+        digest, size = _sha256(f)
+        if size != want["size"] or digest != want["sha256"]:
             raise BackupError(f"backup file {f} is damaged (its checksum is not the manifest's); "
                               f"nothing was restored")
     for s in shards:
         name = src / s["file"]
         try:
-            n = sum(sum(1 for _ in decode_chunk(c)) for c in _frames(name.read_bytes(), str(name)))
+            with open(name, "rb") as f:
+                n = sum(sum(1 for _ in decode_chunk(c)) for c in _frames(f, str(name)))
         except ValueError as e:
             raise BackupError(f"backup file {name} is damaged ({e}); nothing was restored") from None
         if n != s["keys"]:
@@ -338,29 +345,34 @@ async def restore(src: Path, controllers: list[str], dial: Callable[[str], str] 
                               "(`eraftd join GID ADDR...`), then restore")
         if not force:
             async for k, _ in kv.scan(limit=1):
-                raise BackupError(f"the target cluster already holds keys (e.g. {k[:40]!r:.50}); "
+                shown = k[:40].decode(errors="replace")
+                raise BackupError(f"the target cluster already holds keys (e.g. \"{shown}\"); "
                                   f"restore into an empty cluster, or give --force to write over it")
         total = sum(s["keys"] for s in manifest["shards"])
         done = 0
-        pending: set[asyncio.Task] = set()
+        pending: dict[asyncio.Future, int] = {}       # put -> its bytes
+        held = 0
 
-        async def settle(window: int) -> None:
-            nonlocal pending, done
-            while len(pending) > window:
-                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        async def settle(window: int, window_bytes: int) -> None:
+            nonlocal done, held
+            while len(pending) > window or held > window_bytes:
+                finished, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for t in finished:
                     t.result()
+                    held -= pending.pop(t)
                     done += 1
                 progress.show(f"restore: {done:,} of {total:,} keys")
         try:
             for s in sorted(manifest["shards"], key=lambda s: s["shard"]):
                 name = src / s["file"]
-                for chunk in _frames(name.read_bytes(), str(name)):
-                    for k, v in decode_chunk(chunk):
-                        pending.add(asyncio.ensure_future(kv.put(k, v)))
-                        if len(pending) >= RESTORE_WINDOW:
-                            await settle(RESTORE_WINDOW // 2)
-            await settle(0)
+                with open(name, "rb") as f:
+                    for chunk in _frames(f, str(name)):
+                        for k, v in decode_chunk(chunk):
+                            pending[asyncio.ensure_future(kv.put(k, v))] = n = len(k) + len(v)
+                            held += n
+                            if len(pending) >= RESTORE_WINDOW or held >= RESTORE_WINDOW_BYTES:
+                                await settle(RESTORE_WINDOW // 2, RESTORE_WINDOW_BYTES // 2)
+            await settle(0, 0)
         finally:
             for t in pending:
                 t.cancel()

@@ -45,7 +45,7 @@ from ._pb import shardmigration_pb2 as migpb
 from ._pb import shardmigration_pb2_grpc as migpb_grpc
 from .controller.client import ControllerClient, err_words
 from .controller.state import NSHARDS, Config
-from .errors import Error, rpc_problem
+from .errors import Error, Unavailable, rpc_problem
 from .node.storage import decode_chunk
 from .node.transport import channel_options
 from .shardkv.state import ERR_WRONG_GROUP, ERR_WRONG_LEADER, OK
@@ -58,6 +58,8 @@ CHUNK_WAIT_S = 30.0              # the longest wait for the next message of a co
 SHARD_TRY_S = 120.0              # a shard whose copy cannot be had for this long fails the backup
 RESTORE_WINDOW = 8192            # puts in flight at once (the Clerk batches them per group)
 RESTORE_WINDOW_BYTES = 64 << 20  # and their bytes at the most
+RESTORE_PUT_S = 60.0             # one put's time (queued behind the window's others)
+RESTORE_TRIES = 3                # and how many times it is tried
 _FRAME = struct.Struct(">I")
 
 
@@ -331,13 +333,23 @@ def verify(src: Path) -> dict:
     return manifest
 
 
+async def _put(kv: Any, key: bytes, value: bytes) -> None:
+    """A put that got no answer is sent again (putting the same value twice is the same)."""
+    for attempt in range(RESTORE_TRIES):
+        try:
+            return await kv.put(key, value)
+        except Unavailable:
+            if attempt == RESTORE_TRIES - 1:
+                raise
+
+
 async def restore(src: Path, controllers: list[str], dial: Callable[[str], str] | None = None,
                   tls: TlsFiles | None = None, force: bool = False,
                   progress: Progress | None = None) -> dict:
     from .shardkv.clerk import Clerk
     progress = progress or Progress(None)
     manifest = verify(src)
-    async with Clerk(controllers, dial=dial, tls=tls) as kv:
+    async with Clerk(controllers, dial=dial, tls=tls, total_timeout=RESTORE_PUT_S) as kv:
         async with ControllerClient(controllers, dial=dial, tls=tls) as ctl:
             cfg = await ctl.query(-1)
         if not cfg.groups:
@@ -368,7 +380,7 @@ async def restore(src: Path, controllers: list[str], dial: Callable[[str], str] 
                 with open(name, "rb") as f:
                     for chunk in _frames(f, str(name)):
                         for k, v in decode_chunk(chunk):
-                            pending[asyncio.ensure_future(kv.put(k, v))] = n = len(k) + len(v)
+                            pending[asyncio.ensure_future(_put(kv, k, v))] = n = len(k) + len(v)
                             held += n
                             if len(pending) >= RESTORE_WINDOW or held >= RESTORE_WINDOW_BYTES:
                                 await settle(RESTORE_WINDOW // 2, RESTORE_WINDOW_BYTES // 2)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import json
@@ -268,7 +269,9 @@ class Backup:
         try:
             it = call.__aiter__()
             async with asyncio.timeout(CHUNK_WAIT_S):
-                first = await anext(it)
+                first = await anext(it, None)
+            if first is None:
+                raise _Broken("the copy ended before it began")
             if first.err != OK:
                 return first.err, first.leader
             f = ShardFile(self.out, shard)
@@ -310,8 +313,15 @@ def verify(src: Path) -> dict:
         shards = manifest["shards"]
         if sorted(s["shard"] for s in shards) != list(range(NSHARDS)):
             raise ValueError(f"it lists shards {sorted(s['shard'] for s in shards)}")
+        for s in shards:
+            if s["file"] not in files or not isinstance(s["keys"], int):
+                raise ValueError(f"shard {s['shard']}: no checksum of {s['file']}, or no key count")
+        for name in files:
+            if Path(name).name != name or name.startswith("."):
+                raise ValueError(f"{name} is not a file of the backup's directory")
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
-        raise BackupError(f"backup file {path} is damaged ({e}); nothing was restored") from None
+        why = f"no field {e.args[0]}" if isinstance(e, KeyError) else str(e)
+        raise BackupError(f"backup file {path} is damaged ({why}); nothing was restored") from None
     for name, want in sorted(files.items()):
         f = src / name
         if not f.is_file():
@@ -374,21 +384,27 @@ async def restore(src: Path, controllers: list[str], dial: Callable[[str], str] 
                     held -= pending.pop(t)
                     done += 1
                 progress.show(f"restore: {done:,} of {total:,} keys")
-        try:
-            for s in sorted(manifest["shards"], key=lambda s: s["shard"]):
-                name = src / s["file"]
-                with open(name, "rb") as f:
-                    for chunk in _frames(f, str(name)):
+        with contextlib.ExitStack() as files:
+            # a chunk of each shard in turn: every group of the target works at once
+            streams = [_frames(files.enter_context(open(src / s["file"], "rb")), str(src / s["file"]))
+                       for s in sorted(manifest["shards"], key=lambda s: s["shard"])]
+            try:
+                while streams:
+                    for stream in list(streams):
+                        chunk = next(stream, None)
+                        if chunk is None:
+                            streams.remove(stream)
+                            continue
                         for k, v in decode_chunk(chunk):
                             pending[asyncio.ensure_future(_put(kv, k, v))] = n = len(k) + len(v)
                             held += n
                             if len(pending) >= RESTORE_WINDOW or held >= RESTORE_WINDOW_BYTES:
                                 await settle(RESTORE_WINDOW // 2, RESTORE_WINDOW_BYTES // 2)
-            await settle(0, 0)
-        finally:
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+                await settle(0, 0)
+            finally:
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
     progress.end()
     return {"keys": done, "config_num": cfg.num, "groups": len(cfg.groups)}
 

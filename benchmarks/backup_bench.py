@@ -7,6 +7,9 @@ as `eraftd backup` would, starts a controller and --groups groups of --replicas 
 processes (fsync on), then times `eraftd restore` of it (through the Clerk: batched writes, one
 log entry per batch) and `eraftd backup` of the result (ShardBackup.ReadShard, chunked reads of
 one pinned view per shard), and checks the backup holds every key.
+
+Measured 2026-12-01 (2 shared cores, loaded; 1 KB values, 2 groups of 3 replicas, fsync on):
+1 GB restored in 168 s (6.1 MB/s, 6,200 keys/s), backed up in 8.6 s (119 MB/s).
 """
 from __future__ import annotations
 

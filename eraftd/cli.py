@@ -219,6 +219,28 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- backup and restore
+
+def _backup_arguments(p: argparse.ArgumentParser) -> None:
+    from eraftd.backup import add_backup_arguments
+    add_backup_arguments(p)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from eraftd.backup import cmd_backup as backup
+    return backup(args)
+
+
+def _restore_arguments(p: argparse.ArgumentParser) -> None:
+    from eraftd.backup import add_restore_arguments
+    add_restore_arguments(p)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from eraftd.backup import cmd_restore as restore
+    return restore(args)
+
+
 # ---------------------------------------------------------------- the registry
 # Later: dashboard.
 
@@ -232,6 +254,10 @@ COMMANDS: dict[str, Command] = {
                      cmd_shell),
     "demo": Command("a whole local cluster (controllers + 2 groups) and the shell, in one command",
                     _demo_arguments, cmd_demo),
+    "backup": Command("copy every shard (each at one applied index) and the configuration into a "
+                      "directory", _backup_arguments, cmd_backup),
+    "restore": Command("load a backup into a cluster whose groups are joined (every key; sessions "
+                       "start afresh)", _restore_arguments, cmd_restore),
     "cert": Command("make the cluster's TLS certificates: create-ca, create-node, create-client, show",
                     _cert_arguments, cmd_cert),
 }

@@ -17,32 +17,36 @@ class Session(_message.Message):
     def __init__(self, client: _Optional[int] = ..., floor: _Optional[int] = ..., applied: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PullShardRequest(_message.Message):
-    __slots__ = ("config_num", "shard", "cursor", "max_bytes", "gid")
+    __slots__ = ("config_num", "shard", "cursor", "max_bytes", "gid", "chunked_sessions")
     CONFIG_NUM_FIELD_NUMBER: _ClassVar[int]
     SHARD_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     GID_FIELD_NUMBER: _ClassVar[int]
+    CHUNKED_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     config_num: int
     shard: int
     cursor: bytes
     max_bytes: int
     gid: int
-    def __init__(self, config_num: _Optional[int] = ..., shard: _Optional[int] = ..., cursor: _Optional[bytes] = ..., max_bytes: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
+    chunked_sessions: bool
+    def __init__(self, config_num: _Optional[int] = ..., shard: _Optional[int] = ..., cursor: _Optional[bytes] = ..., max_bytes: _Optional[int] = ..., gid: _Optional[int] = ..., chunked_sessions: _Optional[bool] = ...) -> None: ...
 
 class PullShardResponse(_message.Message):
-    __slots__ = ("err", "kvs", "sessions", "next", "done")
+    __slots__ = ("err", "kvs", "sessions", "next", "done", "chunked_sessions")
     ERR_FIELD_NUMBER: _ClassVar[int]
     KVS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     NEXT_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    CHUNKED_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     err: str
     kvs: bytes
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
     next: bytes
     done: bool
-    def __init__(self, err: _Optional[str] = ..., kvs: _Optional[bytes] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., next: _Optional[bytes] = ..., done: _Optional[bool] = ...) -> None: ...
+    chunked_sessions: bool
+    def __init__(self, err: _Optional[str] = ..., kvs: _Optional[bytes] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., next: _Optional[bytes] = ..., done: _Optional[bool] = ..., chunked_sessions: _Optional[bool] = ...) -> None: ...
 
 class InsertChunk(_message.Message):
     __slots__ = ("config_num", "shard", "cursor", "next", "kvs", "sessions", "done")
@@ -61,3 +65,31 @@ class InsertChunk(_message.Message):
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
     done: bool
     def __init__(self, config_num: _Optional[int] = ..., shard: _Optional[int] = ..., cursor: _Optional[bytes] = ..., next: _Optional[bytes] = ..., kvs: _Optional[bytes] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class ReadShardRequest(_message.Message):
+    __slots__ = ("shard", "max_bytes")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    max_bytes: int
+    def __init__(self, shard: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class ReadShardChunk(_message.Message):
+    __slots__ = ("err", "leader", "config_num", "index", "term", "keys", "kvs", "done")
+    ERR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_NUM_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    KVS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    err: str
+    leader: str
+    config_num: int
+    index: int
+    term: int
+    keys: int
+    kvs: bytes
+    done: bool
+    def __init__(self, err: _Optional[str] = ..., leader: _Optional[str] = ..., config_num: _Optional[int] = ..., index: _Optional[int] = ..., term: _Optional[int] = ..., keys: _Optional[int] = ..., kvs: _Optional[bytes] = ..., done: _Optional[bool] = ...) -> None: ...

@@ -95,3 +95,75 @@ class ShardMigration:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ShardBackupStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ReadShard = channel.unary_stream(
+                '/eraftmigrationpb.ShardBackup/ReadShard',
+                request_serializer=shardmigration__pb2.ReadShardRequest.SerializeToString,
+                response_deserializer=shardmigration__pb2.ReadShardChunk.FromString,
+                _registered_method=True)
+
+
+class ShardBackupServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ReadShard(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ShardBackupServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ReadShard': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadShard,
+                    request_deserializer=shardmigration__pb2.ReadShardRequest.FromString,
+                    response_serializer=shardmigration__pb2.ReadShardChunk.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'eraftmigrationpb.ShardBackup', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('eraftmigrationpb.ShardBackup', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ShardBackup:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ReadShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eraftmigrationpb.ShardBackup/ReadShard',
+            shardmigration__pb2.ReadShardRequest.SerializeToString,
+            shardmigration__pb2.ReadShardChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -62,7 +62,8 @@ from eraftd.raft.storage import CompactedError, UnavailableError, limit_size
 
 __all__ = [
     "StorageError", "NodeStore", "GroupStore", "Batch", "Restore", "SnapshotReader",
-    "encode_chunk", "decode_chunk", "StaleBatchError", "uid_text",
+    "encode_chunk", "decode_chunk", "StaleBatchError", "uid_text", "CHUNK_HEADER_BYTES",
+    "CHUNK_PAIR_BYTES",
 ]
 
 _U32 = struct.Struct(">I").pack
@@ -77,6 +78,8 @@ _SNAP = struct.Struct(">QQI")
 _PAIR = struct.Struct(">II")
 _CHUNK_MAGIC = b"EKV1"
 _CHUNK_HDR = struct.Struct(">4sI")          # magic, pair count
+CHUNK_HEADER_BYTES = _CHUNK_HDR.size       # an encode_chunk's bytes beside its pairs'
+CHUNK_PAIR_BYTES = _PAIR.size              # and per pair beside its key and value
 
 _IDENTITY_KEY = b"I"
 _PEER_UIDS_KEY = b"P"                      # peers' node uids (JSON: address -> uid)

@@ -14,7 +14,10 @@ Log entries (empty data is the leader's no-op), a kind byte then a protobuf mess
     b"F"  shardctrlerpb.Config          take it as one that lists our gid with other servers
                                         (we own nothing in it: state.py, is_ours)
     b"A"  shardkvpb.ShardOperationRequest  stop waiting on shards abandoned after config_num
-    b"I"  eraftmigrationpb.InsertChunk  one pulled chunk of an arriving shard
+    b"I"  eraftmigrationpb.InsertChunk  one pulled chunk of an arriving shard: some of its
+                                        sessions (in the first chunks, then none) and/or
+                                        pairs; an entry from before chunked sessions has
+                                        every session in its first chunk (pull_chunk)
     b"D"  shardkvpb.ShardOperationRequest  delete shards the new owner has (old owner)
     b"G"  shardkvpb.ShardOperationRequest  the old owner deleted them (new owner: GCING -> SERVING)
 
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from google.protobuf.message import DecodeError
 
@@ -44,7 +47,7 @@ from .._pb import shardkv_pb2 as pb
 from .._pb import shardmigration_pb2 as migpb
 from ..controller.machine import config_from_pb, config_to_pb
 from ..controller.state import NSHARDS, Config, command_id_problem
-from ..node.storage import decode_chunk
+from ..node.storage import CHUNK_HEADER_BYTES, CHUNK_PAIR_BYTES, decode_chunk, encode_chunk
 from ..raft.messages import Entry
 from .state import OK, Session, Shard, ShardKVState
 
@@ -214,7 +217,9 @@ class _Round:
 
 # ---------------------------------------------------------------- loading
 
-def load_state(store: Any, gid: int) -> ShardKVState:
+def load_state(store: Any, gid: int, sessions: bool = True) -> ShardKVState:
+    """The group's state as `store` (a GroupStore, or a SnapshotReader of one) holds it;
+    sessions False: without the session tables (their counts, states and configs only)."""
     def config(key: bytes) -> Config:
         raw = store.get(key)
         return config_from_pb(ctlpb.Config.FromString(raw)) if raw is not None else Config()
@@ -227,11 +232,49 @@ def load_state(store: Any, gid: int) -> ShardKVState:
             sh.status, sh.keys, sh.bytes = _META.unpack_from(raw)
             sh.cursor = raw[_META.size:]
         p = shard_prefix(i) + b"d"
-        for k, v in store.scan(p):
+        for k, v in store.scan(p) if sessions else ():
             sh.sessions[_I64.unpack(k[len(p):])[0]] = decode_session(v)
         shards.append(sh)
     return ShardKVState(gid, config(_CUR), config(_PREV), shards,
                         member=store.get(_FOREIGN) is None)
+
+
+def scan_shard(store: Any, shard: int, cursor: bytes, max_bytes: int, prefix: bytes = b"",
+               limit: int = 0, per_pair: int = 0) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
+    """Up to about max_bytes (and `limit` pairs, 0 = any number) of the shard's pairs in
+    `store` (a GroupStore or a SnapshotReader) whose keys start with `prefix`, after `cursor`
+    (b"" = from the start), at least one: (pairs, next cursor, whether that was the last of
+    them).  per_pair: bytes counted per pair beside its key and value (its framing in a chunk)."""
+    base = shard_prefix(shard) + b"k"
+    start = base + cursor[1:] + b"\x00" if cursor else base + prefix
+    pairs: list[tuple[bytes, bytes]] = []
+    size = 0
+    n = len(base)
+    for k, v in store.scan(base + prefix, start):
+        if pairs and (size + len(k) + len(v) + per_pair > max_bytes or len(pairs) == limit):
+            return pairs, b"k" + pairs[-1][0], False
+        pairs.append((k[n:], v))
+        size += len(k) + len(v) + per_pair
+    return pairs, (b"k" + pairs[-1][0]) if pairs else cursor, True
+
+
+def shard_copy(view: Any, gid: int, shard: int, max_bytes: int) -> tuple[ShardKVState, Iterator[bytes]] | None:
+    """A served shard as `view` (a SnapshotReader: one applied index) holds it: the group's
+    state there (configs, shard states, counts; no sessions) and the shard's pairs as
+    encode_chunk chunks of about max_bytes; None when the group does not serve the shard at
+    that index (not its owner, or still pulling it)."""
+    st = load_state(view, gid, sessions=False)
+    if not st.can_serve(shard):
+        return None
+
+    def chunks() -> Iterator[bytes]:
+        cursor, done = b"", False
+        while not done:
+            pairs, cursor, done = scan_shard(view, shard, cursor, max_bytes - CHUNK_HEADER_BYTES,
+                                             per_pair=CHUNK_PAIR_BYTES)
+            if pairs:
+                yield encode_chunk(pairs)
+    return st, chunks()
 
 
 # ---------------------------------------------------------------- the machine
@@ -344,18 +387,48 @@ class ShardKVMachine:
         return self.store.get(data_key(shard, key))
 
     def scan_shard(self, shard: int, cursor: bytes, max_bytes: int, prefix: bytes = b"",
-                   limit: int = 0) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
-        """Up to about max_bytes (and `limit` pairs, 0 = any number) of the shard's pairs
-        whose keys start with `prefix`, after `cursor` (b"" = from the start), at least one:
-        (pairs, next cursor, whether that was the last of them)."""
-        base = shard_prefix(shard) + b"k"
-        start = base + cursor[1:] + b"\x00" if cursor else base + prefix
-        pairs: list[tuple[bytes, bytes]] = []
+                   limit: int = 0, per_pair: int = 0) -> tuple[list[tuple[bytes, bytes]], bytes, bool]:
+        """scan_shard over the committed data."""
+        return scan_shard(self.store, shard, cursor, max_bytes, prefix, limit, per_pair)
+
+    def pull_chunk(self, shard: int, cursor: bytes, max_bytes: int,
+                   chunked_sessions: bool = True) -> migpb.PullShardResponse:
+        """The chunk of a frozen shard that follows `cursor` (PullShard's answer, err OK).
+
+        chunked_sessions: the sessions come first, in client-key order, then the data, every
+        chunk about max_bytes of both (a single bigger pair gets one of its own).  Cursors:
+        b"" the start, b"d" + i64(client) after that session, b"e" after the last session,
+        b"k" + key after that key.  Sessions are read from the store (sorted, and frozen
+        like the data while the shard is BEPULLING), not from the in-memory table.
+        Otherwise (a puller from before): every session with the first chunk, as then."""
+        if not chunked_sessions:
+            pairs, nxt, done = self.scan_shard(shard, cursor, max_bytes)
+            sessions = sessions_to_pb(self.state.shards[shard].sessions) if not cursor else []
+            return migpb.PullShardResponse(err=OK, kvs=encode_chunk(pairs), sessions=sessions,
+                                           next=nxt, done=done)
+        sessions: list[migpb.Session] = []
         size = 0
-        n = len(base)
-        for k, v in self.store.scan(base + prefix, start):
-            if pairs and (size + len(k) + len(v) > max_bytes or len(pairs) == limit):
-                return pairs, b"k" + pairs[-1][0], False
-            pairs.append((k[n:], v))
-            size += len(k) + len(v)
-        return pairs, (b"k" + pairs[-1][0]) if pairs else cursor, True
+        if not cursor or cursor[:1] == b"d":
+            base = shard_prefix(shard) + b"d"
+            n = len(base)
+            start = base + cursor[1:] + b"\x00" if cursor else base
+            for k, v in self.store.scan(base, start):
+                if size >= max_bytes:
+                    return migpb.PullShardResponse(err=OK, kvs=encode_chunk(()), sessions=sessions,
+                                                   next=b"d" + k_last, done=False,
+                                                   chunked_sessions=True)
+                s = decode_session(v)
+                m = migpb.Session(client=_I64.unpack(k[n:])[0], floor=s.floor,
+                                  applied=sorted(s.applied))
+                sessions.append(m)
+                size += m.ByteSize() + 4            # its tag and length in the message
+                k_last = k[n:]
+            cursor = b"e"
+            if size >= max_bytes:
+                return migpb.PullShardResponse(err=OK, kvs=encode_chunk(()), sessions=sessions,
+                                               next=cursor, done=False, chunked_sessions=True)
+        pairs, nxt, done = self.scan_shard(shard, b"" if cursor == b"e" else cursor,
+                                           max_bytes - size - CHUNK_HEADER_BYTES,
+                                           per_pair=CHUNK_PAIR_BYTES)
+        return migpb.PullShardResponse(err=OK, kvs=encode_chunk(pairs), sessions=sessions,
+                                       next=nxt or cursor, done=done, chunked_sessions=True)

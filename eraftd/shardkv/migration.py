@@ -6,8 +6,10 @@ Every `poll_s` the group's leader looks at its applied state:
   written anywhere when there is none) and propose it, as ours or not (state.is_ours: does it
   list our gid with our own servers?);
 * a PULLING shard: pull it from its previous owner in bounded chunks (PullShard, any of its
-  replicas that reached the configuration) and propose each chunk (InsertChunk, applied only
-  if it follows the last chunk inserted, so a retried or doubled chunk changes nothing);
+  replicas that reached the configuration; its sessions first, then its data, each chunk
+  within chunk_bytes whatever their number: machine.pull_chunk) and propose each chunk
+  (InsertChunk, applied only if it follows the last chunk inserted, so a retried or doubled
+  chunk changes nothing);
 * GCING shards: tell the previous owner to delete them (DeleteShardsData, which deletes
   through its log), then propose GC_DONE (GCING -> SERVING);
 * while some shard waits (not SERVING), every `abandon_check_s`: ask for the latest
@@ -116,11 +118,13 @@ class Peers:
             await ch.close()
 
     async def call(self, servers: Sequence[str], method: Callable[[grpc.aio.Channel], Any],
-                   request: Any, timeout: float) -> tuple[Any | None, str]:
+                   request: Any, timeout: float,
+                   unusable: Callable[[Any], str] = lambda resp: "") -> tuple[Any | None, str]:
         """The first answer with err OK from one of `servers` (None if none), and what the
         last attempt said.  Each server gets `timeout`; one that has not answered after
         `hedge_s` stays asked while the next is asked too (a stopped leader costs hedge_s,
-        not the whole timeout; a slow one's answer still counts)."""
+        not the whole timeout; a slow one's answer still counts).  unusable(resp): why an
+        OK answer cannot be used ("" = it can); the next server is asked instead."""
         servers = tuple(servers)
         good = self._last_good.get(servers)
         order = ([good] if good in servers else []) + [s for s in servers if s != good]
@@ -155,10 +159,11 @@ class Peers:
                     except grpc.aio.AioRpcError as e:
                         last = f"{addr}: {rpc_problem(e, self.tls is not None)}"
                         continue
-                    if resp.err == OK:
+                    why = unusable(resp) if resp.err == OK else resp.err
+                    if not why:
                         self._last_good[servers] = addr
                         return resp, f"{addr}: OK"
-                    last = f"{addr}: {resp.err}"
+                    last = f"{addr}: {why}"
                     if hint in servers and hint not in tried:
                         order.insert(0, hint)
                 ask_next()          # after an answer that was not OK, or hedge_s of silence
@@ -170,6 +175,14 @@ class Peers:
 
 
 SET_SERVERS_EVERY_S = 1.0   # at most this often, the leader asks the controller to list its voters
+
+
+def _misread(cursor: bytes, resp: migpb.PullShardResponse) -> str:
+    """Why a PullShard answer is of no use: a session cursor (machine.pull_chunk) answered by
+    a replica from before chunked sessions, which took it for a key."""
+    if cursor[:1] in (b"d", b"e") and not resp.chunked_sessions:
+        return "this replica predates chunked sessions; asking another"
+    return ""
 
 
 class Migrator:
@@ -336,11 +349,12 @@ class Migrator:
             servers = st.prev.groups.get(owner, ())
             cursor = st.shards[shard].cursor
             req = migpb.PullShardRequest(config_num=num, shard=shard, cursor=cursor,
-                                         max_bytes=size, gid=self.gid)
+                                         max_bytes=size, gid=self.gid, chunked_sessions=True)
             loop = asyncio.get_running_loop()
             asked = loop.time()
             resp, last = await self.peers.call(
-                servers, lambda ch: migpb_grpc.ShardMigrationStub(ch).PullShard, req, self.pull_call_s)
+                servers, lambda ch: migpb_grpc.ShardMigrationStub(ch).PullShard, req,
+                self.pull_call_s, lambda r, c=cursor: _misread(c, r))
             if resp is None:
                 log.debug("group %d: pull of shard %d (config %d) from group %d: %s",
                           self.gid, shard, num, owner, last)

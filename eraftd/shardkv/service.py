@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
 import grpc
 
@@ -33,9 +33,8 @@ from ..metrics import observe_batch, observe_request
 from ..controller.machine import send_leader_hint
 from ..controller.state import NSHARDS, command_id_problem
 from ..node.driver import NotLeader
-from ..node.storage import encode_chunk
 from .machine import (ENTRY_BATCH, ENTRY_DELETE, encode_bounded, encode_commands,
-                      encode_shard_op, sessions_to_pb)
+                      encode_shard_op, shard_copy)
 from .state import (BEPULLING, ERR_MISMATCH, ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED,
                     ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, NATIVE_KINDS, OK,
                     READ_KINDS, STATUS_NAMES, UNARY_KINDS, Limits, key2shard)
@@ -364,10 +363,48 @@ class ShardMigrationService(_Base, migpb_grpc.ShardMigrationServicer):
                 or st.shards[req.shard].status != BEPULLING):
             return migpb.PullShardResponse(err=ERR_OUTDATED)
         limit = min(max(req.max_bytes, 1), PULL_MAX_BYTES)
-        pairs, nxt, done = self.group.sm.scan_shard(req.shard, req.cursor, limit)
-        sessions = sessions_to_pb(st.shards[req.shard].sessions) if not req.cursor else []
-        return migpb.PullShardResponse(err=OK, kvs=encode_chunk(pairs), sessions=sessions,
-                                       next=nxt, done=done)
+        return self.group.sm.pull_chunk(req.shard, req.cursor, limit, req.chunked_sessions)
+
+
+class ShardBackupService(_Base, migpb_grpc.ShardBackupServicer):
+    async def ReadShard(self, req: migpb.ReadShardRequest, context) -> AsyncIterator[migpb.ReadShardChunk]:
+        """A point-in-time copy of one shard (`eraftd backup`): after a read barrier (so every
+        write acknowledged before this call has applied here), one pinned view of the group's
+        data (a SnapshotReader: writes that apply meanwhile are not in it, and the group keeps
+        serving them); whether the group serves the shard, and at which configuration, is read
+        from that same view; then its pairs, chunk after chunk."""
+        g = self.group
+        if not 0 <= req.shard < NSHARDS:
+            yield migpb.ReadShardChunk(err=f"shard {req.shard} is outside 0..{NSHARDS - 1}")
+            return
+        try:
+            if not g.is_leader():
+                raise NotLeader(g.leader_address)
+            async with asyncio.timeout(self.timeout):
+                barrier = await self.driver.read_barrier(self.gid)
+        except NotLeader as e:
+            yield migpb.ReadShardChunk(err=ERR_WRONG_LEADER, leader=e.hint)
+            return
+        except asyncio.TimeoutError:
+            yield migpb.ReadShardChunk(err=ERR_TIMEOUT, leader=g.leader_address)
+            return
+        view = g.sm.store.snapshot_reader()
+        try:
+            if view.meta.index < barrier:       # never: the barrier ends after the write
+                yield migpb.ReadShardChunk(err=ERR_TIMEOUT, leader=g.leader_address)
+                return
+            copy = shard_copy(view, self.gid, req.shard, min(max(req.max_bytes, 1), PULL_MAX_BYTES))
+            if copy is None:
+                yield migpb.ReadShardChunk(err=ERR_WRONG_GROUP)
+                return
+            st, chunks = copy
+            yield migpb.ReadShardChunk(err=OK, config_num=st.config.num, index=view.meta.index,
+                                       term=view.meta.term, keys=st.shards[req.shard].keys)
+            for chunk in chunks:
+                yield migpb.ReadShardChunk(kvs=chunk)
+            yield migpb.ReadShardChunk(done=True)
+        finally:
+            view.close()
 
 
 # Admission (eraftd/node/admission.py): each client method's answer when its request is not
@@ -387,3 +424,5 @@ def add_services(server: grpc.aio.Server, driver: Any, gid: int, limits: Limits,
     kvpb_grpc.add_KVBatchServicer_to_server(KVBatchService(driver, gid, limits), server)
     migpb_grpc.add_ShardMigrationServicer_to_server(ShardMigrationService(driver, gid, COMMAND_TIMEOUT_S),
                                                    server)
+    migpb_grpc.add_ShardBackupServicer_to_server(ShardBackupService(driver, gid, COMMAND_TIMEOUT_S),
+                                                server)

@@ -11,7 +11,7 @@ from eraftd._pb import shardkv_pb2_grpc as pb_grpc
 from eraftd.controller.state import NSHARDS, Config
 from eraftd.node.storage import NodeStore
 from eraftd.raft.messages import Entry
-from eraftd.shardkv.machine import ShardKVMachine
+from eraftd.shardkv.machine import ShardKVMachine, data_key
 from eraftd.testing import ShardedCluster, wait_for
 
 
@@ -134,3 +134,29 @@ async def check_all(kv, expect: dict[str, str]) -> None:
 async def in_thread(fn, *args):
     """Run a blocking harness call (start, kill, wait_for, ...) off the event loop."""
     return await asyncio.to_thread(fn, *args)
+
+
+def fill_shard(h: Harness, shard: int, sessions: int, keys: int, batch: int = 100_000) -> None:
+    """Write `sessions` sessions (clients 1..sessions, one applied seq each) and `keys` keys
+    of 8-byte values straight into the SERVING shard's records, then reload the machine: a
+    shard that a million one-shot clients used, built in seconds rather than a million
+    entries.  The shard's state record counts the keys and bytes as apply_ops would."""
+    from eraftd.shardkv.machine import _META, _meta_key, _session_key, encode_session
+    from eraftd.shardkv.state import SERVING, Session
+
+    def write(records) -> None:
+        b = h.store.new_batch()
+        for k, v in records:
+            h.g.stage_put(b, k, v)
+        h.store.write(b, sync=False)
+
+    for lo in range(1, sessions + 1, batch):
+        write((_session_key(shard, c), encode_session(Session(2, {2})))
+              for c in range(lo, min(lo + batch, sessions + 1)))
+    size = 0
+    for lo in range(0, keys, batch):
+        pairs = [(key_in(shard, "k%07d" % i), b"v%07d" % i) for i in range(lo, min(lo + batch, keys))]
+        size += sum(len(k) + len(v) for k, v in pairs)
+        write((data_key(shard, k), v) for k, v in pairs)
+    write([(_meta_key(shard), _META.pack(SERVING, keys, size))])
+    h.m.restored()

@@ -189,10 +189,8 @@ def test_migration_round_trip_between_two_machines(tmp_path):
     assert new.m.state.shards[4].status == PULLING
     cursor, chunks = b"", 0
     while True:                      # what PullShard does, chunk by chunk
-        pairs, nxt, done = old.m.scan_shard(4, cursor, 4000)
-        sessions = sessions_to_pb(old.m.state.shards[4].sessions) if not cursor else []
-        resp = migpb.PullShardResponse(err=OK, kvs=encode_chunk(pairs), sessions=sessions,
-                                       next=nxt, done=done)
+        resp = old.m.pull_chunk(4, cursor, 4000)
+        nxt, done = resp.next, resp.done
         assert new.apply(encode_insert(2, 4, cursor, resp)) == [OK]
         assert new.apply(encode_insert(2, 4, cursor, resp)) != [OK]     # a repeat: no effect
         chunks += 1
@@ -270,3 +268,74 @@ def test_a_configuration_not_ours_and_an_abandon_are_entries_and_survive_a_resta
         assert h.m.state.member and h.m.state.settled() and h.m.state.can_serve(0)
     finally:
         h.close()
+
+
+def _migrate(old: Harness, new: Harness, shard: int, max_bytes: int, chunked: bool) -> list[int]:
+    """Move `shard` chunk by chunk as PullShard and the puller do; the answers' sizes."""
+    cursor, sizes = b"", []
+    while True:
+        resp = old.m.pull_chunk(shard, cursor, max_bytes, chunked)
+        sizes.append(resp.ByteSize())
+        assert new.apply(encode_insert(2, shard, cursor, resp)) == [OK]
+        cursor = resp.next
+        if resp.done:
+            return sizes
+
+
+def test_sessions_stream_in_chunks_under_the_bound_and_the_old_format_still_applies(tmp_path):
+    """50,000 sessions and 5,000 keys under a 16 KB bound: the sessions come in chunks (client
+    order, then the data), each answer within the bound; the same shard sent as before (every
+    session in the first chunk: the entries already in logs) arrives as the same state."""
+    from skv_support import fill_shard
+    old = Harness(tmp_path / "old")
+    old.apply(encode_config(ALL))
+    fill_shard(old, 4, 50_000, 5_000)
+    c2 = config(2, [GID] * 4 + [200] + [GID] * 5, {GID: ("a",), 200: ("b",)})
+    old.apply(encode_config(c2))
+    got = {}
+    for chunked in (True, False):
+        new = Harness(tmp_path / f"new{chunked}", gid=200)
+        new.apply(encode_config(config(1, [GID] * NSHARDS)), encode_config(c2))
+        sizes = _migrate(old, new, 4, 16 << 10, chunked)
+        if chunked:
+            assert len(sizes) > 40 and max(sizes) <= (16 << 10) + 1024, (len(sizes), max(sizes))
+        else:
+            assert max(sizes) > 50_000 * 8          # the old way: all of them at once
+        new = new.reopen()
+        sh = new.m.state.shards[4]
+        assert sh.status == GCING
+        got[chunked] = (sh.sessions, sh.keys, sh.bytes, list(new.g.scan(b"s")))
+        new.close()
+    assert got[True] == got[False]
+    assert len(got[True][0]) == 50_000 and got[True][0][777] == Session(2, {2})
+    want = old.m.state.shards[4]
+    assert (want.keys, want.bytes) == got[True][1:3]
+    old.close()
+
+
+def test_a_shard_copy_is_of_one_applied_index_whatever_applies_after(tmp_path):
+    """shard_copy over a SnapshotReader (ShardBackup.ReadShard): the pairs, state and index of
+    the moment the view was taken, while later rounds write, delete and move the shard; a
+    shard the group does not serve there has no copy."""
+    from eraftd.node.storage import decode_chunk
+    from eraftd.shardkv.machine import shard_copy
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL))
+    keys = [key_in(4, "k%04d" % i) for i in range(300)]
+    h.apply(batch(9, 1, *[(PUT, k, b"old%d" % i, i + 1) for i, k in enumerate(keys)]))
+    view = h.g.snapshot_reader()
+    index = h.index
+    h.apply(batch(9, 1, (PUT, keys[0], b"new", 301), (DELETE, keys[1], b"", 302),
+                  (PUT, key_in(4, "later"), b"x", 303)))
+    h.apply(encode_config(config(2, [GID] * 4 + [200] + [GID] * 5, {GID: ("a",), 200: ("b",)})))
+    assert h.m.state.shards[4].status == BEPULLING and h.index > index
+    st, chunks = shard_copy(view, GID, 4, 1000)
+    pairs = [p for c in chunks for p in decode_chunk(c)]
+    assert view.meta.index == index and st.config.num == 1 and st.shards[4].keys == 300
+    assert pairs == [(k, b"old%d" % i) for i, k in enumerate(keys)]
+    view.close()
+    with h.g.snapshot_reader() as now:          # now the shard is leaving: no copy here
+        assert shard_copy(now, GID, 4, 1000) is None
+        st, chunks = shard_copy(now, GID, 3, 1000)
+        assert list(chunks) == [] and st.config.num == 2
+    h.close()

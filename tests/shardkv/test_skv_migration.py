@@ -7,14 +7,15 @@ Raft log does)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import grpc
 
 from eraftd.node.members import Members
 import pytest
-from skv_support import (Harness, check_all, config, in_thread, key_in, sharded,  # noqa: F401
-                         wait_settled)
+from skv_support import (Harness, check_all, config, fill_shard, in_thread, key_in,  # noqa: F401
+                         sharded, wait_settled)
 
 from eraftd._pb import kvbatch_pb2 as kvpb
 from eraftd._pb import shardctrler_pb2 as cpb
@@ -24,9 +25,11 @@ from eraftd._pb import shardkv_pb2_grpc as pb_grpc
 from eraftd._pb import shardmigration_pb2_grpc as migpb_grpc
 from eraftd.controller.client import ControllerClient, ControllerUnavailable
 from eraftd.controller.machine import config_to_pb
-from eraftd.shardkv.machine import ENTRY_BATCH, ENTRY_DELETE, ENTRY_INSERT, encode_config
+from eraftd.node.transport import MAX_MESSAGE_BYTES
+from eraftd.shardkv.machine import (ENTRY_BATCH, ENTRY_DELETE, ENTRY_INSERT, encode_config,
+                                    shard_prefix)
 from eraftd.shardkv.clerk import Clerk
-from eraftd.shardkv.migration import Migrator, Peers
+from eraftd.shardkv.migration import CHUNK_BYTES, Migrator, Peers
 from eraftd.shardkv.service import ShardMigrationService, add_services
 from eraftd.shardkv.state import BEPULLING, OK, PULLING, Limits, key2shard
 from eraftd.testing import FaultyProxy, free_port
@@ -67,12 +70,12 @@ class Replica(Harness):
 
     async def serve(self, pull_s_per_byte: float = 0.0) -> "Replica":
         """pull_s_per_byte: PullShard first waits this long per byte asked for (a loaded
-        machine reads and sends a big chunk slowly)."""
+        machine reads and sends a big chunk slowly).  self.pulls: the PullShard service,
+        which records the serialized size of every answer (`sizes`)."""
         self.server = grpc.aio.server()
         add_services(self.server, self, self.gid, Limits(), "")
-        if pull_s_per_byte:                      # registered last: it answers PullShard
-            migpb_grpc.add_ShardMigrationServicer_to_server(
-                _SlowPull(self, self.gid, 2.0, pull_s_per_byte), self.server)
+        self.pulls = _SlowPull(self, self.gid, 2.0, pull_s_per_byte)
+        migpb_grpc.add_ShardMigrationServicer_to_server(self.pulls, self.server)  # last: it answers
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
         await self.server.start()
         return self
@@ -88,11 +91,15 @@ class _SlowPull(ShardMigrationService):
         super().__init__(driver, gid, timeout)
         self.s_per_byte = s_per_byte
         self.asked: list[int] = []
+        self.sizes: list[int] = []
 
     async def PullShard(self, req, context):
         self.asked.append(req.max_bytes)
-        await asyncio.sleep(req.max_bytes * self.s_per_byte)
-        return await super().PullShard(req, context)
+        if self.s_per_byte:
+            await asyncio.sleep(req.max_bytes * self.s_per_byte)
+        resp = await super().PullShard(req, context)
+        self.sizes.append(resp.ByteSize())
+        return resp
 
 
 class FixedController:
@@ -323,3 +330,58 @@ async def test_a_migration_settles_while_the_old_owners_commits_outlast_every_ca
     finally:
         for p in proxies.values():
             await p.close()
+
+
+# MIGRATION_SESSIONS / MIGRATION_KEYS: the size of the shard below (the acceptance size by
+# default; e.g. MIGRATION_SESSIONS=5000000 for a longer run).
+BIG_SESSIONS = int(os.environ.get("MIGRATION_SESSIONS", 1_000_000))
+BIG_KEYS = int(os.environ.get("MIGRATION_KEYS", 200_000))
+
+
+@pytest.mark.slow
+async def test_a_shard_with_a_million_sessions_migrates_in_chunks_under_the_bound(tmp_path):
+    """A shard that a million one-shot clients wrote to (1,000,000 sessions, 200,000 keys)
+    moves to a new owner through the real PullShard service: every answer is within the
+    chunk bound (the sessions used to travel all in the first one: some 3.5 million of them
+    reached the 64 MiB message cap, and the shard could never move again), and every session
+    and key arrives."""
+    shard = 5
+    old = await Replica(tmp_path / "g1", G1).serve()
+    new = await Replica(tmp_path / "g2", G2).serve()
+    try:
+        groups = {G1: (old.address,), G2: (new.address,)}
+        c1 = config(1, [G1] * 10, {G1: groups[G1]})
+        c2 = config(2, [G1] * 5 + [G2] + [G1] * 4, groups)
+        old.apply(encode_config(c1))
+        await in_thread(fill_shard, old, shard, BIG_SESSIONS, BIG_KEYS)
+        want = old.sm.state.shards[shard]
+        want_keys, want_bytes, want_sessions = want.keys, want.bytes, dict(want.sessions)
+        old.apply(encode_config(c2))
+        new.apply(encode_config(c1), encode_config(c2))
+        assert new.sm.state.shards[shard].status == PULLING
+        await settle(old, new, c2, timeout=120)
+        sizes = old.pulls.sizes
+        bound = CHUNK_BYTES + 1024        # the chunk's bytes, and its few fields' framing
+        assert max(sizes) <= bound < MAX_MESSAGE_BYTES, (max(sizes), bound)
+        assert len(sizes) >= (BIG_SESSIONS * 10 + BIG_KEYS * 24) // CHUNK_BYTES
+        got = new.sm.state.shards[shard]
+        assert (got.keys, got.bytes) == (want_keys, want_bytes)
+        assert got.sessions == want_sessions
+        assert new.sm.get(key_in(shard, "k%07d" % (BIG_KEYS - 1))) == b"v%07d" % (BIG_KEYS - 1)
+        assert len(list(new.g.scan(shard_prefix(shard) + b"d"))) == BIG_SESSIONS  # persisted
+    finally:
+        await old.close()
+        await new.close()
+
+
+def test_a_session_cursor_answered_by_a_replica_from_before_is_not_used():
+    """A replica from before chunked sessions reads a session cursor (b"d" + client, b"e")
+    as a key and would answer with the wrong data: its answer is not used (migration._misread)."""
+    from eraftd._pb import shardmigration_pb2 as migpb
+    from eraftd.shardkv.migration import _misread
+    old_server = migpb.PullShardResponse(err=OK, next=b"k1")
+    new_server = migpb.PullShardResponse(err=OK, next=b"k1", chunked_sessions=True)
+    for cursor in (b"d\x00\x00\x00\x00\x00\x00\x00\x07", b"e"):
+        assert _misread(cursor, old_server) and not _misread(cursor, new_server)
+    for cursor in (b"", b"kabc"):               # what every replica reads alike
+        assert not _misread(cursor, old_server)

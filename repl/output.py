@@ -30,6 +30,7 @@ class Member:
     storage_bytes: int | None = None
     problem: str = ""         # why it is down
     learner: bool = False     # a member that receives the log but does not vote
+    sessions: int | None = None   # a controller's client sessions (deduplication)
 
     @property
     def up(self) -> bool:
@@ -43,6 +44,7 @@ class ShardRow:
     status: str               # "Serving", "Pulling", "BePulling", "GCing", "unassigned", "unknown", "pending"
     keys: int | None = None
     bytes: int | None = None
+    sessions: int | None = None   # client sessions kept for deduplication
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,8 @@ def _member_dict(m: Member) -> dict[str, Any]:
         d.pop("problem")
     if not m.learner:
         d.pop("learner")
+    if m.sessions is None:
+        d.pop("sessions")
     return d
 
 
@@ -221,10 +225,12 @@ def format_status(st: ClusterStatus) -> str:
                   (("ctrl" if m.gid == 0 else m.gid, m.id, m.address,
                     m.role + (", learner" if m.learner else ""), m.term, m.applied,
                     m.commit, human_bytes(m.storage_bytes)) for m in st.members()))
-    shards = table(("shard", "gid", "status", "keys", "bytes"),
-                   ((s.shard, s.gid or "-", s.status, s.keys, s.bytes) for s in st.shards))
+    shards = table(("shard", "gid", "status", "keys", "bytes", "sessions"),
+                   ((s.shard, s.gid or "-", s.status, s.keys, s.bytes, s.sessions) for s in st.shards))
+    lead = next((m for m in st.controllers if m.address == st.leader), None)
+    sessions = f", {lead.sessions} controller sessions" if lead and lead.sessions is not None else ""
     head = (f"config {st.config.num}, controller leader {st.leader or 'unknown'}, "
-            f"{format_count(status_count(st))}")
+            f"{format_count(status_count(st))}{sessions}")
     problems = ["", "problems:"] + ["  " + p for p in st.problems] if st.problems else []
     line = abandoned_line(st.config)
     return "\n".join([head, "", nodes] + problems + ["", shards] + (["", line] if line else []))

@@ -178,7 +178,8 @@ def membership_problems(admin: dict[str, apb.NodeStatus]) -> tuple[str, ...]:
 def _member(gid: int, i: int, addr: str, r, tls: bool | None = None) -> Member:
     if isinstance(r, BaseException):
         return Member(gid, i, addr, DOWN, problem=rpc_problem(r, tls))
-    return Member(gid, r.id, addr, r.state, r.term, r.last_applied, r.commit_index, r.storage_size)
+    return Member(gid, r.id, addr, r.state, r.term, r.last_applied, r.commit_index, r.storage_size,
+                  sessions=getattr(r, "sessions", None) if gid == 0 else None)
 
 
 def shard_rows(cfg: Config, answers: dict[int, Sequence[skvpb.GetStatusResponse]]) -> tuple[ShardRow, ...]:
@@ -195,5 +196,5 @@ def shard_rows(cfg: Config, answers: dict[int, Sequence[skvpb.GetStatusResponse]
             # no answer from the owner, or it has not reached this configuration yet
             rows.append(ShardRow(shard, gid, UNKNOWN if not views else PENDING))
         else:
-            rows.append(ShardRow(shard, gid, info.status, info.keys, info.bytes))
+            rows.append(ShardRow(shard, gid, info.status, info.keys, info.bytes, info.sessions))
     return tuple(rows)

@@ -100,17 +100,19 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("id", "state", "term", "last_applied", "commit_index", "storage_size")
+    __slots__ = ("id", "state", "term", "last_applied", "commit_index", "storage_size", "sessions")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     LAST_APPLIED_FIELD_NUMBER: _ClassVar[int]
     COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
     STORAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
     id: int
     state: str
     term: int
     last_applied: int
     commit_index: int
     storage_size: int
-    def __init__(self, id: _Optional[int] = ..., state: _Optional[str] = ..., term: _Optional[int] = ..., last_applied: _Optional[int] = ..., commit_index: _Optional[int] = ..., storage_size: _Optional[int] = ...) -> None: ...
+    sessions: int
+    def __init__(self, id: _Optional[int] = ..., state: _Optional[str] = ..., term: _Optional[int] = ..., last_applied: _Optional[int] = ..., commit_index: _Optional[int] = ..., storage_size: _Optional[int] = ..., sessions: _Optional[int] = ...) -> None: ...

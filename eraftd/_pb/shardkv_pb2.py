@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rshardkv.proto\x12\tshardkvpb\"n\n\x0e\x43ommandRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x19\n\x02op\x18\x03 \x01(\x0e\x32\r.shardkvpb.Op\x12\x11\n\tclient_id\x18\x04 \x01(\x03\x12\x12\n\ncommand_id\x18\x05 \x01(\x03\"-\n\x0f\x43ommandResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\">\n\x15ShardOperationRequest\x12\x12\n\nconfig_num\x18\x01 \x01(\x05\x12\x11\n\tshard_ids\x18\x02 \x03(\x05\"e\n\x10OperationContext\x12\x1e\n\x16max_applied_command_id\x18\x01 \x01(\x03\x12\x31\n\rlast_response\x18\x02 \x01(\x0b\x32\x1a.shardkvpb.CommandResponse\"`\n\tShardData\x12(\n\x02kv\x18\x01 \x03(\x0b\x32\x1c.shardkvpb.ShardData.KvEntry\x1a)\n\x07KvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x02\n\x16ShardOperationResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x12\n\nconfig_num\x18\x02 \x01(\x05\x12=\n\x06shards\x18\x03 \x03(\x0b\x32-.shardkvpb.ShardOperationResponse.ShardsEntry\x12N\n\x0flast_operations\x18\x04 \x03(\x0b\x32\x35.shardkvpb.ShardOperationResponse.LastOperationsEntry\x1a\x43\n\x0bShardsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.shardkvpb.ShardData:\x02\x38\x01\x1aR\n\x13LastOperationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.shardkvpb.OperationContext:\x02\x38\x01\"\x12\n\x10GetStatusRequest\"J\n\tShardInfo\x12\x10\n\x08shard_id\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x01(\x03\x12\r\n\x05\x62ytes\x18\x04 \x01(\x03\"\xc2\x01\n\x11GetStatusResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x03\x12\x14\n\x0clast_applied\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x03\x12\x14\n\x0cstorage_size\x18\x06 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x07 \x01(\t\x12\x0b\n\x03gid\x18\x08 \x01(\x03\x12$\n\x06shards\x18\t \x03(\x0b\x32\x14.shardkvpb.ShardInfo*\"\n\x02Op\x12\x07\n\x03PUT\x10\x00\x12\n\n\x06\x41PPEND\x10\x01\x12\x07\n\x03GET\x10\x02\x32\xc9\x02\n\x0eShardKVService\x12@\n\x07\x43ommand\x12\x19.shardkvpb.CommandRequest\x1a\x1a.shardkvpb.CommandResponse\x12T\n\rGetShardsData\x12 .shardkvpb.ShardOperationRequest\x1a!.shardkvpb.ShardOperationResponse\x12W\n\x10\x44\x65leteShardsData\x12 .shardkvpb.ShardOperationRequest\x1a!.shardkvpb.ShardOperationResponse\x12\x46\n\tGetStatus\x12\x1b.shardkvpb.GetStatusRequest\x1a\x1c.shardkvpb.GetStatusResponseB%Z#github.com/eraft-io/eraft/shardkvpbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rshardkv.proto\x12\tshardkvpb\"n\n\x0e\x43ommandRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x19\n\x02op\x18\x03 \x01(\x0e\x32\r.shardkvpb.Op\x12\x11\n\tclient_id\x18\x04 \x01(\x03\x12\x12\n\ncommand_id\x18\x05 \x01(\x03\"-\n\x0f\x43ommandResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\">\n\x15ShardOperationRequest\x12\x12\n\nconfig_num\x18\x01 \x01(\x05\x12\x11\n\tshard_ids\x18\x02 \x03(\x05\"e\n\x10OperationContext\x12\x1e\n\x16max_applied_command_id\x18\x01 \x01(\x03\x12\x31\n\rlast_response\x18\x02 \x01(\x0b\x32\x1a.shardkvpb.CommandResponse\"`\n\tShardData\x12(\n\x02kv\x18\x01 \x03(\x0b\x32\x1c.shardkvpb.ShardData.KvEntry\x1a)\n\x07KvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x02\n\x16ShardOperationResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x12\n\nconfig_num\x18\x02 \x01(\x05\x12=\n\x06shards\x18\x03 \x03(\x0b\x32-.shardkvpb.ShardOperationResponse.ShardsEntry\x12N\n\x0flast_operations\x18\x04 \x03(\x0b\x32\x35.shardkvpb.ShardOperationResponse.LastOperationsEntry\x1a\x43\n\x0bShardsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.shardkvpb.ShardData:\x02\x38\x01\x1aR\n\x13LastOperationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.shardkvpb.OperationContext:\x02\x38\x01\"\x12\n\x10GetStatusRequest\"\\\n\tShardInfo\x12\x10\n\x08shard_id\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0c\n\x04keys\x18\x03 \x01(\x03\x12\r\n\x05\x62ytes\x18\x04 \x01(\x03\x12\x10\n\x08sessions\x18\x05 \x01(\x03\"\xc2\x01\n\x11GetStatusResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x03\x12\x14\n\x0clast_applied\x18\x04 \x01(\x03\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x03\x12\x14\n\x0cstorage_size\x18\x06 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x07 \x01(\t\x12\x0b\n\x03gid\x18\x08 \x01(\x03\x12$\n\x06shards\x18\t \x03(\x0b\x32\x14.shardkvpb.ShardInfo*\"\n\x02Op\x12\x07\n\x03PUT\x10\x00\x12\n\n\x06\x41PPEND\x10\x01\x12\x07\n\x03GET\x10\x02\x32\xc9\x02\n\x0eShardKVService\x12@\n\x07\x43ommand\x12\x19.shardkvpb.CommandRequest\x1a\x1a.shardkvpb.CommandResponse\x12T\n\rGetShardsData\x12 .shardkvpb.ShardOperationRequest\x1a!.shardkvpb.ShardOperationResponse\x12W\n\x10\x44\x65leteShardsData\x12 .shardkvpb.ShardOperationRequest\x1a!.shardkvpb.ShardOperationResponse\x12\x46\n\tGetStatus\x12\x1b.shardkvpb.GetStatusRequest\x1a\x1c.shardkvpb.GetStatusResponseB%Z#github.com/eraft-io/eraft/shardkvpbb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHARDOPERATIONRESPONSE_SHARDSENTRY']._serialized_options = b'8\001'
   _globals['_SHARDOPERATIONRESPONSE_LASTOPERATIONSENTRY']._loaded_options = None
   _globals['_SHARDOPERATIONRESPONSE_LASTOPERATIONSENTRY']._serialized_options = b'8\001'
-  _globals['_OP']._serialized_start=1101
-  _globals['_OP']._serialized_end=1135
+  _globals['_OP']._serialized_start=1119
+  _globals['_OP']._serialized_end=1153
   _globals['_COMMANDREQUEST']._serialized_start=28
   _globals['_COMMANDREQUEST']._serialized_end=138
   _globals['_COMMANDRESPONSE']._serialized_start=140
@@ -61,9 +61,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSREQUEST']._serialized_start=808
   _globals['_GETSTATUSREQUEST']._serialized_end=826
   _globals['_SHARDINFO']._serialized_start=828
-  _globals['_SHARDINFO']._serialized_end=902
-  _globals['_GETSTATUSRESPONSE']._serialized_start=905
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1099
-  _globals['_SHARDKVSERVICE']._serialized_start=1138
-  _globals['_SHARDKVSERVICE']._serialized_end=1467
+  _globals['_SHARDINFO']._serialized_end=920
+  _globals['_GETSTATUSRESPONSE']._serialized_start=923
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1117
+  _globals['_SHARDKVSERVICE']._serialized_start=1156
+  _globals['_SHARDKVSERVICE']._serialized_end=1485
 # @@protoc_insertion_point(module_scope)

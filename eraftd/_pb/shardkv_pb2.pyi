@@ -98,16 +98,18 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardInfo(_message.Message):
-    __slots__ = ("shard_id", "status", "keys", "bytes")
+    __slots__ = ("shard_id", "status", "keys", "bytes", "sessions")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
     shard_id: int
     status: str
     keys: int
     bytes: int
-    def __init__(self, shard_id: _Optional[int] = ..., status: _Optional[str] = ..., keys: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+    sessions: int
+    def __init__(self, shard_id: _Optional[int] = ..., status: _Optional[str] = ..., keys: _Optional[int] = ..., bytes: _Optional[int] = ..., sessions: _Optional[int] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
     __slots__ = ("id", "state", "term", "last_applied", "commit_index", "storage_size", "address", "gid", "shards")

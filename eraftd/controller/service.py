@@ -140,4 +140,5 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
         st = g.node.status()
         return pb.GetStatusResponse(id=g.me, state=st.role.wire_name, term=st.term,
                                     last_applied=st.applied, commit_index=st.commit,
-                                    storage_size=self.driver.store.size_bytes())
+                                    storage_size=self.driver.store.size_bytes(),
+                                    sessions=len(g.sm.state.sessions))

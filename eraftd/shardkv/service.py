@@ -193,7 +193,8 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
             commit_index=st.commit, storage_size=self.driver.store.size_bytes(),
             address=self.address, gid=self.gid,
             shards=[pb.ShardInfo(shard_id=i, status=STATUS_NAMES[kv.shards[i].status],
-                                 keys=kv.shards[i].keys, bytes=kv.shards[i].bytes)
+                                 keys=kv.shards[i].keys, bytes=kv.shards[i].bytes,
+                                 sessions=len(kv.shards[i].sessions))
                     for i in kv.held()])
 
 

@@ -117,7 +117,7 @@ def test_join_move_leave_and_every_row_of_query_and_status(cluster):  # noqa: F8
     assert all(row[3] in ("Leader", "Follower", "Candidate") and row[4].isdigit() for row in nodes[1:])
     assert status[9] == ""
     shards = [row.split() for row in status[10:21]]
-    assert shards[0] == ["shard", "gid", "status", "keys", "bytes"]
+    assert shards[0] == ["shard", "gid", "status", "keys", "bytes", "sessions"]
     assert [row[:2] for row in shards[1:]] == [[str(s), str(G100)] for s in range(10)]
     # (right after the moves the owner may still be on its way through older configurations)
     states = ("Serving", "Pulling", "BePulling", "GCing", "pending")

@@ -172,8 +172,16 @@ def test_bench_keeps_out_of_the_keyspace_and_cleans_up(cluster):  # noqa: F811
 
 def test_status_lists_a_node_that_is_down(cluster):  # noqa: F811
     c = ["--controllers", cluster.controllers]
+    for i in range(3):                      # three one-shot clients: a session each, where they wrote
+        assert eraftd(*c, "put", f"sess{i}", "v").returncode == 0
     r = eraftd(*c, "status")
     assert r.returncode == 0 and "3 nodes up (3 controller peers, 3 replicas)" in r.stdout
+    # the sessions kept for deduplication (issue 14): the controllers' (the joins at least) on the
+    # first line, each shard's in its column
+    m = re.search(r", (\d+) controller sessions", r.stdout.split("\n")[0])
+    assert m and int(m.group(1)) >= 1, r.stdout
+    table = [line.split() for line in r.stdout.split("\n\n")[2].strip().split("\n")]
+    assert table[0][-1] == "sessions" and sum(int(row[-1]) for row in table[1:]) >= 3, r.stdout
     down = cluster.nodes[2]
     down.kill()
     try:
@@ -192,7 +200,7 @@ def test_status_lists_a_node_that_is_down(cluster):  # noqa: F811
                 assert row[3] in ("Leader", "Follower", "Candidate") and row[4].isdigit() and row[-1] in ("B", "KiB", "MiB")
         assert "2 of 3 nodes up (2 of 3 controller peers, 2 of 3 replicas)" in r.stdout
         srows = [line.split() for line in shards.strip().split("\n")]
-        assert srows[0] == ["shard", "gid", "status", "keys", "bytes"]
+        assert srows[0] == ["shard", "gid", "status", "keys", "bytes", "sessions"]
         assert [(s[0], s[1], s[2]) for s in srows[1:]] == [(str(i), str(G100), "Serving") for i in range(10)]
         j = json.loads(eraftd(*c, "status", "--json").stdout)
         roles = {(m["gid"], m["address"]): m["role"] for m in j["controllers"] + j["replicas"]}

@@ -53,17 +53,18 @@ def test_query_human_form_and_json():
 def test_status_lists_a_down_node_and_every_shard():
     st = ClusterStatus(
         CFG,
-        controllers=(Member(0, 0, "a:1", "Leader", 3, 10, 10, 2048),
+        controllers=(Member(0, 0, "a:1", "Leader", 3, 10, 10, 2048, sessions=12),
                      Member(0, 1, "a:2", problem="unreachable")),
         replicas=(Member(100, 0, "a:1", "Follower", 2, 7, 7, 2048),
                   Member(100, 1, "a:2", problem="unreachable"),
                   Member(101, 0, "b:1", "Leader", 1, 5, 5, 100)),
-        shards=tuple(ShardRow(s, g, "Serving", s, 10 * s) for s, g in enumerate(CFG.shards[:9]))
+        shards=tuple(ShardRow(s, g, "Serving", s, 10 * s, 2 * s) for s, g in enumerate(CFG.shards[:9]))
         + (ShardRow(9, 0, "unassigned"),),
         leader="a:1")
     lines = output.format_status(st).split("\n")
     assert lines[:8] == [
-        "config 4, controller leader a:1, 2 of 3 nodes up (1 of 2 controller peers, 2 of 3 replicas)",
+        "config 4, controller leader a:1, 2 of 3 nodes up (1 of 2 controller peers, 2 of 3 replicas), "
+        "12 controller sessions",
         "",
         "group  id  address  role      term  applied  commit  storage",
         "ctrl   0   a:1      Leader    3     10       10      2.0 KiB",
@@ -72,10 +73,12 @@ def test_status_lists_a_down_node_and_every_shard():
         "100    1   a:2      down      -     -        -       -",
         "101    0   b:1      Leader    1     5        5       100 B",
     ]
-    assert lines[9] == "shard  gid  status      keys  bytes"
-    assert lines[10] == "0      100  Serving     0     0"
-    assert lines[-1] == "9      -    unassigned  -     -"
+    assert lines[9] == "shard  gid  status      keys  bytes  sessions"
+    assert lines[10] == "0      100  Serving     0     0      0"
+    assert lines[11] == "1      100  Serving     1     10     2"
+    assert lines[-1] == "9      -    unassigned  -     -      -"
     j = json.loads(output.dumps(output.status_json(st)))
+    assert j["controllers"][0]["sessions"] == 12 and j["shards"][1]["sessions"] == 2
     assert j["controllers"][1] == {"gid": 0, "id": 1, "address": "a:2", "role": "down", "term": None,
                                    "applied": None, "commit": None, "storage_bytes": None,
                                    "problem": "unreachable"}

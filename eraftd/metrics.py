@@ -115,7 +115,7 @@ def config_number(g: Any) -> int | None:
     if hasattr(state, "held"):
         return state.config.num
     if hasattr(state, "latest"):
-        return state.latest().num
+        return state.latest.num
     return None
 
 

@@ -11,7 +11,10 @@ Cheap on the hot path by design:
   client call (`observe_request`, op "batch" for a native batch of many operations).
 
 The registry is per process (a process is one node); tests that run services in-process only
-add to it.
+add to it.  It also carries prometheus-client's process collector (process_cpu_seconds_total,
+process_resident_memory_bytes, process_open_fds, process_start_time_seconds, ...) and
+eraft_build_info{version}; the `_created` series of counters and histograms are not exported
+(they double the series and no query uses them).
 """
 from __future__ import annotations
 
@@ -19,14 +22,20 @@ from typing import Any, Iterable
 
 import collections
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Histogram, ProcessCollector,
+                               disable_created_metrics, generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from . import __version__
+from .shardkv.state import STATUS_NAMES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROLES = ("Leader", "Follower", "Candidate")
 
+disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=False)
+ProcessCollector(registry=REGISTRY)
 
 FSYNC_SECONDS = Histogram(
     "eraft_storage_write_seconds",
@@ -97,6 +106,19 @@ GROUP_COUNTERS = {
 }
 
 
+def config_number(g: Any) -> int | None:
+    """The configuration number group g's replica knows: the controller group's latest, or a
+    shardkv group's current one; None for a group with neither."""
+    state = getattr(getattr(g, "sm", None), "state", None)
+    if state is None:
+        return None
+    if hasattr(state, "held"):
+        return state.config.num
+    if hasattr(state, "latest"):
+        return state.latest.num
+    return None
+
+
 class NodeCollector(Collector):
     """Reads the driver's groups, the storage size and the shards at scrape time."""
 
@@ -124,6 +146,10 @@ class NodeCollector(Collector):
             "problem": GaugeMetricFamily("eraft_raft_member_problem",
                                          "1 when this node cannot take part in the group (waiting "
                                          "to be added, or refused by its peers)", labels=["group"]),
+            "config": GaugeMetricFamily("eraft_config_number",
+                                        "Configuration number this replica knows (the controller "
+                                        "group's latest, a shardkv group's current)",
+                                        labels=["group"]),
         }
         role = GaugeMetricFamily("eraft_raft_role", "1 for this node's current role in the group",
                                  labels=["group", "role"])
@@ -134,7 +160,8 @@ class NodeCollector(Collector):
         shard_bytes = GaugeMetricFamily("eraft_shard_bytes", "Bytes of keys and values in a shard",
                                         labels=["group", "shard"])
         shard_status = GaugeMetricFamily("eraft_shard_status",
-                                         "1 for a held shard's status (Serving, Pulling, BePulling, GCing)",
+                                         "1 for a held shard's current status, 0 for the others "
+                                         "(Serving, Pulling, BePulling, GCing)",
                                          labels=["group", "shard", "status"])
         for g in groups:
             gid = str(g.gid)
@@ -149,6 +176,9 @@ class NodeCollector(Collector):
             gauges["learners"].add_metric([gid], len(m.learners))
             gauges["refused"].add_metric([gid], len(g.refused))
             gauges["problem"].add_metric([gid], 1 if member_problem(self.driver, g) else 0)
+            num = config_number(g)
+            if num is not None:
+                gauges["config"].add_metric([gid], num)
             name = st.role.wire_name
             for r in ROLES:
                 role.add_metric([gid, r], 1 if r == name else 0)
@@ -157,7 +187,8 @@ class NodeCollector(Collector):
             for shard, status, keys, nbytes in held_shards(g):
                 shard_keys.add_metric([gid, str(shard)], keys)
                 shard_bytes.add_metric([gid, str(shard)], nbytes)
-                shard_status.add_metric([gid, str(shard), status], 1)
+                for s in STATUS_NAMES:
+                    shard_status.add_metric([gid, str(shard), s], 1 if s == status else 0)
         yield from gauges.values()
         yield role
         yield from counters.values()
@@ -167,6 +198,10 @@ class NodeCollector(Collector):
         size = GaugeMetricFamily("eraft_storage_bytes", "Size of this node's RocksDB on disk")
         size.add_metric([], self.store.size_bytes())
         yield size
+        build = GaugeMetricFamily("eraft_build_info", "eraftd's version (the value is always 1)",
+                                  labels=["version"])
+        build.add_metric([__version__], 1)
+        yield build
 
 
 def member_problem(driver: Any, g: Any) -> str:
@@ -190,7 +225,6 @@ def held_shards(g: Any) -> list[tuple[int, str, int, int]]:
     state = getattr(getattr(g, "sm", None), "state", None)
     if state is None or not hasattr(state, "held"):
         return []
-    from .shardkv.state import STATUS_NAMES
     return [(i, STATUS_NAMES[state.shards[i].status], state.shards[i].keys, state.shards[i].bytes)
             for i in state.held()]
 

@@ -159,6 +159,12 @@ class NodeCollector(Collector):
                                        labels=["group", "shard"])
         shard_bytes = GaugeMetricFamily("eraft_shard_bytes", "Bytes of keys and values in a shard",
                                         labels=["group", "shard"])
+        shard_sessions = GaugeMetricFamily("eraft_shard_sessions",
+                                           "Client sessions a held shard keeps for deduplication",
+                                           labels=["group", "shard"])
+        ctrl_sessions = GaugeMetricFamily("eraft_controller_sessions",
+                                          "Client sessions the controller group keeps for deduplication",
+                                          labels=["group"])
         shard_status = GaugeMetricFamily("eraft_shard_status",
                                          "1 for a held shard's current status, 0 for the others "
                                          "(Serving, Pulling, BePulling, GCing)",
@@ -184,9 +190,13 @@ class NodeCollector(Collector):
                 role.add_metric([gid, r], 1 if r == name else 0)
             for attr, fam in counters.items():
                 fam.add_metric([gid], getattr(g, attr, 0))
-            for shard, status, keys, nbytes in held_shards(g):
+            n = controller_sessions(g)
+            if n is not None:
+                ctrl_sessions.add_metric([gid], n)
+            for shard, status, keys, nbytes, sessions in held_shards(g):
                 shard_keys.add_metric([gid, str(shard)], keys)
                 shard_bytes.add_metric([gid, str(shard)], nbytes)
+                shard_sessions.add_metric([gid, str(shard)], sessions)
                 for s in STATUS_NAMES:
                     shard_status.add_metric([gid, str(shard), s], 1 if s == status else 0)
         yield from gauges.values()
@@ -194,6 +204,8 @@ class NodeCollector(Collector):
         yield from counters.values()
         yield shard_keys
         yield shard_bytes
+        yield shard_sessions
+        yield ctrl_sessions
         yield shard_status
         size = GaugeMetricFamily("eraft_storage_bytes", "Size of this node's RocksDB on disk")
         size.add_metric([], self.store.size_bytes())
@@ -220,13 +232,22 @@ def member_problem(driver: Any, g: Any) -> str:
     return ""
 
 
-def held_shards(g: Any) -> list[tuple[int, str, int, int]]:
-    """(shard, status, keys, bytes) of every shard a shardkv group's replica holds; [] otherwise."""
+def held_shards(g: Any) -> list[tuple[int, str, int, int, int]]:
+    """(shard, status, keys, bytes, sessions) of every shard a shardkv group's replica holds;
+    [] otherwise."""
     state = getattr(getattr(g, "sm", None), "state", None)
     if state is None or not hasattr(state, "held"):
         return []
-    return [(i, STATUS_NAMES[state.shards[i].status], state.shards[i].keys, state.shards[i].bytes)
-            for i in state.held()]
+    return [(i, STATUS_NAMES[state.shards[i].status], state.shards[i].keys, state.shards[i].bytes,
+             len(state.shards[i].sessions)) for i in state.held()]
+
+
+def controller_sessions(g: Any) -> int | None:
+    """The sessions of the controller group's state machine; None for other groups."""
+    state = getattr(getattr(g, "sm", None), "state", None)
+    if state is None or hasattr(state, "held") or not isinstance(getattr(state, "sessions", None), dict):
+        return None
+    return len(state.sessions)
 
 
 def install(driver: Any, store: Any) -> None:

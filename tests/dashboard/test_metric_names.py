@@ -99,3 +99,9 @@ async def test_metric_names_follow_conventions_and_new_series(cluster):  # noqa:
         assert set(by_status) == set(STATUS_NAMES), (shard, by_status)
         assert sorted(by_status.values()) == [0.0] * (len(STATUS_NAMES) - 1) + [1.0], (shard, by_status)
     assert shards["0"]["Serving"] == 1.0
+    # the deduplication sessions (issue 14): the controllers keep the join's, the shard of "k"
+    # the put's
+    assert [s.value for s in samples(scrape(controller), "eraft_controller_sessions")] >= [1.0]
+    from eraftd.shardkv.state import key2shard
+    kept = {s.labels["shard"]: s.value for s in samples(scrape(leader), "eraft_shard_sessions")}
+    assert kept[str(key2shard(b"k"))] >= 1, kept

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -40,8 +41,37 @@ def _kill_all_at_exit() -> None:
 atexit.register(_kill_all_at_exit)
 
 
+_GIVEN: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port free now, below the kernel's ephemeral range, never given before in this process.
+    Not from the ephemeral range: a port the OS hands out for port 0 may be taken by any
+    outgoing connection before the node binds it (and a node no longer shares a port: no
+    SO_REUSEPORT), which made a node's start fail as "address in use" in CI."""
+    low = max(1025, min(_ephemeral_low(), 65536) - 12000)
+    high = max(low + 1000, _ephemeral_low() - 1)
+    rng = random.Random()
+    for _ in range(2000):
+        port = rng.randrange(low, high)
+        if port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:   # everything taken: the OS's pick
         s.bind((host, 0))
         return s.getsockname()[1]
 

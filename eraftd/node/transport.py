@@ -22,6 +22,12 @@ initial metadata right away and the client waits for that (connect_timeout)
 before writing, so a refused or unreachable peer is noticed quickly and
 batches are not thrown into a stream that never opened.
 
+Counters for /metrics (eraftd/metrics.py's TransportCollector reads them at scrape time):
+per peer, messages, batches and bytes sent (the serialised MessageBatch: the stream carries
+bytes we serialise ourselves, so counting them costs nothing), messages dropped and reconnects;
+per sender, messages, batches and bytes received (the server reads the raw bytes and parses them
+itself).  Plain ints bumped once per batch, never a metric call per message.
+
 Snapshots use a separate stream (RaftTransport.InstallSnapshot) on a channel
 of their own, so a big transfer does not delay heartbeats behind it in one
 TCP connection.
@@ -54,8 +60,8 @@ from eraftd.node.codec import add_message, approx_size, decode_batch, decode_mes
 from eraftd.raft.messages import Message
 from eraftd.tls import channel as tls_channel
 
-__all__ = ["Transport", "PeerStats", "channel_options", "server_options", "MAX_MESSAGE_BYTES",
-           "SENDER_METADATA"]
+__all__ = ["Transport", "PeerStats", "Received", "channel_options", "server_options",
+           "MAX_MESSAGE_BYTES", "SENDER_METADATA"]
 
 log = logging.getLogger("eraftd.transport")
 
@@ -68,6 +74,8 @@ _EOF = grpc.aio.EOF
 SENDER_METADATA = "x-eraftd-from"   # the sender's advertised address (access.py checks it under TLS)
 _MD_FROM = SENDER_METADATA
 _MD_STREAM = "x-eraftd-stream"  # "<process nonce>.<connect seq>": orders a sender's streams
+_SERVICE = "eraftpb.RaftTransport"
+_SEND = f"/{_SERVICE}/Send"
 
 
 def channel_options() -> list[tuple[str, int]]:
@@ -116,12 +124,21 @@ class PeerStats:
     dropped: int          # dropped from a full queue or lost in a failed write
     failures: int         # failed connects / broken streams
     reconnects: int       # successful connects after the first
+    sent_bytes: int = 0   # serialised MessageBatch bytes written
+
+
+@dataclass(slots=True)
+class Received:
+    """What one sender's streams delivered to this node (a batch refused is not counted)."""
+    msgs: int = 0
+    batches: int = 0
+    bytes: int = 0
 
 
 class _Peer:
     __slots__ = ("addr", "queue", "wake", "task", "connected", "sent_msgs", "sent_batches",
-                 "dropped", "failures", "connects", "last_unreachable", "channel", "call",
-                 "down_logged")
+                 "sent_bytes", "dropped", "failures", "connects", "last_unreachable", "channel",
+                 "call", "down_logged")
 
     def __init__(self, addr: str, max_queue: int):
         self.addr = addr
@@ -131,6 +148,7 @@ class _Peer:
         self.connected = False
         self.sent_msgs = 0
         self.sent_batches = 0
+        self.sent_bytes = 0
         self.dropped = 0
         self.failures = 0
         self.connects = 0
@@ -244,6 +262,7 @@ class Transport:
         self.received_msgs = 0
         self.received_batches = 0
         self.refused_batches = 0
+        self.received: dict[str, Received] = {}   # sender's advertised address -> its counts
 
     # ---- server side ------------------------------------------------------------------------
 
@@ -251,7 +270,18 @@ class Transport:
         return self._servicer
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_RaftTransportServicer_to_server(self._servicer, server)
+        """The generated handlers, except that Send's batches come as bytes (the servicer parses
+        them, and so knows their size for free)."""
+        handlers = {
+            "Send": grpc.stream_unary_rpc_method_handler(
+                self._servicer.Send, request_deserializer=None,
+                response_serializer=pb.SendSummary.SerializeToString),
+            "InstallSnapshot": grpc.stream_unary_rpc_method_handler(
+                self._servicer.InstallSnapshot, request_deserializer=pb.SnapshotChunk.FromString,
+                response_serializer=pb.SnapshotAck.SerializeToString),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
+        server.add_registered_method_handlers(_SERVICE, handlers)
 
     # ---- sending ----------------------------------------------------------------------------
 
@@ -315,7 +345,11 @@ class Transport:
     async def _connect(self, peer: _Peer):
         channel = peer.channel = self._new_channel(peer.addr)
         self._stream_seq += 1
-        call = peer.call = pb_grpc.RaftTransportStub(channel).Send(
+        # the batches are written as bytes we serialise (see _run_peer): their size is counted
+        send = channel.stream_unary(_SEND, request_serializer=None,
+                                    response_deserializer=pb.SendSummary.FromString,
+                                    _registered_method=True)
+        call = peer.call = send(
             metadata=((_MD_FROM, self.self_addr), (_MD_STREAM, f"{self._nonce}.{self._stream_seq}")))
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that comes
@@ -389,8 +423,9 @@ class Transport:
                         popleft()
                         add_message(add, group, m)
                         n += 1
+                    data = batch.SerializeToString()
                     try:
-                        await write(batch)
+                        await write(data)
                     except asyncio.CancelledError:
                         raise
                     except BaseException:
@@ -398,6 +433,7 @@ class Transport:
                         raise
                     peer.sent_msgs += n
                     peer.sent_batches += 1
+                    peer.sent_bytes += len(data)
             except asyncio.CancelledError:
                 await self._disconnect(peer)
                 raise
@@ -492,7 +528,7 @@ class Transport:
 
     def stats(self) -> list[PeerStats]:
         return [PeerStats(p.addr, p.connected, len(p.queue), p.sent_msgs, p.sent_batches,
-                          p.dropped, p.failures, max(0, p.connects - 1))
+                          p.dropped, p.failures, max(0, p.connects - 1), p.sent_bytes)
                 for p in self._peers.values()]
 
     async def close(self) -> None:
@@ -533,16 +569,22 @@ class _Servicer(pb_grpc.RaftTransportServicer):
         on_messages = t._on_messages
         read = context.read
         learn = t._cluster.learn
+        parse = pb.MessageBatch.FromString
         batches = msgs = 0
+        rx = None                  # the sender's Received, found at its first batch
         while True:
             try:
-                batch = await read()
+                data = await read()
             except asyncio.CancelledError:
                 # the server is stopping (its grace period is over): this stream ends here and
                 # the peer reconnects with back-off; not an error worth a traceback in the log
                 return pb.SendSummary(batches=batches, msgs=msgs)
-            if batch is _EOF:
+            if data is _EOF:
                 break
+            try:
+                batch = parse(data)
+            except Exception:  # noqa: BLE001 - protobuf's DecodeError
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a batch that does not parse")
             if token is not None and inbound.get(sender) is not token:
                 await context.abort(grpc.StatusCode.ABORTED, "superseded by a newer stream")
             if sender and batch.from_addr != sender:
@@ -574,6 +616,13 @@ class _Servicer(pb_grpc.RaftTransportServicer):
             msgs += len(items)
             t.received_batches += 1
             t.received_msgs += len(items)
+            if rx is None:
+                rx = t.received.get(batch.from_addr)
+                if rx is None:
+                    rx = t.received[batch.from_addr] = Received()
+            rx.msgs += len(items)
+            rx.batches += 1
+            rx.bytes += len(data)
             try:
                 if t._pass_sender:
                     on_messages(items, batch.from_addr, bool(batch.to_uid))

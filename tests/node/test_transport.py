@@ -165,6 +165,26 @@ async def test_two_groups_delivered_in_order(net):
     assert st[b.addr].dropped == 0 and st[b.addr].connected
 
 
+async def test_bytes_and_messages_counted_both_ways_per_peer(net):
+    """The /metrics counters (eraftd/metrics.py TransportCollector): the bytes a sender counts
+    are the serialised batches, so they equal what the receiver counts for that sender."""
+    a, b, c = await net(), await net(), await net()
+    for i in range(50):
+        a.t.send(b.addr, 1, [app(i), hb(i)])
+    c.t.send(b.addr, 2, [hb(1)])
+    await b.inbox.wait_count(101)
+    await eventually(lambda: {s.addr: s for s in a.t.stats()}[b.addr].sent_msgs == 100)
+    await eventually(lambda: {s.addr: s for s in c.t.stats()}[b.addr].sent_msgs == 1)
+    sa = {s.addr: s for s in a.t.stats()}[b.addr]
+    sc = {s.addr: s for s in c.t.stats()}[b.addr]
+    rx = b.t.received
+    assert set(rx) == {a.addr, c.addr}
+    assert (rx[a.addr].msgs, rx[a.addr].batches, rx[a.addr].bytes) == (100, sa.sent_batches, sa.sent_bytes)
+    assert (rx[c.addr].msgs, rx[c.addr].bytes) == (1, sc.sent_bytes)
+    assert sa.sent_bytes > sum(len(m.entries[0].data) for _, m in b.inbox.items if m.entries)
+    assert sa.reconnects == 0
+
+
 async def test_batches_bounded_by_max_batch_msgs(net):
     a, b = await net(max_batch_msgs=7), await net()
     msgs = [hb(i) for i in range(100)]

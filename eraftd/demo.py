@@ -1,14 +1,18 @@
 """`eraftd demo`: a whole sharded cluster on loopback, then the shell.
 
-    eraftd demo [--dir DIR] [--replicas 3] [--groups 2] [--tls]
+    eraftd demo [--dir DIR] [--replicas 3] [--groups 2] [--tls] [--dashboard [HOST:PORT]]
 
 First run: pick free loopback ports and write one TOML file per node into DIR (n1..n3 are the
 controller peers and also group 100's replicas; then --replicas nodes for each further group,
-gids 101, 102, ...).  A later run on the same DIR reuses those files, so the same ports and the
+gids 101, 102, ...); every node also gets an HTTP port ([node] http: /metrics, /healthz,
+/readyz).  A later run on the same DIR reuses those files, so the same ports and the
 same data.  Then: start every node (children of this same executable), join the groups the
 controllers do not know yet, wait until every shard is Serving, print the addresses and files,
 and open the shell (a batch script when stdin is not a terminal).  Leaving the shell, SIGTERM
 or SIGINT stops every node it started.
+
+The banner prints the `eraftd dashboard` command for this cluster; with --dashboard, demo starts
+that dashboard too (a child like the nodes, its log in DIR/dashboard.log) and prints its URL.
 
 With --tls (first run): DIR/certs holds a CA, one node certificate for 127.0.0.1 (shared by the
 nodes) and the client certificate "ops" (eraftd.certs); every TOML gets a [tls] section
@@ -46,6 +50,8 @@ CERTS_DIR = "certs"                # under DIR, with --tls
 ADMIN = "ops"                      # the demo's client certificate: an admin
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+DASHBOARD_LISTEN = "127.0.0.1:8080"
+DASHBOARD_LOG = "dashboard.log"    # under DIR, with --dashboard
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls", action="store_true",
                    help=f"TLS with client certificates: a CA and certificates in DIR/{CERTS_DIR}, "
                         f"[tls] in every node's TOML (first run only; default: plaintext on loopback)")
+    p.add_argument("--dashboard", nargs="?", const=DASHBOARD_LISTEN, default=None, metavar="HOST:PORT",
+                   help=f"also start `eraftd dashboard` on HOST:PORT (default {DASHBOARD_LISTEN}) "
+                        f"and print its URL; without it, demo prints the command")
 
 
 # ---------------------------------------------------------------- the layout
@@ -72,6 +81,16 @@ class DemoNode:
     controller: bool
     proc: subprocess.Popen | None = None
     log: Path = field(default_factory=Path)
+    http: str = ""      # its [node] http address ("" in a demo made before nodes had one)
+
+
+@dataclass
+class Child:
+    """Another process demo starts and stops with the nodes (the dashboard)."""
+    name: str
+    address: str
+    log: Path
+    proc: subprocess.Popen | None = None
 
 
 @dataclass
@@ -80,6 +99,7 @@ class Layout:
     nodes: list[DemoNode]
     created: bool
     tls: TlsFiles | None = None     # the client files (CA, the ops certificate); None: plaintext
+    node_tls: TlsFiles | None = None  # the nodes' files (CA, node.crt for 127.0.0.1): the dashboard's
 
     @property
     def controllers(self) -> list[str]:
@@ -113,8 +133,10 @@ def _toml_files(d: Path) -> list[Path]:
 
 
 def create_layout(d: Path, groups: int, replicas: int, tls: bool = False) -> Layout:
-    ports = _free_ports(3 + (groups - 1) * replicas)
-    addrs = [f"127.0.0.1:{p}" for p in ports]
+    n = 3 + (groups - 1) * replicas
+    ports = _free_ports(2 * n)
+    addrs = [f"127.0.0.1:{p}" for p in ports[:n]]
+    https = iter(f"127.0.0.1:{p}" for p in ports[n:])
     ctrl = addrs[:3]
     specs: list[tuple[int, list[str]]] = [(FIRST_GID, ctrl)]
     rest = addrs[3:]
@@ -129,7 +151,7 @@ def create_layout(d: Path, groups: int, replicas: int, tls: bool = False) -> Lay
         for addr in peers:
             i += 1
             name = f"n{i}"
-            data: dict = {"node": {"listen": addr, "data_dir": f"data/{name}"}}
+            data: dict = {"node": {"listen": addr, "data_dir": f"data/{name}", "http": next(https)}}
             if gid == FIRST_GID:
                 data["controller"] = {"peers": ctrl}
                 data["shardkv"] = {"gid": gid, "peers": peers}
@@ -151,15 +173,16 @@ def _tls_section(d: Path) -> dict:
 
 def load_layout(d: Path, created: bool = False) -> Layout:
     nodes = []
-    tls = None
+    tls = node_tls = None
     for path in _toml_files(d):
         cfg = config_mod.load(str(path))      # ConfigError: one line, the caller prints it
         nodes.append(DemoNode(path.stem, path, cfg.node.listen,
                               cfg.shardkv.gid if cfg.shardkv else None, cfg.controller is not None,
-                              log=d / f"{path.stem}.log"))
+                              log=d / f"{path.stem}.log", http=cfg.node.http))
         if cfg.tls is not None and tls is None:
             tls = _client_files(path, cfg.tls.files.ca_file)
-    return Layout(d, nodes, created, tls)
+            node_tls = cfg.tls.files
+    return Layout(d, nodes, created, tls, node_tls if tls else None)
 
 
 def _client_files(toml: Path, ca_file: str) -> TlsFiles:
@@ -277,8 +300,54 @@ def start_node(n: DemoNode, watchdog: Watchdog) -> None:
     watchdog.watch(n.proc.pid)
 
 
-def stop_nodes(nodes: list[DemoNode], watchdog: Watchdog, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM every node's process group, wait, SIGKILL whatever is left."""
+def dashboard_argv(layout: Layout, listen: str) -> list[str]:
+    """`eraftd dashboard` for this demo (after the executable).  With TLS it dials the nodes and
+    serves its page (HTTPS) with the nodes' certificate: it names 127.0.0.1, and the nodes
+    take it as a client's."""
+    argv = ["dashboard", "--controllers", ",".join(layout.controllers), "--listen", listen]
+    if t := layout.node_tls:
+        argv += ["--tls-ca", t.ca_file, "--tls-cert", t.cert_file, "--tls-key", t.key_file]
+    return argv
+
+
+def dashboard_url(layout: Layout, listen: str) -> str:
+    return f"{'https' if layout.node_tls else 'http'}://{listen}/"
+
+
+def start_dashboard(layout: Layout, listen: str, watchdog: Watchdog) -> Child:
+    child = Child("the dashboard", listen, layout.dir / DASHBOARD_LOG)
+    with open(child.log, "ab") as logf:
+        logf.write(b"--- eraftd demo starts the dashboard ---\n")
+        logf.flush()
+        child.proc = subprocess.Popen(eraftd_argv() + dashboard_argv(layout, listen),
+                                      stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                      start_new_session=True, env=_child_env())
+    watchdog.watch(child.proc.pid)
+    return child
+
+
+def wait_serving(child: Child, deadline: float) -> None:
+    """Until the dashboard says it serves (its log's `serving` line, printed once it listens);
+    DemoError if it exits or the deadline passes first."""
+    start = child.log.stat().st_size if child.log.exists() else 0
+    while True:
+        try:
+            with open(child.log, "rb") as f:
+                f.seek(start)
+                if b"eraftd dashboard: serving " in f.read():
+                    return
+        except OSError:
+            pass
+        if child.proc.poll() is not None:
+            raise DemoError(f"{child.name} exited with code {child.proc.returncode}: "
+                            f"{_last_line(child.log) or 'no output'} (log: {child.log})")
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out waiting for {child.name} to serve (log: {child.log})")
+        time.sleep(0.05)
+
+
+def stop_nodes(nodes: list, watchdog: Watchdog, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM every node's (or Child's) process group, wait, SIGKILL whatever is left."""
     live = [n for n in nodes if n.proc is not None]
     for n in live:
         _killpg(n.proc.pid, signal.SIGTERM)
@@ -405,15 +474,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     for n in layout.nodes:
-        problem = port_problem(n.address)
+        for addr in filter(None, (n.address, n.http)):
+            problem = port_problem(addr)
+            if problem:
+                print(f"eraftd demo: cannot start {n.name}: port {addr} ({n.toml}) is taken: "
+                      f"{problem}; stop what uses it, or choose another --dir", file=sys.stderr)
+                return EXIT_FAILURE
+    if args.dashboard:
+        if not args.dashboard.rpartition(":")[2].isdigit():
+            print(f"eraftd demo: --dashboard takes HOST:PORT, got {args.dashboard!r}", file=sys.stderr)
+            return EXIT_USAGE
+        problem = port_problem(args.dashboard)
         if problem:
-            print(f"eraftd demo: cannot start {n.name}: port {n.address} ({n.toml}) is taken: {problem}; "
-                  f"stop what uses it, or choose another --dir", file=sys.stderr)
+            print(f"eraftd demo: cannot start the dashboard: port {args.dashboard} is taken: "
+                  f"{problem}; give --dashboard another HOST:PORT", file=sys.stderr)
             return EXIT_FAILURE
 
     # before any gRPC channel or thread exists: the watchdog is a plain fork
     watchdog = Watchdog()
     state = {"stopped": False}
+    children: list[Child] = []
 
     def shutdown() -> None:
         if state["stopped"]:
@@ -422,7 +502,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):   # the stop must not be cut short
             signal.signal(s, signal.SIG_IGN)
         print("eraftd demo: stopping the nodes ...", file=sys.stderr, flush=True)
-        stop_nodes(layout.nodes, watchdog)
+        stop_nodes(children + layout.nodes, watchdog)
         watchdog.close()
         print(f"eraftd demo: stopped; the files and data stay in {d} (run eraftd demo --dir "
               f"{_shell_quote(str(d))} again to reuse them)", file=sys.stderr, flush=True)
@@ -450,10 +530,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         import asyncio
         try:
             asyncio.run(_bring_up(layout, time.monotonic() + START_TIMEOUT_S))
+            if args.dashboard:
+                children.append(start_dashboard(layout, args.dashboard, watchdog))
+                wait_serving(children[-1], time.monotonic() + START_TIMEOUT_S)
         except DemoError as e:
             print(f"eraftd demo: {e}", file=sys.stderr)
             return EXIT_FAILURE
-        print(banner(layout, time.monotonic() - t0), flush=True)
+        print(banner(layout, time.monotonic() - t0, dashboard=args.dashboard), flush=True)
         from repl.app import run_shell
         if sys.stdin.isatty():
             # the REPL: Ctrl-C cancels a command or clears the line (the shell handles it)
@@ -470,7 +553,9 @@ def _shell_quote(s: str) -> str:
     return shlex.quote(s)
 
 
-def banner(layout: Layout, took: float) -> str:
+def banner(layout: Layout, took: float, dashboard: str | None = None) -> str:
+    """dashboard: where demo started the dashboard (its URL is printed), else None (the command
+    to start one is)."""
     from repl.output import count_nodes, format_count
     ctrl = ",".join(layout.controllers)
     count = count_nodes(((a, True) for a in layout.controllers),
@@ -483,7 +568,15 @@ def banner(layout: Layout, took: float) -> str:
             by_gid.setdefault(n.gid, []).append(n)
     for gid, ns in sorted(by_gid.items()):
         lines.append(f"  group {gid}    " + " ".join(f"{n.name}={n.address}" for n in ns))
+    if any(n.http for n in layout.nodes):
+        lines.append("  http         " + " ".join(f"{n.name}={n.http}" for n in layout.nodes if n.http)
+                     + " (/metrics, /healthz, /readyz)")
     lines.append(f"  files        {layout.dir}/n*.toml (config), n*.log (logs), data/ (RocksDB)")
+    if dashboard:
+        lines.append(f"  dashboard    {dashboard_url(layout, dashboard)} (log: {layout.dir / DASHBOARD_LOG})")
+    else:
+        lines.append("  dashboard    eraftd " + " ".join(
+            _shell_quote(a) for a in dashboard_argv(layout, DASHBOARD_LISTEN)))
     elsewhere = f"eraftd shell --controllers {ctrl}"
     if t := layout.tls:
         lines.append(f"  tls          {os.path.dirname(t.ca_file)}/: ca.crt, node.crt (127.0.0.1, every "

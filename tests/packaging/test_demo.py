@@ -282,3 +282,94 @@ def test_demo_tls_runs_a_script_and_refuses_a_plaintext_client(demo_dir):
             proc.wait(timeout=30)
             proc.stdout.close()
     assert processes_of(demo_dir) == []
+
+
+# ---------------------------------------------------------------- http ports and the dashboard
+
+def test_demo_gives_every_node_an_http_port_and_prints_the_dashboard_command(tmp_path):
+    from eraftd import config
+    from eraftd.demo import banner, create_layout
+    layout = create_layout(tmp_path / "plain", groups=2, replicas=3)
+    ports = [a for n in layout.nodes for a in (n.address, n.http)]
+    assert all(n.http.startswith("127.0.0.1:") for n in layout.nodes)
+    assert len(set(ports)) == len(ports) == 12
+    for n in layout.nodes:
+        assert config.load(str(n.toml)).node.http == n.http
+    text = banner(layout, 1.0)
+    assert ("  http         " + " ".join(f"{n.name}={n.http}" for n in layout.nodes)
+            + " (/metrics, /healthz, /readyz)") in text
+    ctrl = ",".join(layout.controllers)
+    assert f"  dashboard    eraftd dashboard --controllers {ctrl} --listen 127.0.0.1:8080\n" in text
+    started = banner(layout, 1.0, dashboard="127.0.0.1:9999")
+    assert f"  dashboard    http://127.0.0.1:9999/ (log: {layout.dir / 'dashboard.log'})" in started
+    assert "eraftd dashboard --controllers" not in started
+
+    # TLS: the dashboard dials and serves (HTTPS) with the nodes' certificate, which names 127.0.0.1
+    tls = create_layout(tmp_path / "tls", groups=1, replicas=1, tls=True)
+    certs = tmp_path / "tls" / "certs"
+    assert (f"  dashboard    eraftd dashboard --controllers {','.join(tls.controllers)} --listen "
+            f"127.0.0.1:8080 --tls-ca {certs / 'ca.crt'} --tls-cert {certs / 'node.crt'} "
+            f"--tls-key {certs / 'node.key'}\n") in banner(tls, 1.0)
+    assert banner(tls, 1.0, dashboard="127.0.0.1:9999").count("https://127.0.0.1:9999/") == 1
+
+
+def test_demo_dashboard_flag_starts_the_dashboard_and_stops_it_too(demo_dir):
+    import json
+    import urllib.request
+
+    from eraftd.testing import free_port
+    listen = f"127.0.0.1:{free_port()}"
+
+    def get(url: str):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.status, r.read().decode()
+        except OSError as e:
+            return 0, str(e)
+
+    proc = subprocess.Popen(EXE + ["demo", "--dir", str(demo_dir), "--replicas", "1",
+                                   "--dashboard", listen],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out = _read_until(proc, "the shell follows", 180)
+        assert f"  dashboard    http://{listen}/ (log: {demo_dir / 'dashboard.log'})" in out, out
+        http = dict(p.split("=") for p in re.search(r"^  http         (.*) \(/metrics", out, re.M)
+                    .group(1).split())
+        assert sorted(http) == ["n1", "n2", "n3", "n4"], http
+        for name, addr in http.items():
+            status, text = get(f"http://{addr}/metrics")
+            assert status == 200 and "eraft_build_info" in text, (name, status, text[:200])
+
+        def dashboard_sees_every_node():
+            status, body = get(f"http://{listen}/api/cluster")
+            return status == 200 and json.loads(body).get("ready")
+        wait_for(dashboard_sees_every_node, 60, "the dashboard's first poll")
+        assert processes(f"--listen {listen}") != []
+    finally:
+        proc.stdin.close()                   # EOF: demo's shell ends, demo stops everything
+        try:
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+            err = proc.stderr.read().decode()
+            proc.stdout.close()
+            proc.stderr.close()
+            for pid in processes(f"--listen {listen}"):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert processes_of(demo_dir) == [] and processes(f"--listen {listen}") == []
+
+
+def test_demo_dashboard_on_a_taken_port_is_one_line(demo_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = f"127.0.0.1:{s.getsockname()[1]}"
+        r = run_demo(demo_dir, "", 60, "--replicas", "1", "--dashboard", taken)
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr.count("\n") == 1 and f"port {taken} is taken" in r.stderr, r.stderr
+    assert processes_of(demo_dir) == []
+    r = run_demo(demo_dir, "", 60, "--dashboard", "nowhere")
+    assert (r.returncode, r.stderr) == (2, "eraftd demo: --dashboard takes HOST:PORT, got 'nowhere'\n")

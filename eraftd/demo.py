@@ -11,7 +11,9 @@ controllers do not know yet, wait until every shard is Serving, print the addres
 and open the shell (a batch script when stdin is not a terminal).  Leaving the shell, SIGTERM
 or SIGINT stops every node it started.
 
-The banner prints the `eraftd dashboard` command for this cluster; with --dashboard, demo starts
+Each run also writes DIR/prometheus.yml, a Prometheus scrape configuration of every node's
+/metrics (for docs/grafana-eraftd.json).  The banner prints the `eraftd dashboard` command for
+this cluster; with --dashboard, demo starts
 that dashboard too (a child like the nodes, its log in DIR/dashboard.log) and prints its URL.
 
 With --tls (first run): DIR/certs holds a CA, one node certificate for 127.0.0.1 (shared by the
@@ -29,6 +31,7 @@ asks Linux to kill it when its bootloader parent dies: PR_SET_PDEATHSIG.)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -52,6 +55,7 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 DASHBOARD_LISTEN = "127.0.0.1:8080"
 DASHBOARD_LOG = "dashboard.log"    # under DIR, with --dashboard
+PROMETHEUS_YML = "prometheus.yml"  # under DIR: a scrape configuration of the nodes' /metrics
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -193,6 +197,22 @@ def _client_files(toml: Path, ca_file: str) -> TlsFiles:
             raise config_mod.ConfigError(str(toml), "[tls]", f"the demo's client certificate {f} is "
                                          f"missing: remove the demo's directory, or choose another --dir")
     return files
+
+
+def prometheus_config(layout: Layout) -> str:
+    """A Prometheus configuration scraping every node's /metrics (HTTPS with the demo's client
+    certificate when it has TLS); "" when no node has an HTTP port."""
+    targets = [n.http for n in layout.nodes if n.http]
+    if not targets:
+        return ""
+    lines = ["# Written by `eraftd demo` at each run: prometheus --config.file " + PROMETHEUS_YML,
+             "global:", "  scrape_interval: 5s", "scrape_configs:", "  - job_name: eraftd"]
+    if t := layout.tls:
+        lines += ["    scheme: https", "    tls_config:", f"      ca_file: {json.dumps(t.ca_file)}",
+                  f"      cert_file: {json.dumps(t.cert_file)}", f"      key_file: {json.dumps(t.key_file)}"]
+    lines += ["    static_configs:", "      - targets:"]
+    lines += [f"          - {a}" for a in targets]
+    return "\n".join(lines) + "\n"
 
 
 def port_problem(address: str) -> str | None:
@@ -525,6 +545,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         tls = f" (TLS: certificates in {d / CERTS_DIR})" if layout.tls else ""
         print(f"eraftd demo: {how} {len(layout.nodes)} node files in {d}{tls}; starting the nodes ...",
               flush=True)
+        if text := prometheus_config(layout):
+            (layout.dir / PROMETHEUS_YML).write_text(text)
         for n in layout.nodes:
             start_node(n, watchdog)
         import asyncio
@@ -570,7 +592,7 @@ def banner(layout: Layout, took: float, dashboard: str | None = None) -> str:
         lines.append(f"  group {gid}    " + " ".join(f"{n.name}={n.address}" for n in ns))
     if any(n.http for n in layout.nodes):
         lines.append("  http         " + " ".join(f"{n.name}={n.http}" for n in layout.nodes if n.http)
-                     + " (/metrics, /healthz, /readyz)")
+                     + f" (/metrics, /healthz, /readyz; Prometheus: {layout.dir / PROMETHEUS_YML})")
     lines.append(f"  files        {layout.dir}/n*.toml (config), n*.log (logs), data/ (RocksDB)")
     if dashboard:
         lines.append(f"  dashboard    {dashboard_url(layout, dashboard)} (log: {layout.dir / DASHBOARD_LOG})")

@@ -288,7 +288,7 @@ def test_demo_tls_runs_a_script_and_refuses_a_plaintext_client(demo_dir):
 
 def test_demo_gives_every_node_an_http_port_and_prints_the_dashboard_command(tmp_path):
     from eraftd import config
-    from eraftd.demo import banner, create_layout
+    from eraftd.demo import banner, create_layout, prometheus_config
     layout = create_layout(tmp_path / "plain", groups=2, replicas=3)
     ports = [a for n in layout.nodes for a in (n.address, n.http)]
     assert all(n.http.startswith("127.0.0.1:") for n in layout.nodes)
@@ -297,7 +297,11 @@ def test_demo_gives_every_node_an_http_port_and_prints_the_dashboard_command(tmp
         assert config.load(str(n.toml)).node.http == n.http
     text = banner(layout, 1.0)
     assert ("  http         " + " ".join(f"{n.name}={n.http}" for n in layout.nodes)
-            + " (/metrics, /healthz, /readyz)") in text
+            + f" (/metrics, /healthz, /readyz; Prometheus: {layout.dir / 'prometheus.yml'})") in text
+    yml = prometheus_config(layout)
+    assert [l.strip()[2:] for l in yml.splitlines() if l.strip().startswith("- 127.")] == [
+        n.http for n in layout.nodes]
+    assert "scheme" not in yml
     ctrl = ",".join(layout.controllers)
     assert f"  dashboard    eraftd dashboard --controllers {ctrl} --listen 127.0.0.1:8080\n" in text
     started = banner(layout, 1.0, dashboard="127.0.0.1:9999")
@@ -311,6 +315,8 @@ def test_demo_gives_every_node_an_http_port_and_prints_the_dashboard_command(tmp
             f"127.0.0.1:8080 --tls-ca {certs / 'ca.crt'} --tls-cert {certs / 'node.crt'} "
             f"--tls-key {certs / 'node.key'}\n") in banner(tls, 1.0)
     assert banner(tls, 1.0, dashboard="127.0.0.1:9999").count("https://127.0.0.1:9999/") == 1
+    yml = prometheus_config(tls)
+    assert "    scheme: https\n" in yml and f'      cert_file: "{certs / "client.ops.crt"}"\n' in yml
 
 
 def test_demo_dashboard_flag_starts_the_dashboard_and_stops_it_too(demo_dir):
@@ -336,6 +342,8 @@ def test_demo_dashboard_flag_starts_the_dashboard_and_stops_it_too(demo_dir):
         http = dict(p.split("=") for p in re.search(r"^  http         (.*) \(/metrics", out, re.M)
                     .group(1).split())
         assert sorted(http) == ["n1", "n2", "n3", "n4"], http
+        assert sorted(re.findall(r"- (127\.0\.0\.1:\d+)", (demo_dir / "prometheus.yml").read_text())
+                      ) == sorted(http.values())
         for name, addr in http.items():
             status, text = get(f"http://{addr}/metrics")
             assert status == 200 and "eraft_build_info" in text, (name, status, text[:200])

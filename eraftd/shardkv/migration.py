@@ -66,6 +66,7 @@ from .._pb import shardkv_pb2 as pb
 from .._pb import shardkv_pb2_grpc as pb_grpc
 from .._pb import shardmigration_pb2 as migpb
 from .._pb import shardmigration_pb2_grpc as migpb_grpc
+from ..config import ShardKVSection
 from ..controller.client import ControllerError, ControllerUnavailable
 from ..controller.machine import LEADER_METADATA_KEY
 from ..errors import rpc_problem
@@ -82,7 +83,7 @@ log = logging.getLogger("eraftd.shardkv")
 
 POLL_S = 0.1
 RETRY_MAX_S = 1.0
-CHUNK_BYTES = 512 << 10
+CHUNK_BYTES = ShardKVSection.migration_chunk_bytes   # [shardkv] migration_chunk_bytes' default
 ABANDON_CHECK_S = 1.0
 MIN_CHUNK_BYTES = 16 << 10
 PULL_CALL_S = 2.0

@@ -342,8 +342,9 @@ class Poller:
             row = rows.get(shard, {})
             pulling = row.get("gid") == m.to_group and row.get("status") == "Pulling"
             state = "done" if m.done else "pulling" if pulling else "stopped"
-            if state != "pulling" and now - m.updated > MIGRATIONS_SHOWN_S:
-                continue
+            if state != "pulling" and (now - m.updated > MIGRATIONS_SHOWN_S
+                                       or m.done and m.total_keys <= 0 and m.keys == 0):
+                continue                       # long done, or an empty shard: nothing moved
             if state == "stopped" and any(k[0] == shard and k[1] > num for k in best):
                 continue                       # a later move of the shard replaces it
             end = m.updated if m.done else now
@@ -454,10 +455,10 @@ def alerts(groups: list[dict[str, Any]], nodes: list[dict[str, Any]], migrations
                        "stop this node" if "removed" in p else f"eraftd member list {gref}")
                 alert("warning", "refused", f"{a} ({gname})", f"{a} ({gname}): {scrub(p)}", fix)
             for line in g.refused:
-                who = line.split(": ", 1)[0]
+                who = line.split()[0].rstrip(":") if line.strip() else "?"   # "ADDR came back ..."
                 if (g.group, who) not in seen:
                     seen.add((g.group, who))
-                    alert("warning", "refused", f"{who} ({gname})", f"{gname} refuses {scrub(line)}",
+                    alert("warning", "refused", f"{who} ({gname})", f"{gname} refuses: {scrub(line)}",
                           f"eraftd member replace {gref} {who}")
     for m in migrations:
         if m["state"] == "pulling" and m["age_s"] > MIGRATION_ALERT_S:

@@ -86,12 +86,17 @@ def test_alerts_name_the_group_or_node_and_what_to_run():
     ns = apb.NodeStatus(groups=[apb.GroupStatus(group=102, problem="refused by n102-0: it came back "
                                                                    "with an empty disk")])
     migrations = [{"shard": 3, "state": "pulling", "age_s": 75.0, "from": 101, "to": 100, "keys": 4}]
-    got = alerts(groups, nodes, migrations, {"n102-1": ns}, {"n102-2": (100 << 20, 120.0)})
+    leader = apb.NodeStatus(groups=[apb.GroupStatus(group=102, refused=[
+        "n102-1 came back with an empty disk: run `eraftd member replace 102 n102-1`",
+        "n102-9 came back with an empty disk"])])
+    got = alerts(groups, nodes, migrations, {"n102-1": ns, "n102-0": leader},
+                 {"n102-2": (100 << 20, 120.0)})
     kinds = [(a["kind"], a["target"]) for a in got]
     assert kinds == [("leader", "group 100"), ("quorum", "group 101"), ("node", "n102-1"),
-                     ("refused", "n102-1 (group 102)"), ("migration", "shard 3"),
+                     ("refused", "n102-1 (group 102)"), ("refused", "n102-9 (group 102)"),
+                     ("migration", "shard 3"),
                      ("storage", "n102-2")]
-    by = {a["kind"]: a for a in got}
+    by = {a["kind"]: a for a in reversed(got)}          # the first of each kind
     assert "0/3 replicas up" in by["quorum"]["text"] and "eraftd run --config" in by["quorum"]["fix"]
     assert by["refused"]["fix"] == "eraftd member replace 102 n102-1"
     assert "group 101" in by["migration"]["fix"]

@@ -15,6 +15,7 @@ function bytes(n) {
 }
 function duration(s) {
   if (s === null || s === undefined) return "–";
+  if (s < 10) return (+s).toFixed(1) + " s";
   if (s < 60) return Math.round(s) + " s";
   if (s < 3600) return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
   if (s < 86400) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";

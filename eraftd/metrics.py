@@ -331,13 +331,16 @@ def process_status() -> dict[str, float]:
     return out
 
 
-def migration_started(gid: int, shard: int, num: int, owner: int, now: float) -> dict[str, Any]:
-    """The progress record of a pull that starts (or starts again: a new leader, a retry)."""
+def migration_started(gid: int, shard: int, num: int, owner: int, have: tuple[int, int],
+                      now: float) -> dict[str, Any]:
+    """The progress record of a pull that starts (or starts again: a new leader, a retry);
+    have: the keys and bytes the group already holds of it."""
     rec = migrations.get((gid, shard))
     if rec is None or rec["config_num"] != num:
         rec = migrations[(gid, shard)] = {
-            "shard": shard, "config_num": num, "from_group": owner, "to_group": gid, "keys": 0,
-            "bytes": 0, "total_keys": -1, "total_bytes": -1, "chunks": 0, "started": now,
+            "shard": shard, "config_num": num, "from_group": owner, "to_group": gid,
+            "keys": have[0], "bytes": have[1], "total_keys": -1, "total_bytes": -1,
+            "chunks": 0, "started": now,
             "updated": now, "done": False}
         finished = sorted((r["updated"], k) for k, r in migrations.items() if r["done"])
         for _, k in finished[:max(0, len(finished) - MIGRATIONS_KEPT)]:
@@ -345,17 +348,17 @@ def migration_started(gid: int, shard: int, num: int, owner: int, now: float) ->
     return rec
 
 
-def migration_chunk(rec: dict[str, Any], keys: int, nbytes: int, total_keys: int,
-                    total_bytes: int, done: bool, now: float) -> None:
-    """One pulled chunk inserted into the group: counted in and added to its record."""
-    rec["keys"] += keys
-    rec["bytes"] += nbytes
+def migration_chunk(rec: dict[str, Any], chunk: tuple[int, int], have: tuple[int, int],
+                    total: tuple[int, int], done: bool, now: float) -> None:
+    """One pulled chunk (keys, bytes) inserted into the group: counted in, and its record
+    updated with what the group now holds of the shard and the old owner's total."""
+    rec["keys"], rec["bytes"] = have
     rec["chunks"] += 1
-    rec["total_keys"] = max(total_keys, rec["keys"])
-    rec["total_bytes"] = max(total_bytes, rec["bytes"])
+    rec["total_keys"] = max(total[0], rec["keys"])
+    rec["total_bytes"] = max(total[1], rec["bytes"])
     rec["updated"] = now
     rec["done"] = done
-    observe_migration(rec["shard"], "in", keys, nbytes)
+    observe_migration(rec["shard"], "in", *chunk)
 
 
 def observe_migration(shard: int, direction: str, keys: int, nbytes: int) -> None:

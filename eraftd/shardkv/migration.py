@@ -351,7 +351,8 @@ class Migrator:
         while self._current(num, shard, PULLING):
             st = self.group.sm.state
             owner = st.previous_owner(shard)
-            progress = progress or metrics.migration_started(self.gid, shard, num, owner, time.time())
+            progress = progress or metrics.migration_started(
+                self.gid, shard, num, owner, (st.shards[shard].keys, st.shards[shard].bytes), time.time())
             servers = st.prev.groups.get(owner, ())
             cursor = st.shards[shard].cursor
             req = migpb.PullShardRequest(config_num=num, shard=shard, cursor=cursor,
@@ -376,8 +377,9 @@ class Migrator:
             if await self._propose(encode_insert(num, shard, cursor, resp)) != OK:
                 continue                    # someone else's chunk got there first: re-read
             chunks += 1
-            metrics.migration_chunk(progress, *chunk_counts(resp.kvs), resp.total_keys,
-                                    resp.total_bytes, resp.done, time.time())
+            sh = self.group.sm.state.shards[shard]
+            metrics.migration_chunk(progress, chunk_counts(resp.kvs), (sh.keys, sh.bytes),
+                                    (resp.total_keys, resp.total_bytes), resp.done, time.time())
             if resp.done:
                 log.info("group %d: shard %d (config %d) arrived from group %d (%d chunks)",
                          self.gid, shard, num, owner, chunks)

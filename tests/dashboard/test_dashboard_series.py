@@ -101,3 +101,25 @@ def test_alerts_name_the_group_or_node_and_what_to_run():
     assert by["refused"]["fix"] == "eraftd member replace 102 n102-1"
     assert "group 101" in by["migration"]["fix"]
     assert by["quorum"]["severity"] == "critical"
+
+
+def test_migration_progress_records(monkeypatch):
+    from eraftd import metrics
+    monkeypatch.setattr(metrics, "migrations", {})
+    monkeypatch.setattr(metrics, "MIGRATIONS_KEPT", 2)
+    rec = metrics.migration_started(101, 5, 2, 100, (0, 0), now=10.0)
+    assert (rec["keys"], rec["total_keys"], rec["done"]) == (0, -1, False)
+    before = metrics.MIGRATION_KEYS.labels("5", "in")._value.get()
+    metrics.migration_chunk(rec, (3, 30), (3, 30), (10, 100), False, now=11.0)
+    metrics.migration_chunk(rec, (7, 70), (10, 100), (10, 100), True, now=12.0)
+    assert (rec["keys"], rec["bytes"], rec["total_keys"], rec["chunks"], rec["done"]) == (10, 100, 10, 2, True)
+    assert metrics.MIGRATION_KEYS.labels("5", "in")._value.get() - before == 10
+    # a new leader picks the pull up where the group's state is, not from zero
+    again = metrics.migration_started(101, 6, 2, 100, (4, 40), now=13.0)
+    assert again["keys"] == 4 and metrics.migration_started(101, 6, 2, 100, (9, 9), 14.0) is again
+    # finished records are kept, the latest MIGRATIONS_KEPT of them
+    for shard in (7, 8, 9):
+        r = metrics.migration_started(101, shard, 2, 100, (0, 0), now=20.0 + shard)
+        metrics.migration_chunk(r, (1, 1), (1, 1), (1, 1), True, now=20.0 + shard)
+    metrics.migration_started(101, 0, 3, 100, (0, 0), now=40.0)
+    assert sorted(s for _, s in metrics.migrations) == [0, 6, 8, 9]

@@ -79,6 +79,7 @@ class ShardKVSection:
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20
     join: bool = False
+    migration_chunk_bytes: int = 512 << 10   # the most one pulled chunk of an arriving shard carries
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "max_key_bytes": _Key(_INT, _positive),
         "max_value_bytes": _Key(_INT, _value_bound),
         "join": _Key(_BOOL),
+        "migration_chunk_bytes": _Key(_INT, _positive),
     },
     "raft": {
         "heartbeat_ms": _Key(_INT, _positive),
@@ -416,7 +418,8 @@ class _Loader:
                              "section: list the controller peers' addresses)")
         skv = ShardKVSection(gid=t["gid"], peers=tuple(t["peers"]), id=self.own_id("shardkv", t, node),
                              controllers=controllers,
-                             **{k: t[k] for k in ("max_key_bytes", "max_value_bytes", "join") if k in t})
+                             **{k: t[k] for k in ("max_key_bytes", "max_value_bytes", "join",
+                                                "migration_chunk_bytes") if k in t})
         # a request carrying one key and one value at the limits must be admitted
         need = skv.max_key_bytes + skv.max_value_bytes + REQUEST_OVERHEAD_BYTES
         if node.max_inflight_bytes_per_connection < need:

@@ -418,3 +418,89 @@ def readiness(driver: Any) -> tuple[bool, list[str]]:
             problems.append(f"{g.name}: applied {st.applied} < commit {g.round_commit} "
                             f"(catching up)")
     return not problems, problems
+
+
+# ---------------------------------------------------------------- dashboard: latency, process, migrations
+# What NodeAdmin.Status adds for `eraftd dashboard` (node/admin.py) and the migration counters.
+
+MIGRATION_KEYS = Counter(
+    "eraft_migration_keys",
+    "Keys of shards moved between groups: direction in (pulled and inserted here) or out "
+    "(sent to a puller; a chunk sent again after a lost answer counts again)",
+    ["shard", "direction"], registry=REGISTRY)
+MIGRATION_BYTES = Counter(
+    "eraft_migration_bytes",
+    "Bytes (keys' and values') of shards moved between groups, by direction (see "
+    "eraft_migration_keys_total)", ["shard", "direction"], registry=REGISTRY)
+
+_PROCESS = ProcessCollector(registry=None)   # the same reader as /metrics' process_* series
+MIGRATIONS_KEPT = 20                          # finished pulls still reported, the latest ones
+
+# (gid, shard) -> MigrationProgress fields (a dict), the pulls this node led; see migration_progress
+migrations: dict[tuple[int, int], dict[str, Any]] = {}
+
+
+def latency_histograms() -> list[tuple[str, list[float], list[int], float, int]]:
+    """Client request latency per operation, results together: (op, bucket upper bounds,
+    cumulative counts, sum of seconds, count).  The one reader of the latency histogram."""
+    by_op: dict[str, dict[str, Any]] = {}
+    for fam in REQUEST_SECONDS.collect():
+        for s in fam.samples:
+            h = by_op.setdefault(s.labels["op"], {"le": {}, "sum": 0.0, "count": 0})
+            if s.name.endswith("_bucket") and s.labels["le"] != "+Inf":
+                le = float(s.labels["le"])
+                h["le"][le] = h["le"].get(le, 0) + int(s.value)
+            elif s.name.endswith("_sum"):
+                h["sum"] += s.value
+            elif s.name.endswith("_count"):
+                h["count"] += int(s.value)
+    return [(op, sorted(h["le"]), [h["le"][b] for b in sorted(h["le"])], h["sum"], h["count"])
+            for op, h in sorted(by_op.items())]
+
+
+def process_status() -> dict[str, float]:
+    """This process's CPU seconds, resident bytes, open files and start time (Unix seconds),
+    as prometheus-client's process collector reads them (0 where it cannot)."""
+    names = {"process_cpu_seconds_total": "cpu_seconds", "process_resident_memory_bytes": "rss_bytes",
+             "process_open_fds": "open_files", "process_start_time_seconds": "start_time"}
+    out = dict.fromkeys(names.values(), 0.0)
+    for fam in _PROCESS.collect():
+        for s in fam.samples:
+            if s.name in names:
+                out[names[s.name]] = s.value
+    return out
+
+
+def migration_started(gid: int, shard: int, num: int, owner: int, have: tuple[int, int],
+                      now: float) -> dict[str, Any]:
+    """The progress record of a pull that starts (or starts again: a new leader, a retry);
+    have: the keys and bytes the group already holds of it."""
+    rec = migrations.get((gid, shard))
+    if rec is None or rec["config_num"] != num:
+        rec = migrations[(gid, shard)] = {
+            "shard": shard, "config_num": num, "from_group": owner, "to_group": gid,
+            "keys": have[0], "bytes": have[1], "total_keys": -1, "total_bytes": -1,
+            "chunks": 0, "started": now,
+            "updated": now, "done": False}
+        finished = sorted((r["updated"], k) for k, r in migrations.items() if r["done"])
+        for _, k in finished[:max(0, len(finished) - MIGRATIONS_KEPT)]:
+            del migrations[k]
+    return rec
+
+
+def migration_chunk(rec: dict[str, Any], chunk: tuple[int, int], have: tuple[int, int],
+                    total: tuple[int, int], done: bool, now: float) -> None:
+    """One pulled chunk (keys, bytes) inserted into the group: counted in, and its record
+    updated with what the group now holds of the shard and the old owner's total."""
+    rec["keys"], rec["bytes"] = have
+    rec["chunks"] += 1
+    rec["total_keys"] = max(total[0], rec["keys"])
+    rec["total_bytes"] = max(total[1], rec["bytes"])
+    rec["updated"] = now
+    rec["done"] = done
+    observe_migration(rec["shard"], "in", *chunk)
+
+
+def observe_migration(shard: int, direction: str, keys: int, nbytes: int) -> None:
+    MIGRATION_KEYS.labels(str(shard), direction).inc(keys)
+    MIGRATION_BYTES.labels(str(shard), direction).inc(nbytes)

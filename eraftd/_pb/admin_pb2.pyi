@@ -57,7 +57,7 @@ class GroupStatus(_message.Message):
     def __init__(self, group: _Optional[int] = ..., id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., last_index: _Optional[int] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ..., proposals: _Optional[int] = ..., entries_appended: _Optional[int] = ..., entries_applied: _Optional[int] = ..., leader_changes: _Optional[int] = ..., elections: _Optional[int] = ..., snapshots: _Optional[int] = ..., learners: _Optional[_Iterable[str]] = ..., problem: _Optional[str] = ..., refused: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("address", "version", "roles", "storage_size", "groups", "requests", "operations", "node_uid", "cluster_id", "problem")
+    __slots__ = ("address", "version", "roles", "storage_size", "groups", "requests", "operations", "node_uid", "cluster_id", "problem", "latency", "migrations", "cpu_seconds", "rss_bytes", "open_files", "start_time")
     class RequestsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,12 @@ class NodeStatus(_message.Message):
     NODE_UID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    MIGRATIONS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FILES_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
     address: str
     version: str
     roles: _containers.RepeatedScalarFieldContainer[str]
@@ -85,7 +91,55 @@ class NodeStatus(_message.Message):
     node_uid: int
     cluster_id: int
     problem: str
-    def __init__(self, address: _Optional[str] = ..., version: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., storage_size: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., requests: _Optional[_Mapping[str, int]] = ..., operations: _Optional[int] = ..., node_uid: _Optional[int] = ..., cluster_id: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
+    latency: _containers.RepeatedCompositeFieldContainer[LatencyHistogram]
+    migrations: _containers.RepeatedCompositeFieldContainer[MigrationProgress]
+    cpu_seconds: float
+    rss_bytes: int
+    open_files: int
+    start_time: float
+    def __init__(self, address: _Optional[str] = ..., version: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., storage_size: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[GroupStatus, _Mapping]]] = ..., requests: _Optional[_Mapping[str, int]] = ..., operations: _Optional[int] = ..., node_uid: _Optional[int] = ..., cluster_id: _Optional[int] = ..., problem: _Optional[str] = ..., latency: _Optional[_Iterable[_Union[LatencyHistogram, _Mapping]]] = ..., migrations: _Optional[_Iterable[_Union[MigrationProgress, _Mapping]]] = ..., cpu_seconds: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., open_files: _Optional[int] = ..., start_time: _Optional[float] = ...) -> None: ...
+
+class LatencyHistogram(_message.Message):
+    __slots__ = ("op", "bounds", "counts", "sum", "count")
+    OP_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    op: str
+    bounds: _containers.RepeatedScalarFieldContainer[float]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    sum: float
+    count: int
+    def __init__(self, op: _Optional[str] = ..., bounds: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ..., sum: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
+
+class MigrationProgress(_message.Message):
+    __slots__ = ("shard", "config_num", "from_group", "to_group", "keys", "bytes", "total_keys", "total_bytes", "chunks", "started", "updated", "done")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_NUM_FIELD_NUMBER: _ClassVar[int]
+    FROM_GROUP_FIELD_NUMBER: _ClassVar[int]
+    TO_GROUP_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_KEYS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    config_num: int
+    from_group: int
+    to_group: int
+    keys: int
+    bytes: int
+    total_keys: int
+    total_bytes: int
+    chunks: int
+    started: float
+    updated: float
+    done: bool
+    def __init__(self, shard: _Optional[int] = ..., config_num: _Optional[int] = ..., from_group: _Optional[int] = ..., to_group: _Optional[int] = ..., keys: _Optional[int] = ..., bytes: _Optional[int] = ..., total_keys: _Optional[int] = ..., total_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., started: _Optional[float] = ..., updated: _Optional[float] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
     __slots__ = ("group", "commands")

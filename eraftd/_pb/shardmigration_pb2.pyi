@@ -33,20 +33,24 @@ class PullShardRequest(_message.Message):
     def __init__(self, config_num: _Optional[int] = ..., shard: _Optional[int] = ..., cursor: _Optional[bytes] = ..., max_bytes: _Optional[int] = ..., gid: _Optional[int] = ..., chunked_sessions: _Optional[bool] = ...) -> None: ...
 
 class PullShardResponse(_message.Message):
-    __slots__ = ("err", "kvs", "sessions", "next", "done", "chunked_sessions")
+    __slots__ = ("err", "kvs", "sessions", "next", "done", "chunked_sessions", "total_keys", "total_bytes")
     ERR_FIELD_NUMBER: _ClassVar[int]
     KVS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     NEXT_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     CHUNKED_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_KEYS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     err: str
     kvs: bytes
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
     next: bytes
     done: bool
     chunked_sessions: bool
-    def __init__(self, err: _Optional[str] = ..., kvs: _Optional[bytes] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., next: _Optional[bytes] = ..., done: _Optional[bool] = ..., chunked_sessions: _Optional[bool] = ...) -> None: ...
+    total_keys: int
+    total_bytes: int
+    def __init__(self, err: _Optional[str] = ..., kvs: _Optional[bytes] = ..., sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., next: _Optional[bytes] = ..., done: _Optional[bool] = ..., chunked_sessions: _Optional[bool] = ..., total_keys: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
 
 class InsertChunk(_message.Message):
     __slots__ = ("config_num", "shard", "cursor", "next", "kvs", "sessions", "done")

@@ -59,7 +59,19 @@ class AdminService(pb_grpc.NodeAdminServicer):
                 elections=g.elections, snapshots=g.snapshots))
         out.requests.update(metrics.request_counts)
         out.operations = metrics.operations
+        self._dashboard(out)
         return out
+
+    @staticmethod
+    def _dashboard(out: pb.NodeStatus) -> None:
+        """What `eraftd dashboard` draws beside the groups: latency, process, migrations."""
+        for op, bounds, counts, total, count in metrics.latency_histograms():
+            out.latency.append(pb.LatencyHistogram(op=op, bounds=bounds, counts=counts,
+                                                   sum=total, count=count))
+        for key, value in metrics.process_status().items():
+            setattr(out, key, type(getattr(out, key))(value))
+        for rec in metrics.migrations.values():
+            out.migrations.append(pb.MigrationProgress(**rec))
 
     # ---------------------------------------------------------------- membership
     async def Members(self, request, context):

@@ -62,7 +62,7 @@ from eraftd.raft.storage import CompactedError, UnavailableError, limit_size
 
 __all__ = [
     "StorageError", "NodeStore", "GroupStore", "Batch", "Restore", "SnapshotReader",
-    "encode_chunk", "decode_chunk", "StaleBatchError", "uid_text", "CHUNK_HEADER_BYTES",
+    "encode_chunk", "decode_chunk", "chunk_counts", "StaleBatchError", "uid_text", "CHUNK_HEADER_BYTES",
     "CHUNK_PAIR_BYTES",
 ]
 
@@ -117,6 +117,15 @@ def encode_chunk(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
         n += 1
     parts[0] = _CHUNK_HDR.pack(_CHUNK_MAGIC, n)
     return b"".join(parts)
+
+
+def chunk_counts(chunk: bytes) -> tuple[int, int]:
+    """(pairs, bytes of their keys and values) of an encode_chunk chunk, without decoding it;
+    (0, 0) for one too short to be a chunk."""
+    if len(chunk) < _CHUNK_HDR.size:
+        return 0, 0
+    n = _CHUNK_HDR.unpack_from(chunk, 0)[1]
+    return n, len(chunk) - _CHUNK_HDR.size - n * _PAIR.size
 
 
 def decode_chunk(chunk: bytes) -> Iterator[tuple[bytes, bytes]]:

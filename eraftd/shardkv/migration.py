@@ -56,18 +56,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 import grpc
 
+from .. import metrics
 from .._pb import shardkv_pb2 as pb
 from .._pb import shardkv_pb2_grpc as pb_grpc
 from .._pb import shardmigration_pb2 as migpb
 from .._pb import shardmigration_pb2_grpc as migpb_grpc
+from ..config import ShardKVSection
 from ..controller.client import ControllerError, ControllerUnavailable
 from ..controller.machine import LEADER_METADATA_KEY
 from ..errors import rpc_problem
 from ..node.driver import NotLeader
+from ..node.storage import chunk_counts
 from ..node.transport import channel_options
 from ..tls import TlsFiles, channel
 from .machine import (ENTRY_ABANDONED, ENTRY_GC_DONE, encode_config, encode_insert,
@@ -79,7 +83,7 @@ log = logging.getLogger("eraftd.shardkv")
 
 POLL_S = 0.1
 RETRY_MAX_S = 1.0
-CHUNK_BYTES = 512 << 10
+CHUNK_BYTES = ShardKVSection.migration_chunk_bytes   # [shardkv] migration_chunk_bytes' default
 ABANDON_CHECK_S = 1.0
 MIN_CHUNK_BYTES = 16 << 10
 PULL_CALL_S = 2.0
@@ -343,9 +347,12 @@ class Migrator:
         delay = self.poll_s
         chunks = 0
         size = self.chunk_bytes
+        progress = None                 # the dashboard's record (metrics.migrations), once leading
         while self._current(num, shard, PULLING):
             st = self.group.sm.state
             owner = st.previous_owner(shard)
+            progress = progress or metrics.migration_started(
+                self.gid, shard, num, owner, (st.shards[shard].keys, st.shards[shard].bytes), time.time())
             servers = st.prev.groups.get(owner, ())
             cursor = st.shards[shard].cursor
             req = migpb.PullShardRequest(config_num=num, shard=shard, cursor=cursor,
@@ -370,6 +377,9 @@ class Migrator:
             if await self._propose(encode_insert(num, shard, cursor, resp)) != OK:
                 continue                    # someone else's chunk got there first: re-read
             chunks += 1
+            sh = self.group.sm.state.shards[shard]
+            metrics.migration_chunk(progress, chunk_counts(resp.kvs), (sh.keys, sh.bytes),
+                                    (resp.total_keys, resp.total_bytes), resp.done, time.time())
             if resp.done:
                 log.info("group %d: shard %d (config %d) arrived from group %d (%d chunks)",
                          self.gid, shard, num, owner, chunks)

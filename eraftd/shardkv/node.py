@@ -80,6 +80,7 @@ class ShardKVNode:
                                             call_timeout=CONTROLLER_CALL_S)
         self._task = asyncio.get_running_loop().create_task(
             Migrator(self.driver, self.gid, self._controller, self._peers,
+                     chunk_bytes=self.cfg.shardkv.migration_chunk_bytes,
                      own=self._own_servers).run())
 
     def _own_servers(self) -> tuple[str, ...]:

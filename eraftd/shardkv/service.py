@@ -33,6 +33,8 @@ from ..metrics import observe_batch, observe_request
 from ..controller.machine import send_leader_hint
 from ..controller.state import NSHARDS, command_id_problem
 from ..node.driver import NotLeader
+from ..node.storage import chunk_counts
+from ..metrics import observe_migration
 from .machine import (ENTRY_BATCH, ENTRY_DELETE, encode_bounded, encode_commands,
                       encode_shard_op, shard_copy)
 from .state import (BEPULLING, ERR_MISMATCH, ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED,
@@ -364,7 +366,11 @@ class ShardMigrationService(_Base, migpb_grpc.ShardMigrationServicer):
                 or st.shards[req.shard].status != BEPULLING):
             return migpb.PullShardResponse(err=ERR_OUTDATED)
         limit = min(max(req.max_bytes, 1), PULL_MAX_BYTES)
-        return self.group.sm.pull_chunk(req.shard, req.cursor, limit, req.chunked_sessions)
+        resp = self.group.sm.pull_chunk(req.shard, req.cursor, limit, req.chunked_sessions)
+        sh = st.shards[req.shard]
+        resp.total_keys, resp.total_bytes = sh.keys, sh.bytes      # the puller's progress
+        observe_migration(req.shard, "out", *chunk_counts(resp.kvs))
+        return resp
 
 
 class ShardBackupService(_Base, migpb_grpc.ShardBackupServicer):

@@ -71,6 +71,10 @@ class Dashboard:
         status, body = http_get(self.url + "/api/cluster")
         return json.loads(body) if status == 200 else None
 
+    def series(self) -> dict:
+        status, body = http_get(self.url + "/api/series")
+        return json.loads(body) if status == 200 else {"points": [], "markers": []}
+
     def wait(self, cond, timeout: float = 60, what: str = "the dashboard") -> dict:
         def check():
             assert self.proc.poll() is None, self.log.read_text()

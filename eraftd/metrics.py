@@ -169,7 +169,7 @@ def quantile(q: float, bounds: tuple[float, ...], cumulative: list[int]) -> floa
     rank = q * total
     i = bisect.bisect_left(cumulative, rank)
     if i >= len(bounds) - 1:
-        return bounds[-2]
+        return bounds[-2] if len(bounds) > 1 else None
     lo = bounds[i - 1] if i > 0 else 0.0
     below = cumulative[i - 1] if i > 0 else 0
     inside = cumulative[i] - below
@@ -441,21 +441,10 @@ migrations: dict[tuple[int, int], dict[str, Any]] = {}
 
 
 def latency_histograms() -> list[tuple[str, list[float], list[int], float, int]]:
-    """Client request latency per operation, results together: (op, bucket upper bounds,
-    cumulative counts, sum of seconds, count).  The one reader of the latency histogram."""
-    by_op: dict[str, dict[str, Any]] = {}
-    for fam in REQUEST_SECONDS.collect():
-        for s in fam.samples:
-            h = by_op.setdefault(s.labels["op"], {"le": {}, "sum": 0.0, "count": 0})
-            if s.name.endswith("_bucket") and s.labels["le"] != "+Inf":
-                le = float(s.labels["le"])
-                h["le"][le] = h["le"].get(le, 0) + int(s.value)
-            elif s.name.endswith("_sum"):
-                h["sum"] += s.value
-            elif s.name.endswith("_count"):
-                h["count"] += int(s.value)
-    return [(op, sorted(h["le"]), [h["le"][b] for b in sorted(h["le"])], h["sum"], h["count"])
-            for op, h in sorted(by_op.items())]
+    """Per-operation client latency (eraft_client_operation_seconds) for NodeAdmin.Status:
+    (op, finite bucket upper bounds, their cumulative counts, sum of seconds, count)."""
+    return [(op, list(bounds[:-1]), cum[:-1], total, cum[-1])
+            for op, (bounds, cum, total) in sorted(latency_snapshot().items())]
 
 
 def process_status() -> dict[str, float]:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import grpc
 from aiohttp import web
 
+from .. import metrics
 from .._pb import admin_pb2 as apb
 from .._pb import admin_pb2_grpc as apb_grpc
 from ..controller.client import ControllerClient
@@ -101,22 +102,12 @@ def histogram_delta(now: Histogram, before: Histogram | None) -> Histogram | Non
 
 
 def quantile(q: float, h: Histogram) -> float | None:
-    """Prometheus's histogram_quantile: the q-quantile of cumulative histogram h, linear inside
-    the bucket it falls in (from 0 for the first); the highest finite bound when it falls in
-    the +Inf bucket; None with no observations."""
-    total = h.get(float("inf"), 0)
-    if total <= 0:
+    """Prometheus's histogram_quantile of cumulative histogram h (bound -> count, +Inf included):
+    metrics.quantile, the one implementation; None with no observations."""
+    bounds = tuple(sorted(h))
+    if not bounds or bounds[-1] != float("inf"):
         return None
-    rank = q * total
-    lo_b, lo_c = 0.0, 0
-    for b in sorted(h):
-        c = h[b]
-        if c >= rank:
-            if b == float("inf"):
-                return lo_b
-            return b if c == lo_c else lo_b + (b - lo_b) * (rank - lo_c) / (c - lo_c)
-        lo_b, lo_c = b, c
-    return lo_b
+    return metrics.quantile(q, bounds, [h[b] for b in bounds])
 
 
 class Poller:

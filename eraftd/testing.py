@@ -388,8 +388,9 @@ class ShardedCluster:
     def __init__(self, base: Path, gids: Iterable[int] = (100, 101), replicas: int = 3,
                  controllers: int = 3, host: str = "127.0.0.1", raft: dict | None = None,
                  shardkv: dict | None = None, log_level: str = "info",
-                 proxied: bool = False, tls: bool = False) -> None:
-        """proxied: every node reaches every other node through a port of its own
+                 proxied: bool = False, tls: bool = False, controller: dict | None = None) -> None:
+        """shardkv / controller: more keys of those sections (e.g. session_ttl_ms).
+        proxied: every node reaches every other node through a port of its own
         ([node.dial]); `proxies` maps each node's address to that port, for a TcpProxy.
         tls: make a CA, a node certificate for host and an admin client certificate "ops" in
         base/certs (tls_certs), give every node a [tls] section, and talk to the nodes with
@@ -409,7 +410,7 @@ class ShardedCluster:
                     **({"dial": dict(self.proxies)} if proxied else {})}
         extra = {"tls": tls_section} if tls_section else {}
         self.controllers: list[Node] = [
-            Node(f"c{i}", self.base, {"node": node(a), "controller": {"peers": ctrl},
+            Node(f"c{i}", self.base, {"node": node(a), "controller": {"peers": ctrl, **(controller or {})},
                                       "raft": raft_cfg, "log": {"level": log_level}, **extra},
                  tls=self.tls)
             for i, a in enumerate(ctrl)]

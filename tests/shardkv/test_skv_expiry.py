@@ -10,7 +10,6 @@ from skv_support import Harness, config, key_in
 
 from eraftd._pb import kvbatch_pb2 as kvpb
 from eraftd.controller.state import NSHARDS
-from eraftd.raft.messages import SnapshotMeta
 from eraftd.sessions import MAX_RATE, AppliedClock, LeaderClock, stamp_entry
 from eraftd.shardkv import clerk as clerk_mod
 from eraftd.shardkv.clerk import Clerk, ShardKVSessionExpired
@@ -178,18 +177,6 @@ def test_leader_clock_rules():
     assert c.stamp(T0 + 5000) == T0 + 5000 + 11_000      # catching up at most 10% fast
 
 
-def _snapshot_to(src: Harness, dst: Harness) -> None:
-    meta, chunks = src.g.snapshot_chunks()
-    r = dst.g.begin_restore()
-    for c in chunks:
-        r.add_chunk(c)
-    b = dst.store.new_batch()
-    assert dst.g.stage_install_snapshot(b, r, SnapshotMeta(meta.index, 1))
-    dst.store.write(b)
-    dst.m.restored()
-    dst.index = meta.index
-
-
 def test_a_snapshot_holds_the_same_sessions_and_they_expire_the_same(tmp_path):
     src, dst = Harness(tmp_path / "src"), Harness(tmp_path / "dst")
     src.apply(encode_config(ALL))
@@ -198,7 +185,7 @@ def test_a_snapshot_holds_the_same_sessions_and_they_expire_the_same(tmp_path):
         if i == 20:                                      # 1000 used again
             src.apply(write(1000, 2, (PUT, key_in(0), b"w", 2, 1), at=T0 + 500 * i))
     dst.apply(b"")
-    _snapshot_to(src, dst)
+    dst.install_snapshot_from(src)
     assert sessions(dst.m.state) == sessions(src.m.state)
     assert dst.m.state.clock == src.m.state.clock
     for st in (src.m.state, dst.m.state):    # in last-use order (ties may differ: a sweep takes them all)

@@ -154,8 +154,12 @@ class Shard:
 
 
 def in_use_order(sessions: dict[int, Session]) -> "OrderedDict[int, Session]":
-    """A session table in last-use order (ties by client), as a sweep needs it."""
-    return OrderedDict(sorted(sessions.items(), key=lambda cs: (cs[1].last_used, cs[0])))
+    """A session table in last-use order (ties in the order given), as a sweep needs it."""
+    return OrderedDict(sorted(sessions.items(), key=_last_used_of_item))
+
+
+def _last_used_of_item(item: tuple[int, Session]) -> int:
+    return item[1].last_used
 
 
 class Store(Protocol):

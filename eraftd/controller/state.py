@@ -356,7 +356,6 @@ class ControllerState:
         self.sessions: dict[int, Session] = OrderedDict(
             sorted((sessions or {}).items(), key=lambda cs: (cs[1].last_used, cs[0])))
         self.clock = clock or AppliedClock()
-        self._swept: tuple[int, int] = (-1, -1)
         self.expired = 0                    # sessions dropped since start (a counter)
         self.servers_of: dict[int, tuple[str, ...]] = {}    # derived: gid -> its last servers
         for c in self.configs:
@@ -374,9 +373,6 @@ class ControllerState:
         """A command stamped `stamp` (ms) with `ttl_ms` applies: the clock takes the stamp
         (never going back); the clients whose sessions were idle longer than ttl_ms, dropped."""
         self.clock.advance(stamp)
-        if self._swept == (self.clock.now, ttl_ms):
-            return []
-        self._swept = (self.clock.now, ttl_ms)
         gone = expire(self.sessions, self.clock.cutoff(ttl_ms), lambda s: s.last_used)
         self.expired += len(gone)
         return gone

@@ -187,7 +187,6 @@ class ShardKVState:
                  clock: AppliedClock | None = None) -> None:
         self.gid = gid
         self.clock = clock or AppliedClock()
-        self._swept: tuple[int, int] = (-1, -1)     # (clock, ttl) of the last sweep
         self.expired = 0                            # sessions dropped since start (a counter)
         self.config = config or Config()
         self.prev = prev or Config()
@@ -233,9 +232,9 @@ class ShardKVState:
         (never going back) and the sessions idle longer than ttl_ms go (see the module doc)."""
         if self.clock.advance(stamp):
             self.dirty.clock = True
-        if self._swept == (self.clock.now, ttl_ms):
-            return                      # nothing became idle since: uses are at the clock
-        self._swept = (self.clock.now, ttl_ms)
+        # every stamped entry looks (at the oldest session of each shard only: cheap); never
+        # skipped when the clock stood still, since a shard that became SERVING or GCING
+        # since then brings sessions used earlier (a replica restored in between would sweep)
         cutoff = self.clock.cutoff(ttl_ms)
         if not cutoff:
             return

@@ -292,3 +292,35 @@ async def test_clerk_batches_hold_one_session():
     await asyncio.sleep(0)
     assert sent == [[1, 1], [2, 2]]
     await kv.close()
+
+
+def test_sessions_that_arrive_with_a_shard_count_as_used_then_and_expire_once_it_serves(tmp_path):
+    """A PULLING shard's arriving sessions are used when they arrive and are not swept until
+    the shard is served (GCING); then the next stamped entry sweeps them, at the same clock
+    as before (a replica restored in between does the same)."""
+    from eraftd._pb import shardmigration_pb2 as migpb
+    from eraftd.node.storage import encode_chunk
+    from eraftd.shardkv.machine import encode_insert
+    from eraftd.shardkv.state import GCING, PULLING
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(config(1, [300 if i == 3 else GID for i in range(NSHARDS)])),
+            encode_config(config(2, [GID] * NSHARDS)),
+            write(9, 1, (PUT, key_in(4), b"x", 1, 1), at=T0))
+    assert h.m.state.shards[3].status == PULLING
+    first = migpb.PullShardResponse(kvs=encode_chunk(()), next=b"e", done=False,
+                                    sessions=[migpb.Session(client=50, floor=3, applied=[3])])
+    assert h.apply(encode_insert(2, 3, b"", first)) == [OK]
+    assert h.m.state.shards[3].sessions[50] == Session(3, {3}, T0)
+    h.apply(write(9, 2, (PUT, key_in(4), b"x", 2, 1), at=T0 + TTL + 1))
+    assert 50 in h.m.state.shards[3].sessions               # not swept while PULLING
+    last = migpb.PullShardResponse(kvs=encode_chunk([(K, b"v")]), next=b"k" + K, done=True)
+    assert h.apply(encode_insert(2, 3, b"e", last)) == [OK]
+    assert h.m.state.shards[3].status == GCING
+    other = Harness(tmp_path / "o")
+    other.apply(b"")
+    other.install_snapshot_from(h)
+    same_clock = write(9, 3, (PUT, key_in(4), b"x", 3, 1), at=T0 + TTL + 1)
+    assert h.apply(same_clock) == other.apply(same_clock)
+    assert 50 not in h.m.state.shards[3].sessions and sessions(h.m.state) == sessions(other.m.state)
+    h.close()
+    other.close()

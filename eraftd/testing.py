@@ -293,7 +293,8 @@ class Cluster:
 
     def __init__(self, base: Path, n: int = 3, host: str = "127.0.0.1",
                  test_machine: str | None = "register", raft: dict | None = None,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", controller: dict | None = None) -> None:
+        """controller: more keys of the [controller] section (e.g. session_ttl_ms)."""
         self.base = Path(base)
         addrs = [f"{host}:{free_port(host)}" for _ in range(n)]
         raft_cfg = {"heartbeat_ms": 50, "election_ms": 500}
@@ -304,7 +305,7 @@ class Cluster:
             cfg = {
                 # the test state machine's Propose/Read are test-only entry points
                 "node": {"listen": addr, "data_dir": "data", **({"testing": True} if test_machine else {})},
-                "controller": {"peers": addrs},
+                "controller": {"peers": addrs, **(controller or {})},
                 "raft": raft_cfg,
                 "log": {"level": log_level},
             }

@@ -3,7 +3,15 @@ persistence of the last use and the clock, a snapshot that expires the same, the
 stamps."""
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+from ctrl_support import CTRL, addresses, cluster, stored_state  # noqa: F401
 from test_ctrl_machine import Replica
+
+from eraftd.controller.client import ControllerClient
+from eraftd.controller.state import NSHARDS
+from eraftd.testing import wait_for
 
 from eraftd.controller.machine import encode_command
 from eraftd.controller.state import OK, Command, Join, Move
@@ -54,3 +62,39 @@ def test_sessions_recorded_before_expiry_read_as_used_at_the_first_stamp(tmp_pat
     a.round([cmd(8, 3, at=T0 + TTL + 1)])
     assert 7 not in a.sm.state.sessions
     a.store.close()
+
+
+@pytest.mark.e2e
+async def test_controller_sessions_expire_alike_on_every_peer(cluster):  # noqa: F811
+    """Three real controller peers with a 1 s ttl: a client that went away loses its session
+    once another's commands have moved the clock past it, on every peer, which then hold the
+    same sessions and clock (read from each data_dir at one applied index)."""
+    c = cluster(controller={"session_ttl_ms": 1000}).start()
+    addrs = addresses(c)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    async with ControllerClient(addrs) as gone:
+        await gone.join({1: ("x:1",)}, force=True)
+    async with ControllerClient(addrs) as busy:
+        await busy.join({2: ("x:2",)}, force=True)
+
+        async def sessions() -> int:
+            return max(s.sessions for s in await asyncio.gather(*(busy.status(a, timeout=5)
+                                                                   for a in addrs)))
+        n = 0
+        while await sessions() > 1:
+            assert loop.time() < deadline, "the gone client's session never expired"
+            n += 1
+            await busy.move(n % NSHARDS, 1 + n % 2)
+            await asyncio.sleep(0.05)           # pacing: one command per 50 ms until it expires
+        assert n > 5                            # it lived a while (the ttl is 1 s)
+
+    def same_index():
+        applied = {n.group_status(CTRL, timeout=5).last_applied for n in c.nodes}
+        return len(applied) == 1
+    await asyncio.to_thread(wait_for, same_index, 60, "the peers to apply the same index")
+    for node in c.nodes:
+        await asyncio.to_thread(node.stop)
+    states = [stored_state(node) for node in c.nodes]
+    assert all(s.sessions == states[0].sessions and s.clock == states[0].clock for s in states)
+    assert list(states[0].sessions) == [busy.client_id]

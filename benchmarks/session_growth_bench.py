@@ -82,7 +82,7 @@ def main() -> None:
         pending: list[bytes] = []
         for i in range(1, a.clients + 1):
             req = kvpb.BatchRequest(session=i, floor=1, ops=[PUT], keys=[key + b"k%d" % (i % 1000)],
-                                    values=[b"v"], seqs=[1], firsts=[1])
+                                    values=[b"v"], seqs=[1])
             entry = encode_bounded(ENTRY_BATCH + req.SerializeToString(), 1 << 20)
             if a.ttl_ms:
                 entry = stamp_entry(T0 + i * 1000 // a.rate, a.ttl_ms, entry)

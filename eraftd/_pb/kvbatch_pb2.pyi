@@ -40,7 +40,7 @@ MISMATCH: Code
 SESSION_EXPIRED: Code
 
 class BatchRequest(_message.Message):
-    __slots__ = ("session", "floor", "ops", "keys", "values", "seqs", "expected", "firsts")
+    __slots__ = ("session", "floor", "ops", "keys", "values", "seqs", "expected", "opened")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     FLOOR_FIELD_NUMBER: _ClassVar[int]
     OPS_FIELD_NUMBER: _ClassVar[int]
@@ -48,7 +48,7 @@ class BatchRequest(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     SEQS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_FIELD_NUMBER: _ClassVar[int]
-    FIRSTS_FIELD_NUMBER: _ClassVar[int]
+    OPENED_FIELD_NUMBER: _ClassVar[int]
     session: int
     floor: int
     ops: _containers.RepeatedScalarFieldContainer[Op]
@@ -56,8 +56,8 @@ class BatchRequest(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[bytes]
     seqs: _containers.RepeatedScalarFieldContainer[int]
     expected: _containers.RepeatedScalarFieldContainer[bytes]
-    firsts: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, session: _Optional[int] = ..., floor: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, str]]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., seqs: _Optional[_Iterable[int]] = ..., expected: _Optional[_Iterable[bytes]] = ..., firsts: _Optional[_Iterable[int]] = ...) -> None: ...
+    opened: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, session: _Optional[int] = ..., floor: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, str]]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., seqs: _Optional[_Iterable[int]] = ..., expected: _Optional[_Iterable[bytes]] = ..., opened: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class BatchResponse(_message.Message):
     __slots__ = ("err", "leader", "codes", "values", "messages")

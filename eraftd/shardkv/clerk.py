@@ -38,8 +38,9 @@ the new owner answers the resent write as a duplicate; if it had not, the old gr
 it from then on (it no longer serves the shard), so the write lands once, at the new owner.
 
 Sessions expire on the servers ([shardkv] session_ttl_ms, an hour by default: eraftd/sessions.py).
-Each write says which seq opened its session on its shard (BatchRequest.firsts); a write that
-finds its session gone is answered SESSION_EXPIRED, not applied.  The clerk then opens a new
+Each write says whether the clerk has had an answer to a write of its session on its shard
+(BatchRequest.opened); such a write that finds its session gone is answered SESSION_EXPIRED,
+not applied.  The clerk then opens a new
 session (a new id; the ops in flight in the old one go on in it, each batch is of one session)
 and: a write whose every earlier attempt was answered (so none can have applied) is sent again
 in the new session with a new seq, unseen by the caller; a write of which an earlier attempt
@@ -112,12 +113,11 @@ def _channel_options() -> list[tuple[str, int]]:
 
 class _Op:
     __slots__ = ("kind", "key", "value", "seq", "fut", "deadline", "size", "shard", "expected",
-                 "session", "first", "unsure")
+                 "session", "unsure")
 
     def __init__(self, kind: int, key: bytes, value: bytes, seq: int, deadline: float,
-                 shard: int, expected: bytes = b"", session: int = 0, first: int = 0) -> None:
+                 shard: int, expected: bytes = b"", session: int = 0) -> None:
         self.session = session               # the session of its seq
-        self.first = first                   # the seq that opened that session on its shard
         self.unsure = False                  # an attempt went unanswered: it may have applied
         self.kind = kind
         self.key = key
@@ -212,7 +212,7 @@ class _Lane:
                                 ops=[o.kind for o in ops], keys=[o.key for o in ops],
                                 values=[o.value for o in ops], seqs=[o.seq for o in ops],
                                 expected=[o.expected for o in ops] if any(o.expected for o in ops) else (),
-                                firsts=[o.first for o in ops])
+                                opened=[o.shard in c._opened.get(o.session, ()) for o in ops])
         until = max(o.deadline for o in ops)
         self.flying.update(ops)
         self.asking[addr] += 1
@@ -298,7 +298,8 @@ class Clerk:
         self.tls = tls                  # the TLS files of every channel (None: plaintext)
         self.check_after = check_after
         self.session = 0
-        self._first: dict[int, int] = {}     # shard -> the seq that opened the session there
+        # session -> the shards where a write of it was answered (so the shard has it)
+        self._opened: dict[int, set[int]] = {}
         self._renew()
         self._seqs = itertools.count(1)
         self._unacked: set[int] = set()
@@ -381,7 +382,7 @@ class Clerk:
     def _renew(self) -> None:
         """A new session (the old one expired on a server); seqs go on counting."""
         self.session = random.SystemRandom().randrange(1, 1 << 63)
-        self._first = {}
+        # the older sessions' entries stay: their ops still in flight say what they knew
 
     def floor(self) -> int:
         return min(self._unacked) if self._unacked else 1 << 62
@@ -403,12 +404,12 @@ class Clerk:
             raise ShardKVError(f"{_OP_NAMES[kind]} {_show(key)}: {problem}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_timeout
-        seq = session = first = 0
+        seq = session = 0
         shard = key2shard(key)
         if kind not in READ_KINDS:
             seq = next(self._seqs)
             self._unacked.add(seq)
-            session, first = self.session, self._first.setdefault(shard, seq)
+            session = self.session
         unsure = False                   # an attempt went unanswered: it may have applied
         last = "no group asked yet"
         refused_by = -1                  # the group that last answered WRONG_GROUP
@@ -425,7 +426,7 @@ class Clerk:
                 if lane is None:
                     last = f"configuration {cfg.num} gives shard {shard} to no group"
                 else:
-                    op = _Op(kind, key, value, seq, deadline, shard, expected, session, first)
+                    op = _Op(kind, key, value, seq, deadline, shard, expected, session)
                     timer = loop.call_at(deadline, op.settle, None)
                     lane.submit(op)
                     try:
@@ -447,7 +448,7 @@ class Clerk:
                         self._unacked.discard(seq)
                         seq = next(self._seqs)
                         self._unacked.add(seq)
-                        session, first = self.session, self._first.setdefault(shard, seq)
+                        session = self.session
                         continue
                     if res is _MOVED:
                         continue               # the same seq, to the shard's current owner
@@ -457,6 +458,8 @@ class Clerk:
                     else:
                         code, val, msg = res
                         if code in _ANSWERED:
+                            if seq:                    # the shard has this session now
+                                self._opened.setdefault(session, set()).add(shard)
                             return code, val
                         if code == kvpb.REFUSED:
                             raise ShardKVError(f"{_OP_NAMES[kind]} {_show(key)}: {msg}")

@@ -344,7 +344,7 @@ class ShardKVMachine:
             if kind == ENTRY_BATCH:
                 req = kvpb.BatchRequest.FromString(body)
                 return st.apply_ops(rnd, req.session, req.floor, _ops_of_batch(req), bound,
-                                    firsts=req.firsts if len(req.firsts) == len(req.ops) else ())
+                                    opened=req.opened if len(req.opened) == len(req.ops) else ())
             if kind == ENTRY_COMMAND:
                 return _apply_command(st, rnd, pb.CommandRequest.FromString(body), bound)
             if kind == ENTRY_COMMANDS and bound is not None:

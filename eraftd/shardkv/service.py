@@ -230,10 +230,10 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
             return kvpb.BatchResponse(err=f"a batch of {n} operations is more than one call takes "
                                           f"({BATCH_MAX_OPS}); send smaller batches")
         if (len(keys) != n or len(values) not in (0, n) or len(seqs) not in (0, n)
-                or len(expected) not in (0, n) or len(req.firsts) not in (0, n)):
+                or len(expected) not in (0, n) or len(req.opened) not in (0, n)):
             return kvpb.BatchResponse(err=f"malformed batch: {n} ops, {len(keys)} keys, "
                                           f"{len(values)} values, {len(seqs)} seqs, "
-                                          f"{len(expected)} expected, {len(req.firsts)} firsts")
+                                          f"{len(expected)} expected, {len(req.opened)} opened")
         codes = [kvpb.OK] * n
         out_values = [b""] * n
         messages: dict[int, str] = {}
@@ -304,7 +304,7 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
             values = req.values or [b""] * n
             seqs = req.seqs or [0] * n
             expected = req.expected or [b""] * n
-            firsts = req.firsts or [0] * n
+            opened = req.opened or [False] * n
             part = kvpb.BatchRequest(session=req.session, floor=req.floor)
             size = 0
             for i in writes:
@@ -313,7 +313,7 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
                 part.values.append(values[i])
                 part.seqs.append(seqs[i])
                 part.expected.append(expected[i])
-                part.firsts.append(firsts[i])
+                part.opened.append(opened[i])
                 size += len(req.keys[i]) + len(values[i]) + len(expected[i]) + 16
                 if size >= ENTRY_MAX_BYTES:
                     entries.append(ENTRY_BATCH + part.SerializeToString())

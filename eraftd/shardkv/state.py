@@ -61,10 +61,11 @@ shards: a frozen BEPULLING shard keeps what its new owner pulls; a PULLING one g
 sessions as they arrive, each counted as used then).  Each shard's table is in last-use
 order, so the sweep looks at the oldest only.  Every applied write of a session, a
 deduplicated retry or one that changed nothing included, is a use.  A native write says
-which seq opened its session on its shard (`firsts`, one per op): a write that finds no
-session but is not that first one belongs to a session that expired (its seq says earlier
-writes were made in it), and is answered ERR_SESSION_EXPIRED, not applied: one of those
-earlier writes may be this very one, applied before the session was forgotten.  eRaft's
+whether its client has had an answer to a write of its session on the shard (`opened`, one
+per op): such a write that finds no session belongs to a session that expired, and is
+answered ERR_SESSION_EXPIRED, not applied: one of the writes made in it may be this very one,
+applied before the session was forgotten.  (Not "is this the session's first seq": the
+clerk pipelines, so a later seq may well open the session.)  eRaft's
 calls carry no such number: their session is opened by any write, so their highest-command-id
 rule holds while it lives (a retry that comes after its session expired applies again; with
 the default hour, long after eRaft's clerk gave up on it).
@@ -247,13 +248,13 @@ class ShardKVState:
 
     def apply_ops(self, store: Store, client: int, floor: int, ops: Iterable[tuple],
                   max_value: int | None = None, first_seq: int = 1,
-                  firsts: Sequence[int] = ()) -> list[tuple[str, bytes]]:
+                  opened: Sequence[bool] = ()) -> list[tuple[str, bytes]]:
         """Client operations (kind, key, value, seq) or (kind, key, value, seq, expected)
         (expected: what a CAS compares with); one (err, value) each.  max_value: an APPEND
         whose result would be longer is refused (None: no bound, the entries logged before
         the bound was).  first_seq: the lowest seq that names a write (eRaft's clerk numbers
-        its commands from 0; the native path and the older entries from 1).  firsts: empty,
-        or one per op: the seq that opened the session on the op's shard (see the module doc)."""
+        its commands from 0; the native path and the older entries from 1).  opened: empty, or
+        one per op: the client has had its session on the op's shard (see the module doc)."""
         out: list[tuple[str, bytes]] = []
         gid, cfg_shards, shards = self.me, self.config.shards, self.shards
         dirty_sessions, dirty_shards = self.dirty.sessions, self.dirty.shards
@@ -281,7 +282,7 @@ class ShardKVState:
                 sessions = sh.sessions
                 sess = sessions.get(client)
                 if sess is None:
-                    if firsts and firsts[n] and seq != firsts[n]:
+                    if opened and opened[n]:
                         out.append((ERR_SESSION_EXPIRED, b""))   # forgotten: never applied again
                         continue
                     sess = sessions[client] = Session(last_used=now)

@@ -25,15 +25,16 @@ K = key_in(3, "k")
 
 
 def write(session: int, floor: int, *ops: tuple, at: int | None = None, ttl: int = TTL) -> bytes:
-    """A native batch (op, key, value, seq, first) as the leader logs it, stamped `at` (None:
-    an entry from before stamps)."""
+    """A native batch of (op, key, value, seq) or (op, key, value, seq, opened) as the leader
+    logs it, stamped `at` (None: an entry from before stamps).  opened: the client has had an
+    answer in this session on the shard (default False)."""
     req = kvpb.BatchRequest(session=session, floor=floor)
-    for op, k, v, seq, first in ops:
+    for op, k, v, seq, *opened in ops:
         req.ops.append(op)
         req.keys.append(k)
         req.values.append(v)
         req.seqs.append(seq)
-        req.firsts.append(first)
+        req.opened.append(bool(opened and opened[0]))
     entry = encode_bounded(ENTRY_BATCH + req.SerializeToString(), 1 << 20)
     return entry if at is None else stamp_entry(at, ttl, entry)
 
@@ -45,13 +46,13 @@ def sessions(st) -> dict[int, dict[int, Session]]:
 def test_an_idle_session_goes_at_apply_time_and_a_used_one_stays(tmp_path):
     h = Harness(tmp_path / "d")
     h.apply(encode_config(ALL),
-            write(7, 1, (PUT, K, b"a", 1, 1), at=T0),
-            write(8, 1, (PUT, K, b"b", 1, 1), at=T0))
-    h.apply(write(7, 2, (APPEND, K, b"c", 2, 1), at=T0 + TTL // 2))     # 7 used again
+            write(7, 1, (PUT, K, b"a", 1), at=T0),
+            write(8, 1, (PUT, K, b"b", 1), at=T0))
+    h.apply(write(7, 2, (APPEND, K, b"c", 2), at=T0 + TTL // 2))     # 7 used again
     assert set(h.m.state.shards[3].sessions) == {7, 8}
-    h.apply(write(9, 1, (PUT, key_in(4), b"x", 1, 1), at=T0 + TTL))      # idle exactly ttl: kept
+    h.apply(write(9, 1, (PUT, key_in(4), b"x", 1), at=T0 + TTL))      # idle exactly ttl: kept
     assert set(h.m.state.shards[3].sessions) == {7, 8}
-    h.apply(write(9, 2, (PUT, key_in(4), b"y", 2, 1), at=T0 + TTL + 1))  # 8 idle longer: gone
+    h.apply(write(9, 2, (PUT, key_in(4), b"y", 2), at=T0 + TTL + 1))  # 8 idle longer: gone
     st = h.m.state
     assert set(st.shards[3].sessions) == {7} and st.expired == 1
     assert st.shards[3].sessions[7].last_used == T0 + TTL // 2
@@ -66,35 +67,35 @@ def test_an_idle_session_goes_at_apply_time_and_a_used_one_stays(tmp_path):
 
 def test_entries_without_a_stamp_expire_nothing_and_old_records_still_read(tmp_path):
     h = Harness(tmp_path / "d")
-    h.apply(encode_config(ALL), write(7, 1, (PUT, K, b"a", 1, 1)))       # before stamps
+    h.apply(encode_config(ALL), write(7, 1, (PUT, K, b"a", 1)))       # before stamps
     assert h.m.state.shards[3].sessions[7] == Session(1, {1}, 0)
     legacy = b"".join(x.to_bytes(8, "big") for x in (3, 3, 5))            # floor 3, seqs 3 and 5
     assert decode_session(legacy) == Session(3, {3, 5}, 0)
     assert decode_session(encode_session(Session(3, {5}, T0))) == Session(3, {5}, T0)
     # the first stamp starts the clock: a session from before it counts as used then
-    h.apply(write(8, 1, (PUT, key_in(5), b"b", 1, 1), at=T0))
-    h.apply(write(8, 2, (PUT, key_in(5), b"b", 2, 1), at=T0 + TTL))
+    h.apply(write(8, 1, (PUT, key_in(5), b"b", 1), at=T0))
+    h.apply(write(8, 2, (PUT, key_in(5), b"b", 2), at=T0 + TTL))
     assert 7 in h.m.state.shards[3].sessions
-    h.apply(write(8, 3, (PUT, key_in(5), b"b", 3, 1), at=T0 + TTL + 1))
+    h.apply(write(8, 3, (PUT, key_in(5), b"b", 3), at=T0 + TTL + 1))
     assert 7 not in h.m.state.shards[3].sessions
-    h.apply(write(8, 4, (PUT, key_in(5), b"b", 4, 1)))                   # unstamped: no time
+    h.apply(write(8, 4, (PUT, key_in(5), b"b", 4)))                   # unstamped: no time
     assert h.m.state.clock.now == T0 + TTL + 1
     h.close()
 
 
 def test_a_write_of_an_expired_session_is_answered_expired_and_not_applied(tmp_path):
     h = Harness(tmp_path / "d")
-    h.apply(encode_config(ALL), write(7, 1, (PUT, K, b"a", 1, 1), (APPEND, K, b"b", 2, 1), at=T0))
-    h.apply(write(9, 1, (PUT, key_in(4), b"x", 1, 1), at=T0 + TTL + 1))   # 7 expires
+    h.apply(encode_config(ALL), write(7, 1, (PUT, K, b"a", 1), (APPEND, K, b"b", 2), at=T0))
+    h.apply(write(9, 1, (PUT, key_in(4), b"x", 1), at=T0 + TTL + 1))   # 7 expires
     assert 7 not in h.m.state.shards[3].sessions
     # the retry of seq 2 (its answer was lost): the session that knew it is gone
-    res = h.apply(write(7, 2, (APPEND, K, b"b", 2, 1), (APPEND, K, b"c", 3, 1), at=T0 + TTL + 2))
+    res = h.apply(write(7, 2, (APPEND, K, b"b", 2, True), (APPEND, K, b"c", 3, True), at=T0 + TTL + 2))
     assert res == [[(ERR_SESSION_EXPIRED, b""), (ERR_SESSION_EXPIRED, b"")]]
     assert h.m.get(K) == b"ab" and 7 not in h.m.state.shards[3].sessions
     # the clerk's new session: its first write on the shard opens it
-    res = h.apply(write(70, 4, (APPEND, K, b"c", 4, 4), (APPEND, K, b"d", 5, 4), at=T0 + TTL + 3))
+    res = h.apply(write(70, 4, (APPEND, K, b"c", 4), (APPEND, K, b"d", 5), at=T0 + TTL + 3))
     assert res == [[(OK, b""), (OK, b"")]] and h.m.get(K) == b"abcd"
-    # without firsts (eRaft's rule, an older clerk) any write opens a session, as before
+    # without opened (eRaft's rule, an older clerk) any write opens a session, as before
     req = kvpb.BatchRequest(session=71, floor=5, ops=[APPEND], keys=[K], values=[b"e"], seqs=[5])
     res = h.apply(stamp_entry(T0 + TTL + 4, TTL, encode_bounded(ENTRY_BATCH + req.SerializeToString(), 100)))
     assert res == [[(OK, b"")]] and h.m.get(K) == b"abcde"
@@ -105,11 +106,11 @@ def test_the_clock_never_goes_back_so_nothing_comes_back(tmp_path):
     """A leader whose clock is behind (a backwards jump, a slower new leader): the applied
     clock stays at the max stamp; an expired session stays expired, a use is at the max."""
     h = Harness(tmp_path / "d")
-    h.apply(encode_config(ALL), write(7, 1, (PUT, K, b"a", 1, 1), at=T0),
-            write(8, 1, (PUT, key_in(4), b"a", 1, 1), at=T0 + TTL))
-    h.apply(write(9, 1, (PUT, key_in(5), b"x", 1, 1), at=T0 + TTL + 1))   # 7 goes
-    res = h.apply(write(7, 2, (APPEND, K, b"b", 2, 1), at=T0),            # an hour-old clock
-                  write(8, 2, (APPEND, key_in(4), b"b", 2, 1), at=T0 - 3_600_000))
+    h.apply(encode_config(ALL), write(7, 1, (PUT, K, b"a", 1), at=T0),
+            write(8, 1, (PUT, key_in(4), b"a", 1), at=T0 + TTL))
+    h.apply(write(9, 1, (PUT, key_in(5), b"x", 1), at=T0 + TTL + 1))   # 7 goes
+    res = h.apply(write(7, 2, (APPEND, K, b"b", 2, True), at=T0),            # an hour-old clock
+                  write(8, 2, (APPEND, key_in(4), b"b", 2), at=T0 - 3_600_000))
     assert res == [[(ERR_SESSION_EXPIRED, b"")], [(OK, b"")]]
     st = h.m.state
     assert st.clock.now == T0 + TTL + 1 and 7 not in st.shards[3].sessions
@@ -136,7 +137,7 @@ def test_the_leader_clock_bounds_a_far_forward_jump(tmp_path):
     h.apply(encode_config(ALL))
 
     def stamped(session: int, seq: int, key: bytes) -> list:
-        return h.apply(write(session, seq, (PUT, key, b"v", seq, 1),
+        return h.apply(write(session, seq, (PUT, key, b"v", seq),
                              at=clock.stamp(h.m.state.clock.now)))
     assert stamped(7, 1, K) == [[(OK, b"")]]
     assert h.m.state.clock.now == T0                    # the first stamp: the wall clock
@@ -181,9 +182,9 @@ def test_a_snapshot_holds_the_same_sessions_and_they_expire_the_same(tmp_path):
     src, dst = Harness(tmp_path / "src"), Harness(tmp_path / "dst")
     src.apply(encode_config(ALL))
     for i in range(30):                                  # uses spread over time
-        src.apply(write(1000 + i, 1, (PUT, key_in(i % NSHARDS), b"v", 1, 1), at=T0 + 500 * i))
+        src.apply(write(1000 + i, 1, (PUT, key_in(i % NSHARDS), b"v", 1), at=T0 + 500 * i))
         if i == 20:                                      # 1000 used again
-            src.apply(write(1000, 2, (PUT, key_in(0), b"w", 2, 1), at=T0 + 500 * i))
+            src.apply(write(1000, 2, (PUT, key_in(0), b"w", 2), at=T0 + 500 * i))
     dst.apply(b"")
     dst.install_snapshot_from(src)
     assert sessions(dst.m.state) == sessions(src.m.state)
@@ -192,7 +193,7 @@ def test_a_snapshot_holds_the_same_sessions_and_they_expire_the_same(tmp_path):
         for sh in st.shards:
             used = [s.last_used for s in sh.sessions.values()]
             assert used == sorted(used)
-    last = write(5, 1, (PUT, key_in(9), b"z", 1, 1), at=T0 + 19_000)      # expires 1001..1017
+    last = write(5, 1, (PUT, key_in(9), b"z", 1), at=T0 + 19_000)      # expires 1001..1017
     assert src.apply(last) == dst.apply(last)
     assert sessions(dst.m.state) == sessions(src.m.state)
     left = {c for sh in src.m.state.shards for c in sh.sessions}
@@ -203,10 +204,10 @@ def test_a_snapshot_holds_the_same_sessions_and_they_expire_the_same(tmp_path):
 
 def test_load_state_rebuilds_the_use_order(tmp_path):
     h = Harness(tmp_path / "d")
-    h.apply(encode_config(ALL), write(9, 1, (PUT, K, b"a", 1, 1), at=T0 + 2),
-            write(8, 1, (PUT, K, b"a", 1, 1), at=T0 + 1))        # stamped behind: used at T0 + 2
-    h.apply(write(7, 1, (PUT, K, b"a", 1, 1), at=T0 + 3))
-    h.apply(write(9, 2, (PUT, K, b"a", 2, 1), at=T0 + 4))
+    h.apply(encode_config(ALL), write(9, 1, (PUT, K, b"a", 1), at=T0 + 2),
+            write(8, 1, (PUT, K, b"a", 1), at=T0 + 1))        # stamped behind: used at T0 + 2
+    h.apply(write(7, 1, (PUT, K, b"a", 1), at=T0 + 3))
+    h.apply(write(9, 2, (PUT, K, b"a", 2), at=T0 + 4))
     assert list(h.m.state.shards[3].sessions) == [8, 7, 9]
     assert list(load_state(h.g, GID).shards[3].sessions) == [8, 7, 9]
     h.close()
@@ -251,9 +252,9 @@ async def test_clerk_resends_a_never_applied_write_in_a_new_session():
         await kv.append(K, b"b")
         assert kv.session != old
     first, expired, again = fake.requests
-    assert (first.session, list(first.seqs), list(first.firsts)) == (old, [1], [1])
-    assert (expired.session, list(expired.seqs), list(expired.firsts)) == (old, [2], [1])
-    assert again.session == kv.session and list(again.seqs) == [3] and list(again.firsts) == [3]
+    assert (first.session, list(first.seqs), list(first.opened)) == (old, [1], [False])
+    assert (expired.session, list(expired.seqs), list(expired.opened)) == (old, [2], [True])
+    assert again.session == kv.session and list(again.seqs) == [3] and list(again.opened) == [False]
 
 
 async def test_clerk_reports_a_retried_write_of_an_expired_session_as_unknown():
@@ -285,7 +286,7 @@ async def test_clerk_batches_hold_one_session():
         lane.inflight -= 1
     lane._send = send
     for s in (1, 1, 2, 2):
-        lane.queue.append(clerk_mod._Op(PUT, K, b"", 1, loop.time() + 5, 3, session=s, first=1))
+        lane.queue.append(clerk_mod._Op(PUT, K, b"", 1, loop.time() + 5, 3, session=s))
     lane.pump()
     await asyncio.sleep(0)
     lane.pump()
@@ -305,13 +306,13 @@ def test_sessions_that_arrive_with_a_shard_count_as_used_then_and_expire_once_it
     h = Harness(tmp_path / "d")
     h.apply(encode_config(config(1, [300 if i == 3 else GID for i in range(NSHARDS)])),
             encode_config(config(2, [GID] * NSHARDS)),
-            write(9, 1, (PUT, key_in(4), b"x", 1, 1), at=T0))
+            write(9, 1, (PUT, key_in(4), b"x", 1), at=T0))
     assert h.m.state.shards[3].status == PULLING
     first = migpb.PullShardResponse(kvs=encode_chunk(()), next=b"e", done=False,
                                     sessions=[migpb.Session(client=50, floor=3, applied=[3])])
     assert h.apply(encode_insert(2, 3, b"", first)) == [OK]
     assert h.m.state.shards[3].sessions[50] == Session(3, {3}, T0)
-    h.apply(write(9, 2, (PUT, key_in(4), b"x", 2, 1), at=T0 + TTL + 1))
+    h.apply(write(9, 2, (PUT, key_in(4), b"x", 2), at=T0 + TTL + 1))
     assert 50 in h.m.state.shards[3].sessions               # not swept while PULLING
     last = migpb.PullShardResponse(kvs=encode_chunk([(K, b"v")]), next=b"k" + K, done=True)
     assert h.apply(encode_insert(2, 3, b"e", last)) == [OK]
@@ -319,7 +320,7 @@ def test_sessions_that_arrive_with_a_shard_count_as_used_then_and_expire_once_it
     other = Harness(tmp_path / "o")
     other.apply(b"")
     other.install_snapshot_from(h)
-    same_clock = write(9, 3, (PUT, key_in(4), b"x", 3, 1), at=T0 + TTL + 1)
+    same_clock = write(9, 3, (PUT, key_in(4), b"x", 3), at=T0 + TTL + 1)
     assert h.apply(same_clock) == other.apply(same_clock)
     assert 50 not in h.m.state.shards[3].sessions and sessions(h.m.state) == sessions(other.m.state)
     h.close()

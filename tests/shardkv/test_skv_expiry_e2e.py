@@ -54,7 +54,7 @@ async def test_sessions_expire_alike_on_every_replica_and_an_expired_retry_is_re
         old_session = idle.session
         # a client whose seq 2 was applied but (say) its answer lost
         req = kvpb.BatchRequest(session=77, floor=1, ops=[PUT, APPEND], keys=[k, k],
-                                values=[b"x", b"y"], seqs=[1, 2], firsts=[1, 1])
+                                values=[b"x", b"y"], seqs=[1, 2])
         assert list((await _raw(c, req, deadline)).codes) == [kvpb.OK, kvpb.OK]
         # time goes by only as stamps apply: another client writes until the two are gone
         n = 0
@@ -69,7 +69,7 @@ async def test_sessions_expire_alike_on_every_replica_and_an_expired_retry_is_re
         assert n > 5                            # they lived a while (the ttl is 1 s)
         # the retry of seq 2 comes now: SESSION_EXPIRED, not applied again
         retry = kvpb.BatchRequest(session=77, floor=2, ops=[APPEND], keys=[k], values=[b"y"],
-                                  seqs=[2], firsts=[1])
+                                  seqs=[2], opened=[True])
         assert list((await _raw(c, retry, deadline)).codes) == [kvpb.SESSION_EXPIRED]
         assert await busy.get(k) == b"xy"
         # the idle clerk's next write: its session was gone, it goes on in a new one

@@ -40,9 +40,8 @@ it from then on (it no longer serves the shard), so the write lands once, at the
 Sessions expire on the servers ([shardkv] session_ttl_ms, an hour by default: eraftd/sessions.py).
 Each write says whether the clerk has had an answer to a write of its session on its shard
 (BatchRequest.opened); such a write that finds its session gone is answered SESSION_EXPIRED,
-not applied.  The clerk then opens a new
-session (a new id; the ops in flight in the old one go on in it, each batch is of one session)
-and: a write whose every earlier attempt was answered (so none can have applied) is sent again
+not applied.  The clerk then opens a new session (a new id; the ops in flight in the old one
+go on in it, each batch is of one session) and: a write whose every earlier attempt was answered (so none can have applied) is sent again
 in the new session with a new seq, unseen by the caller; a write of which an earlier attempt
 went unanswered (it may have applied before the session was forgotten) raises
 ShardKVSessionExpired: its outcome is unknown, and it is not applied again behind the caller's

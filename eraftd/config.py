@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 from eraftd.logs import LEVELS
 from eraftd.names import MAX_ADDRESS_CHARS, MAX_GID, gid_problem, is_address, shown
+from eraftd.sessions import DEFAULT_TTL_MS, MIN_TTL_MS
 from eraftd.tls import TlsFiles
 
 
@@ -67,6 +68,7 @@ class ControllerSection:
     peers: tuple[str, ...]
     id: int | None              # position of this node's advertise address in peers; None when joining
     join: bool = False
+    session_ttl_ms: int = DEFAULT_TTL_MS   # a client session idle this long is dropped (sessions.py)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class ShardKVSection:
     max_value_bytes: int = 1 << 20
     join: bool = False
     migration_chunk_bytes: int = 512 << 10   # the most one pulled chunk of an arriving shard carries
+    session_ttl_ms: int = DEFAULT_TTL_MS   # a client session idle this long is dropped (sessions.py)
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,13 @@ def _value_bound(v: int) -> str | None:
                             f"one message), got {v}")
 
 
+def _session_ttl(v: int) -> str | None:
+    if v < MIN_TTL_MS:
+        return (f"must be at least {MIN_TTL_MS} (1 s; keep it well above the clients' timeouts, "
+                f"default {DEFAULT_TTL_MS} = 1 hour), got {v}")
+    return None
+
+
 def _non_empty(v: str) -> str | None:
     return None if v else "must not be empty"
 
@@ -268,6 +278,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
     "controller": {
         "peers": _Key(_STRS, _peers, required=True),
         "join": _Key(_BOOL),
+        "session_ttl_ms": _Key(_INT, _session_ttl),
     },
     "shardkv": {
         "gid": _Key(_INT, _gid, required=True),
@@ -277,6 +288,7 @@ _SCHEMA: dict[str, dict[str, _Key]] = {
         "max_value_bytes": _Key(_INT, _value_bound),
         "join": _Key(_BOOL),
         "migration_chunk_bytes": _Key(_INT, _positive),
+        "session_ttl_ms": _Key(_INT, _session_ttl),
     },
     "raft": {
         "heartbeat_ms": _Key(_INT, _positive),
@@ -403,7 +415,8 @@ class _Loader:
         if t is None:
             return None
         return ControllerSection(peers=tuple(t["peers"]), id=self.own_id("controller", t, node),
-                                 join=t.get("join", False))
+                                 join=t.get("join", False),
+                                 session_ttl_ms=t.get("session_ttl_ms", DEFAULT_TTL_MS))
 
     def shardkv(self, t: dict[str, Any] | None, node: NodeSection,
                 controller: ControllerSection | None) -> ShardKVSection | None:
@@ -419,7 +432,7 @@ class _Loader:
         skv = ShardKVSection(gid=t["gid"], peers=tuple(t["peers"]), id=self.own_id("shardkv", t, node),
                              controllers=controllers,
                              **{k: t[k] for k in ("max_key_bytes", "max_value_bytes", "join",
-                                                "migration_chunk_bytes") if k in t})
+                                                "migration_chunk_bytes", "session_ttl_ms") if k in t})
         # a request carrying one key and one value at the limits must be admitted
         need = skv.max_key_bytes + skv.max_value_bytes + REQUEST_OVERHEAD_BYTES
         if node.max_inflight_bytes_per_connection < need:

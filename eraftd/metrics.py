@@ -84,7 +84,7 @@ def observe_request(op: str, result: str, seconds: float) -> None:
 
 
 _BATCH_OPS = ("put", "append", "get", "delete", "exists", "cas", "cas_absent")
-_BATCH_CODES = ("OK", "ErrNoKey", "ErrWrongGroup", "Refused", "ErrMismatch")
+_BATCH_CODES = ("OK", "ErrNoKey", "ErrWrongGroup", "Refused", "ErrMismatch", "SessionExpired")
 
 
 def observe_batch(result: str, seconds: float, ops: Any, codes: Any) -> None:

@@ -293,7 +293,8 @@ class Cluster:
 
     def __init__(self, base: Path, n: int = 3, host: str = "127.0.0.1",
                  test_machine: str | None = "register", raft: dict | None = None,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", controller: dict | None = None) -> None:
+        """controller: more keys of the [controller] section (e.g. session_ttl_ms)."""
         self.base = Path(base)
         addrs = [f"{host}:{free_port(host)}" for _ in range(n)]
         raft_cfg = {"heartbeat_ms": 50, "election_ms": 500}
@@ -304,7 +305,7 @@ class Cluster:
             cfg = {
                 # the test state machine's Propose/Read are test-only entry points
                 "node": {"listen": addr, "data_dir": "data", **({"testing": True} if test_machine else {})},
-                "controller": {"peers": addrs},
+                "controller": {"peers": addrs, **(controller or {})},
                 "raft": raft_cfg,
                 "log": {"level": log_level},
             }
@@ -388,8 +389,9 @@ class ShardedCluster:
     def __init__(self, base: Path, gids: Iterable[int] = (100, 101), replicas: int = 3,
                  controllers: int = 3, host: str = "127.0.0.1", raft: dict | None = None,
                  shardkv: dict | None = None, log_level: str = "info",
-                 proxied: bool = False, tls: bool = False) -> None:
-        """proxied: every node reaches every other node through a port of its own
+                 proxied: bool = False, tls: bool = False, controller: dict | None = None) -> None:
+        """shardkv / controller: more keys of those sections (e.g. session_ttl_ms).
+        proxied: every node reaches every other node through a port of its own
         ([node.dial]); `proxies` maps each node's address to that port, for a TcpProxy.
         tls: make a CA, a node certificate for host and an admin client certificate "ops" in
         base/certs (tls_certs), give every node a [tls] section, and talk to the nodes with
@@ -409,7 +411,7 @@ class ShardedCluster:
                     **({"dial": dict(self.proxies)} if proxied else {})}
         extra = {"tls": tls_section} if tls_section else {}
         self.controllers: list[Node] = [
-            Node(f"c{i}", self.base, {"node": node(a), "controller": {"peers": ctrl},
+            Node(f"c{i}", self.base, {"node": node(a), "controller": {"peers": ctrl, **(controller or {})},
                                       "raft": raft_cfg, "log": {"level": log_level}, **extra},
                  tls=self.tls)
             for i, a in enumerate(ctrl)]

@@ -61,6 +61,14 @@ def test_all_in_one_ids_and_defaults(tmp_path):
         cfg.node.listen = "x"  # type: ignore[misc]
 
 
+def test_session_ttl_defaults_to_an_hour_and_is_read(tmp_path):
+    cfg = load(str(write(tmp_path, all_in_one())))
+    assert cfg.shardkv.session_ttl_ms == cfg.controller.session_ttl_ms == 3_600_000
+    cfg = load(str(write(tmp_path, with_(with_(all_in_one(), "shardkv", session_ttl_ms=5000),
+                                         "controller", session_ttl_ms=7000))))
+    assert (cfg.shardkv.session_ttl_ms, cfg.controller.session_ttl_ms) == (5000, 7000)
+
+
 def test_shardkv_only_names_its_controllers(tmp_path):
     cfg = load(str(write(tmp_path, shardkv_only())))
     assert cfg.roles() == ["shardkv"] and cfg.controller is None
@@ -181,6 +189,11 @@ BAD = [
     (with_(all_in_one(), "shardkv", max_value_bytes=0), "[shardkv] max_value_bytes", "positive"),
     (with_(all_in_one(), "shardkv", max_value_bytes=(16 << 20) + 1), "[shardkv] max_value_bytes",
      "must be at most 16777216 (16 MiB: a value travels whole in one message), got 16777217"),
+    (with_(all_in_one(), "shardkv", session_ttl_ms=999), "[shardkv] session_ttl_ms",
+     "must be at least 1000 (1 s; keep it well above the clients' timeouts, default 3600000 = 1 hour), got 999"),
+    (with_(all_in_one(), "controller", session_ttl_ms=0), "[controller] session_ttl_ms", "at least 1000"),
+    (with_(all_in_one(), "controller", session_ttl_ms="1h"), "[controller] session_ttl_ms",
+     'must be an integer, got "1h"'),
     (with_(all_in_one(), "node", max_inflight_bytes=0), "[node] max_inflight_bytes", "positive"),
     (with_(all_in_one(), "node", max_connections=-1), "[node] max_connections", "must be 0 or more, got -1"),
     (with_(all_in_one(), "node", connection_idle_ms=0), "[node] connection_idle_ms", "positive"),

@@ -24,6 +24,7 @@ class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WRONG_GROUP: _ClassVar[Code]
     REFUSED: _ClassVar[Code]
     MISMATCH: _ClassVar[Code]
+    SESSION_EXPIRED: _ClassVar[Code]
 PUT: Op
 APPEND: Op
 GET: Op
@@ -36,9 +37,10 @@ NO_KEY: Code
 WRONG_GROUP: Code
 REFUSED: Code
 MISMATCH: Code
+SESSION_EXPIRED: Code
 
 class BatchRequest(_message.Message):
-    __slots__ = ("session", "floor", "ops", "keys", "values", "seqs", "expected")
+    __slots__ = ("session", "floor", "ops", "keys", "values", "seqs", "expected", "opened")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     FLOOR_FIELD_NUMBER: _ClassVar[int]
     OPS_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +48,7 @@ class BatchRequest(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     SEQS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    OPENED_FIELD_NUMBER: _ClassVar[int]
     session: int
     floor: int
     ops: _containers.RepeatedScalarFieldContainer[Op]
@@ -53,7 +56,8 @@ class BatchRequest(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[bytes]
     seqs: _containers.RepeatedScalarFieldContainer[int]
     expected: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, session: _Optional[int] = ..., floor: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, str]]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., seqs: _Optional[_Iterable[int]] = ..., expected: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    opened: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, session: _Optional[int] = ..., floor: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, str]]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., seqs: _Optional[_Iterable[int]] = ..., expected: _Optional[_Iterable[bytes]] = ..., opened: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class BatchResponse(_message.Message):
     __slots__ = ("err", "leader", "codes", "values", "messages")

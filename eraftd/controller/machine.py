@@ -6,6 +6,9 @@ first; the version byte keeps a future format apart, and no command encodes to e
 which is the leader's no-op).  SET_SERVERS (eraftd's, not eRaft's) carries its gid and servers
 as the one entry of the `servers` map, as a JOIN of one group would.
 
+Log entry b"T" >Q stamp_ms >Q ttl_ms, then a b"\x01" entry: the command with the proposing
+leader's time and session ttl (eraftd/sessions.py); the sessions expire by them.
+
 Log entry b"\x02" + u64: the cluster id, proposed by the first leader that finds none (the
 controller service); only the first applied one counts, so every replica keeps the same.
 
@@ -13,6 +16,9 @@ Group data (the group's GroupStore, so snapshots ship it as is):
     b"i"                   u64 cluster id (absent until fixed)
     b"c" u64(num)          configuration num >= 1, a shardctrlerpb.Config
     b"s" i64(client_id)    session: >qq command_id, num, then err (UTF-8)
+    b"u" i64(client_id)    >Q its last use (the applied clock, ms); absent: 0 (a session
+                           recorded before expiry, never used since)
+    b"t"                   >QQ the applied clock: the latest stamp, the first (ms)
 Configuration 0 is implicit.  The machine keeps everything in memory too (the store shows
 committed data only, and queries must not touch the disk); it reloads on start and after a
 snapshot is installed.
@@ -27,6 +33,7 @@ from typing import Any
 
 from .._pb import shardctrler_pb2 as pb
 from ..raft.messages import Entry
+from ..sessions import AppliedClock, unstamp
 from .state import (Abandon, Applied, Command, Config, ControllerState, Join, Leave, Move, Op,
                     Session, SetServers)
 
@@ -46,6 +53,8 @@ ENTRY_CLUSTER_ID = b"\x02"     # + u64: the cluster's id (eraftd/node/cluster.py
 _CONFIG = b"c"
 _SESSION = b"s"
 _CLUSTER_ID = b"i"
+_USED = b"u"
+_CLOCK = b"t"
 _U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
 _SESSION_HDR = struct.Struct(">qq")
@@ -145,11 +154,13 @@ def load_state(store: Any) -> ControllerState:
                                f"missing or misnumbered (found {cfg.num}); use a fresh data_dir "
                                f"(the group will catch up from its peers)")
         configs.append(cfg)
+    used = {_I64.unpack(k[1:])[0]: _U64.unpack(v)[0] for k, v in store.scan(_USED)}
     sessions = {}
     for k, v in store.scan(_SESSION):
         command_id, num = _SESSION_HDR.unpack_from(v)
-        sessions[_I64.unpack(k[1:])[0]] = Session(command_id, v[_SESSION_HDR.size:].decode(), num)
-    return ControllerState(configs, sessions)
+        cid = _I64.unpack(k[1:])[0]
+        sessions[cid] = Session(command_id, v[_SESSION_HDR.size:].decode(), num, used.get(cid, 0))
+    return ControllerState(configs, sessions, AppliedClock.decode(store.get(_CLOCK)))
 
 
 def _load_cluster_id(store: Any) -> int:
@@ -179,10 +190,18 @@ class ControllerMachine:
                 out.append(self.cluster_id)
                 continue
             try:
-                cmd = decode_command(e.data)
-            except BadRequest as err:      # never proposed by us; the same on every replica
+                stamp, ttl, data = unstamp(e.data)
+                cmd = decode_command(data)
+            except (BadRequest, ValueError) as err:   # never proposed by us; the same everywhere
                 out.append(Applied(str(err), st.latest.num))
                 continue
+            if stamp is not None:
+                ticked = st.clock.now
+                for cid in st.tick(stamp, ttl):
+                    store.stage_delete(batch, _SESSION + _I64.pack(cid))
+                    store.stage_delete(batch, _USED + _I64.pack(cid))
+                if st.clock.now != ticked:
+                    store.stage_put(batch, _CLOCK, st.clock.encode())
             res = st.apply(cmd)
             if res.config is not None:
                 store.stage_put(batch, _CONFIG + _U64.pack(res.config.num),
@@ -191,6 +210,7 @@ class ControllerMachine:
                 s = res.session
                 store.stage_put(batch, _SESSION + _I64.pack(cmd.client_id),
                                 _SESSION_HDR.pack(s.command_id, s.num) + s.err.encode())
+                store.stage_put(batch, _USED + _I64.pack(cmd.client_id), _U64.pack(s.last_used))
             out.append(res)
         return out
 

@@ -27,6 +27,7 @@ from .._pb import shardctrler_pb2 as pb
 from .._pb import shardctrler_pb2_grpc as pb_grpc
 from ..node.access import Access, Right
 from ..node.driver import NotLeader
+from ..sessions import DEFAULT_TTL_MS, Stamper
 from .machine import (ERR_TIMEOUT, ERR_WRONG_LEADER, BadRequest, send_leader_hint,
                       command_from_pb, config_to_pb, encode_cluster_id, encode_command)
 from .precheck import PROBE_TIMEOUT_S, abandon_problem, join_problem
@@ -47,8 +48,11 @@ ADMITTED = {
 class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
     def __init__(self, driver: Any, gid: int, timeout: float = COMMAND_TIMEOUT_S,
                  dial: Callable[[str], str] = lambda a: a,
-                 probe_timeout: float = PROBE_TIMEOUT_S, access: Any = None, tls: Any = None) -> None:
+                 probe_timeout: float = PROBE_TIMEOUT_S, access: Any = None, tls: Any = None,
+                 session_ttl_ms: int = DEFAULT_TTL_MS) -> None:
         self.driver = driver
+        # the leader's time and ttl in each command (eraftd/sessions.py: sessions expire)
+        self.stamp = Stamper(session_ttl_ms, lambda: driver.groups[gid].sm.state.clock.now)
         self.access = access or Access(None, False)     # who may change the cluster (access.py)
         self.gid = gid
         self.timeout = timeout
@@ -74,7 +78,7 @@ class ShardCtrlerService(pb_grpc.ShardCtrlerServiceServicer):
             err = admit(cmd) or await self._ask_first(g, cmd, request.force)
             if err:
                 return pb.CommandResponse(err=err)
-            res = await asyncio.wait_for(self.driver.propose(self.gid, encode_command(cmd)),
+            res = await asyncio.wait_for(self.driver.propose(self.gid, self.stamp(encode_command(cmd))),
                                          self.timeout)
             return pb.CommandResponse(err=res.err, config=config_to_pb(g.sm.query(res.num)),
                                       cluster_id=g.sm.cluster_id)

@@ -23,13 +23,22 @@ Commands carry (client_id, command_id); per client the highest applied command i
 with its outcome.  A command whose id is not above it is a duplicate: not applied again,
 answered with the recorded outcome (the same command) or OK (an older one).  client_id 0 means
 "no session": such a command is never deduplicated (nor recorded).
+
+Sessions expire (eraftd/sessions.py: the time comes from the log): `tick` takes a command's
+stamp and ttl and drops the sessions idle longer than the ttl (the table is kept in last-use
+order, so only the oldest are looked at); applying a command, a duplicate included, is a use.
+A command retried after its session expired applies again: the controller's commands are
+idempotent in effect or refused the second time (a join of a present gid, a leave of an
+absent one), and the default hour is far beyond any client's retries.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence, Union
 
 from ..names import MAX_ADDRESS_CHARS, gid_problem, is_address, shown
+from ..sessions import AppliedClock, expire
 
 NSHARDS = 10
 OK = "OK"
@@ -116,6 +125,7 @@ class Session:
     command_id: int
     err: str
     num: int          # the latest configuration once it applied
+    last_used: int = 0    # the applied clock (ms) at its latest use; 0 = before any stamp
 
 
 @dataclass(frozen=True)
@@ -336,12 +346,17 @@ def next_config(cfg: Config, op: Op) -> Config | None:
 class ControllerState:
     """Every configuration so far, and the session (dedup) table."""
 
-    def __init__(self, configs: Sequence[Config] = (), sessions: Mapping[int, Session] | None = None):
+    def __init__(self, configs: Sequence[Config] = (), sessions: Mapping[int, Session] | None = None,
+                 clock: AppliedClock | None = None):
         self.configs: list[Config] = list(configs) or [Config()]
         for i, c in enumerate(self.configs):
             if c.num != i:
                 raise ValueError(f"configuration {i} is numbered {c.num}")
-        self.sessions: dict[int, Session] = dict(sessions or {})
+        # in last-use order (ties by client id), as the sweep needs it
+        self.sessions: dict[int, Session] = OrderedDict(
+            sorted((sessions or {}).items(), key=lambda cs: (cs[1].last_used, cs[0])))
+        self.clock = clock or AppliedClock()
+        self.expired = 0                    # sessions dropped since start (a counter)
         self.servers_of: dict[int, tuple[str, ...]] = {}    # derived: gid -> its last servers
         for c in self.configs:
             self.servers_of.update(c.groups)
@@ -354,14 +369,23 @@ class ControllerState:
         """Configuration `num`; the latest for -1 (any negative) or a number past it."""
         return self.configs[num] if 0 <= num < len(self.configs) else self.configs[-1]
 
+    def tick(self, stamp: int, ttl_ms: int) -> list[int]:
+        """A command stamped `stamp` (ms) with `ttl_ms` applies: the clock takes the stamp
+        (never going back); the clients whose sessions were idle longer than ttl_ms, dropped."""
+        self.clock.advance(stamp)
+        gone = expire(self.sessions, self.clock.cutoff(ttl_ms), lambda s: s.last_used)
+        self.expired += len(gone)
+        return gone
+
     def apply(self, cmd: Command) -> Applied:
         cid = cmd.client_id
         if cid:
             s = self.sessions.get(cid)
             if s is not None and cmd.command_id <= s.command_id:
+                used = self._use(cid, s)
                 if cmd.command_id == s.command_id:
-                    return Applied(s.err, s.num)
-                return Applied(OK, self.latest.num)
+                    return Applied(s.err, s.num, session=used)
+                return Applied(OK, self.latest.num, session=used)
         err = check(self.latest, cmd.op, self.servers_of)
         new = None if err else next_config(self.latest, cmd.op)
         if new is not None:
@@ -369,5 +393,15 @@ class ControllerState:
             self.servers_of.update(new.groups)
         session = None
         if cid:
-            session = self.sessions[cid] = Session(cmd.command_id, err or OK, self.latest.num)
+            self.sessions.pop(cid, None)                # to the end of the last-use order
+            session = self.sessions[cid] = Session(cmd.command_id, err or OK, self.latest.num,
+                                                   self.clock.now)
         return Applied(err or OK, self.latest.num, new, session)
+
+    def _use(self, cid: int, s: Session) -> Session | None:
+        """A duplicate of client cid's session s applied: now its latest use (None: it was)."""
+        if s.last_used == self.clock.now:
+            return None
+        self.sessions.pop(cid)
+        used = self.sessions[cid] = replace(s, last_used=self.clock.now)
+        return used

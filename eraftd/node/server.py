@@ -236,7 +236,8 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
         ctrl = None
         if cfg.controller and test_machine is None:
             ctrl = ShardCtrlerService(driver, CONTROLLER_GROUP, dial=cfg.node.dial_address,
-                                      access=access, tls=cfg.tls.files if cfg.tls else None)
+                                      access=access, tls=cfg.tls.files if cfg.tls else None,
+                                      session_ttl_ms=cfg.controller.session_ttl_ms)
             ctrl.add_to_server(server)
         if shardkv:
             shardkv.add_to_server(server, driver)

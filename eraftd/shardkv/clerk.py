@@ -37,6 +37,18 @@ before it let the shard go, the write and its number are in what the new owner p
 the new owner answers the resent write as a duplicate; if it had not, the old group refuses
 it from then on (it no longer serves the shard), so the write lands once, at the new owner.
 
+Sessions expire on the servers ([shardkv] session_ttl_ms, an hour by default: eraftd/sessions.py).
+Each write says whether the clerk has had an answer to a write of its session on its shard
+(BatchRequest.opened); such a write that finds its session gone is answered SESSION_EXPIRED,
+not applied.  The clerk then opens a new session (a new id; the ops in flight in the old one
+go on in it, each batch is of one session) and: a write whose every earlier attempt was answered (so none can have applied) is sent again
+in the new session with a new seq, unseen by the caller; a write of which an earlier attempt
+went unanswered (it may have applied before the session was forgotten) raises
+ShardKVSessionExpired: its outcome is unknown, and it is not applied again behind the caller's
+back.  No keepalive: a clerk that stays idle past the ttl just opens a new session at its next
+write (that write was never sent before, so it goes through), and an unanswered write is
+retried for at most total_timeout (30 s), far below the ttl.
+
 `dial` (optional) maps each advertised address (of a group's servers, of the controllers)
 to the address to connect to ([node.dial], config.NodeConfig.dial_address); messages name
 the advertised address.
@@ -87,6 +99,11 @@ class ShardKVUnavailable(Unavailable):
     tried.  A write's outcome is then unknown."""
 
 
+class ShardKVSessionExpired(ShardKVUnavailable):
+    """A write was retried after its session expired on the server: its outcome is unknown
+    (an earlier attempt may have applied); it was not applied again."""
+
+
 def _channel_options() -> list[tuple[str, int]]:
     return [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -94,10 +111,13 @@ def _channel_options() -> list[tuple[str, int]]:
 
 
 class _Op:
-    __slots__ = ("kind", "key", "value", "seq", "fut", "deadline", "size", "shard", "expected")
+    __slots__ = ("kind", "key", "value", "seq", "fut", "deadline", "size", "shard", "expected",
+                 "session", "unsure")
 
     def __init__(self, kind: int, key: bytes, value: bytes, seq: int, deadline: float,
-                 shard: int, expected: bytes = b"") -> None:
+                 shard: int, expected: bytes = b"", session: int = 0) -> None:
+        self.session = session               # the session of its seq
+        self.unsure = False                  # an attempt went unanswered: it may have applied
         self.kind = kind
         self.key = key
         self.value = value
@@ -163,7 +183,7 @@ class _Lane:
                     self.queue.popleft()
                     op.fut.set_result(None)          # out of time: the caller explains
                     continue
-                if ops and size + op.size > c.max_batch_bytes:
+                if ops and (size + op.size > c.max_batch_bytes or op.session != ops[0].session):
                     break
                 self.queue.popleft()
                 ops.append(op)
@@ -180,16 +200,18 @@ class _Lane:
         gid, shards = self.gid, cfg.shards
         for op in itertools.chain(self.queue, self.flying):
             if shards[op.shard] != gid:
+                op.unsure = op.unsure or op in self.flying
                 op.settle(_MOVED)
 
     async def _send(self, ops: list[_Op]) -> None:
         c = self.clerk
         loop = asyncio.get_running_loop()
         addr = self.servers[self.leader % len(self.servers)]
-        req = kvpb.BatchRequest(session=c.session, floor=c.floor(),
+        req = kvpb.BatchRequest(session=ops[0].session, floor=c.floor(),
                                 ops=[o.kind for o in ops], keys=[o.key for o in ops],
                                 values=[o.value for o in ops], seqs=[o.seq for o in ops],
-                                expected=[o.expected for o in ops] if any(o.expected for o in ops) else ())
+                                expected=[o.expected for o in ops] if any(o.expected for o in ops) else (),
+                                opened=[o.shard in c._opened.get(o.session, ()) for o in ops])
         until = max(o.deadline for o in ops)
         self.flying.update(ops)
         self.asking[addr] += 1
@@ -228,6 +250,8 @@ class _Lane:
             return
         # the whole batch failed: to the named leader at once, else the next replica after a
         # pause; and has the configuration moved on (the group left, its servers changed)?
+        for op in ops:
+            op.unsure = True
         if err == ERR_WRONG_LEADER and hint in self.servers and hint != addr:
             self.leader = self.servers.index(hint)
         else:
@@ -272,7 +296,10 @@ class Clerk:
         self.dial = dial or (lambda a: a)
         self.tls = tls                  # the TLS files of every channel (None: plaintext)
         self.check_after = check_after
-        self.session = random.SystemRandom().randrange(1, 1 << 63)
+        self.session = 0
+        # session -> the shards where a write of it was answered (so the shard has it)
+        self._opened: dict[int, set[int]] = {}
+        self._renew()
         self._seqs = itertools.count(1)
         self._unacked: set[int] = set()
         self._ctl = ControllerClient(controllers, total_timeout=total_timeout,
@@ -351,6 +378,11 @@ class Clerk:
         return self._config
 
     # ---------------------------------------------------------------- plumbing
+    def _renew(self) -> None:
+        """A new session (the old one expired on a server); seqs go on counting."""
+        self.session = random.SystemRandom().randrange(1, 1 << 63)
+        # the older sessions' entries stay: their ops still in flight say what they knew
+
     def floor(self) -> int:
         return min(self._unacked) if self._unacked else 1 << 62
 
@@ -371,11 +403,13 @@ class Clerk:
             raise ShardKVError(f"{_OP_NAMES[kind]} {_show(key)}: {problem}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_timeout
-        seq = 0
+        seq = session = 0
+        shard = key2shard(key)
         if kind not in READ_KINDS:
             seq = next(self._seqs)
             self._unacked.add(seq)
-        shard = key2shard(key)
+            session = self.session
+        unsure = False                   # an attempt went unanswered: it may have applied
         last = "no group asked yet"
         refused_by = -1                  # the group that last answered WRONG_GROUP
 
@@ -391,13 +425,30 @@ class Clerk:
                 if lane is None:
                     last = f"configuration {cfg.num} gives shard {shard} to no group"
                 else:
-                    op = _Op(kind, key, value, seq, deadline, shard, expected)
+                    op = _Op(kind, key, value, seq, deadline, shard, expected, session)
                     timer = loop.call_at(deadline, op.settle, None)
                     lane.submit(op)
                     try:
                         res = await op.fut
                     finally:
                         timer.cancel()
+                    unsure = unsure or op.unsure
+                    if res is not None and res is not _MOVED and res[0] == kvpb.SESSION_EXPIRED:
+                        if session == self.session:
+                            self._renew()
+                        if unsure:
+                            raise ShardKVSessionExpired(
+                                f"{_OP_NAMES[kind]} {_show(key)} (shard {shard}): its session "
+                                f"expired on group {gid} (idle longer than the servers' "
+                                f"session_ttl_ms) while the write was being retried, so whether "
+                                f"it was stored is unknown; it was not applied again (read the "
+                                f"key to check); the clerk now uses a new session")
+                        # never applied (every attempt answered): again, in the new session
+                        self._unacked.discard(seq)
+                        seq = next(self._seqs)
+                        self._unacked.add(seq)
+                        session = self.session
+                        continue
                     if res is _MOVED:
                         continue               # the same seq, to the shard's current owner
                     if res is None:
@@ -406,6 +457,8 @@ class Clerk:
                     else:
                         code, val, msg = res
                         if code in _ANSWERED:
+                            if seq:                    # the shard has this session now
+                                self._opened.setdefault(session, set()).add(shard)
                             return code, val
                         if code == kvpb.REFUSED:
                             raise ShardKVError(f"{_OP_NAMES[kind]} {_show(key)}: {msg}")

@@ -1,6 +1,8 @@
 """The shardkv replicated state machine over the group's GroupStore, and its byte formats.
 
 Log entries (empty data is the leader's no-op), a kind byte then a protobuf message:
+    b"T"  >Q stamp_ms >Q ttl_ms, then a b"L" entry: the proposing leader's time and session
+                                        ttl (eraftd/sessions.py); its sessions expire by them
     b"L"  >Q max_value_bytes, then a b"C" or b"B" entry: client writes as proposed now, with
                                         the proposing leader's bound, so that every replica
                                         refuses the same appends (and takes eRaft's command
@@ -25,8 +27,12 @@ Group data (the GroupStore, so snapshots ship it as is):
     b"c" / b"p"                      current / previous configuration (shardctrlerpb.Config)
     b"f"                             present (b"1") when the current one is not ours (b"F")
     b"h" u32(shard)                  >Bqq status, keys, bytes, then the pull cursor
-    b"s" u32(shard) b"d" i64(client) session: >Q floor, then >Q per applied seq (only the
-                                     writes that changed the data: see state.py on outcomes)
+    b"t"                             >QQ the applied clock: the latest stamp, the first (ms)
+    b"s" u32(shard) b"d" i64(client) session: b"U" >Q last_used, then >Q floor, then >Q per
+                                     applied seq (only the writes that changed the data: see
+                                     state.py on outcomes); a record from before expiry has
+                                     no b"U" >Q (its length is a multiple of 8): never used
+                                     since the first stamp (last_used 0)
     b"s" u32(shard) b"k" key         value
 Everything of one shard but its state record is under b"s" u32(shard): one range delete
 drops it (and compact_data gives the space back).  The machine keeps the state in memory
@@ -49,7 +55,8 @@ from ..controller.machine import config_from_pb, config_to_pb
 from ..controller.state import NSHARDS, Config, command_id_problem
 from ..node.storage import CHUNK_HEADER_BYTES, CHUNK_PAIR_BYTES, decode_chunk, encode_chunk
 from ..raft.messages import Entry
-from .state import OK, Session, Shard, ShardKVState
+from ..sessions import AppliedClock, unstamp
+from .state import OK, Session, Shard, ShardKVState, in_use_order
 
 log = logging.getLogger("eraftd.shardkv")
 
@@ -59,7 +66,8 @@ ENTRY_FOREIGN_CONFIG, ENTRY_ABANDONED = b"F", b"A"
 ENTRY_BOUNDED = b"L"
 ENTRY_COMMANDS = b"M"
 
-_CUR, _PREV, _FOREIGN = b"c", b"p", b"f"
+_CUR, _PREV, _FOREIGN, _CLOCK = b"c", b"p", b"f", b"t"
+_USED = b"U"
 _U32 = struct.Struct(">I").pack
 _U32_UNPACK = struct.Struct(">I").unpack_from
 _I64 = struct.Struct(">q")
@@ -94,13 +102,18 @@ def _meta_key(shard: int) -> bytes:
 
 
 def encode_session(s: Session) -> bytes:
-    return _U64.pack(s.floor) + b"".join(_U64.pack(x) for x in sorted(s.applied))
+    return (_USED + _U64.pack(s.last_used) + _U64.pack(s.floor)
+            + b"".join(_U64.pack(x) for x in sorted(s.applied)))
 
 
 def decode_session(raw: bytes) -> Session:
+    used = 0
+    if len(raw) % 8 == 1 and raw[:1] == _USED:
+        used = _U64.unpack_from(raw, 1)[0]
+        raw = raw[9:]
     n = len(raw) // 8
     vals = struct.unpack(f">{n}Q", raw)
-    return Session(vals[0], set(vals[1:]))
+    return Session(vals[0], set(vals[1:]), used)
 
 
 def sessions_to_pb(sessions: dict[int, Session]) -> list[migpb.Session]:
@@ -232,11 +245,12 @@ def load_state(store: Any, gid: int, sessions: bool = True) -> ShardKVState:
             sh.status, sh.keys, sh.bytes = _META.unpack_from(raw)
             sh.cursor = raw[_META.size:]
         p = shard_prefix(i) + b"d"
-        for k, v in store.scan(p) if sessions else ():
-            sh.sessions[_I64.unpack(k[len(p):])[0]] = decode_session(v)
+        sh.sessions = in_use_order({_I64.unpack(k[len(p):])[0]: decode_session(v)
+                                    for k, v in (store.scan(p) if sessions else ())})
         shards.append(sh)
     return ShardKVState(gid, config(_CUR), config(_PREV), shards,
-                        member=store.get(_FOREIGN) is None)
+                        member=store.get(_FOREIGN) is None,
+                        clock=AppliedClock.decode(store.get(_CLOCK)))
 
 
 def scan_shard(store: Any, shard: int, cursor: bytes, max_bytes: int, prefix: bytes = b"",
@@ -312,6 +326,12 @@ class ShardKVMachine:
         return out
 
     def _apply_one(self, st: ShardKVState, rnd: _Round, data: bytes) -> Any:
+        try:
+            stamp, ttl, data = unstamp(data)
+        except ValueError as e:
+            raise BadEntry(f"undecodable shardkv log entry: {e}") from None
+        if stamp is not None:
+            st.tick(stamp, ttl)
         kind, body = data[:1], data[1:]
         try:
             bound = None
@@ -323,7 +343,8 @@ class ShardKVMachine:
                 kind, body = body[_U64.size:_U64.size + 1], body[_U64.size + 1:]
             if kind == ENTRY_BATCH:
                 req = kvpb.BatchRequest.FromString(body)
-                return st.apply_ops(rnd, req.session, req.floor, _ops_of_batch(req), bound)
+                return st.apply_ops(rnd, req.session, req.floor, _ops_of_batch(req), bound,
+                                    opened=req.opened if len(req.opened) == len(req.ops) else ())
             if kind == ENTRY_COMMAND:
                 return _apply_command(st, rnd, pb.CommandRequest.FromString(body), bound)
             if kind == ENTRY_COMMANDS and bound is not None:
@@ -363,6 +384,9 @@ class ShardKVMachine:
             else:
                 store.stage_put(batch, _FOREIGN, b"1")
             d.configs = False
+        if d.clock:
+            store.stage_put(batch, _CLOCK, st.clock.encode())
+            d.clock = False
         if d.shards:
             for i in d.shards:
                 sh = st.shards[i]
@@ -370,8 +394,11 @@ class ShardKVMachine:
             d.shards = set()
         if d.sessions:
             for shard, client in d.sessions:
-                store.stage_put(batch, _session_key(shard, client),
-                                encode_session(st.shards[shard].sessions[client]))
+                sess = st.shards[shard].sessions.get(client)
+                if sess is None:                    # expired
+                    store.stage_delete(batch, _session_key(shard, client))
+                else:
+                    store.stage_put(batch, _session_key(shard, client), encode_session(sess))
             d.sessions = set()
 
     def _compact(self, shards: list[int]) -> None:

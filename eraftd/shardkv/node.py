@@ -68,7 +68,8 @@ class ShardKVNode:
 
     def add_to_server(self, server: grpc.aio.Server, driver: Any) -> None:
         self.driver = driver
-        add_services(server, driver, self.gid, self.limits, self.cfg.node.advertise)
+        add_services(server, driver, self.gid, self.limits, self.cfg.node.advertise,
+                     self.cfg.shardkv.session_ttl_ms)
 
     def start(self) -> None:
         dial = self.cfg.node.dial_address

@@ -35,10 +35,11 @@ from ..controller.state import NSHARDS, command_id_problem
 from ..node.driver import NotLeader
 from ..node.storage import chunk_counts
 from ..metrics import observe_migration
+from ..sessions import DEFAULT_TTL_MS, Stamper
 from .machine import (ENTRY_BATCH, ENTRY_DELETE, encode_bounded, encode_commands,
                       encode_shard_op, shard_copy)
 from .state import (BEPULLING, ERR_MISMATCH, ERR_NO_KEY, ERR_NOT_READY, ERR_OUTDATED,
-                    ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, NATIVE_KINDS, OK,
+                    ERR_SESSION_EXPIRED, ERR_TIMEOUT, ERR_WRONG_GROUP, ERR_WRONG_LEADER, GET, NATIVE_KINDS, OK,
                     READ_KINDS, STATUS_NAMES, UNARY_KINDS, Limits, key2shard)
 
 COMMAND_TIMEOUT_S = 2.0
@@ -50,7 +51,7 @@ BATCH_MAX_OPS = 10_000             # the most operations one Batch call takes (t
 
 _OP_NAMES = {pb.GET: "get", pb.PUT: "put", pb.APPEND: "append"}
 _CODE = {OK: kvpb.OK, ERR_NO_KEY: kvpb.NO_KEY, ERR_WRONG_GROUP: kvpb.WRONG_GROUP,
-         ERR_MISMATCH: kvpb.MISMATCH}
+         ERR_MISMATCH: kvpb.MISMATCH, ERR_SESSION_EXPIRED: kvpb.SESSION_EXPIRED}
 
 
 class _Base:
@@ -74,13 +75,20 @@ class _Base:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
 
 
+def stamper(driver: Any, gid: int, ttl_ms: int = DEFAULT_TTL_MS) -> Stamper:
+    """The group's Stamper (eraftd/sessions.py): one per group, shared by its services."""
+    return Stamper(ttl_ms, lambda: driver.groups[gid].sm.state.clock.now)
+
+
 class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
     def __init__(self, driver: Any, gid: int, limits: Limits, address: str,
-                 timeout: float = COMMAND_TIMEOUT_S) -> None:
+                 timeout: float = COMMAND_TIMEOUT_S, stamp: Stamper | None = None) -> None:
         super().__init__(driver, gid, timeout)
         self.limits = limits
         self.address = address
-        self._join = functools.partial(encode_commands, max_value_bytes=limits.max_value_bytes)
+        stamp = stamp or stamper(driver, gid)
+        bounded = functools.partial(encode_commands, max_value_bytes=limits.max_value_bytes)
+        self._join = lambda commands: stamp(bounded(commands))     # one function: one join
 
     async def Command(self, request: pb.CommandRequest, context) -> pb.CommandResponse:
         t0 = time.perf_counter()
@@ -202,9 +210,10 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
 
 class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
     def __init__(self, driver: Any, gid: int, limits: Limits,
-                 timeout: float = COMMAND_TIMEOUT_S) -> None:
+                 timeout: float = COMMAND_TIMEOUT_S, stamp: Stamper | None = None) -> None:
         super().__init__(driver, gid, timeout)
         self.limits = limits
+        self.stamp = stamp or stamper(driver, gid)
 
     async def Batch(self, req: kvpb.BatchRequest, context) -> kvpb.BatchResponse:
         t0 = time.perf_counter()
@@ -223,10 +232,10 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
             return kvpb.BatchResponse(err=f"a batch of {n} operations is more than one call takes "
                                           f"({BATCH_MAX_OPS}); send smaller batches")
         if (len(keys) != n or len(values) not in (0, n) or len(seqs) not in (0, n)
-                or len(expected) not in (0, n)):
+                or len(expected) not in (0, n) or len(req.opened) not in (0, n)):
             return kvpb.BatchResponse(err=f"malformed batch: {n} ops, {len(keys)} keys, "
                                           f"{len(values)} values, {len(seqs)} seqs, "
-                                          f"{len(expected)} expected")
+                                          f"{len(expected)} expected, {len(req.opened)} opened")
         codes = [kvpb.OK] * n
         out_values = [b""] * n
         messages: dict[int, str] = {}
@@ -297,6 +306,7 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
             values = req.values or [b""] * n
             seqs = req.seqs or [0] * n
             expected = req.expected or [b""] * n
+            opened = req.opened or [False] * n
             part = kvpb.BatchRequest(session=req.session, floor=req.floor)
             size = 0
             for i in writes:
@@ -305,6 +315,7 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
                 part.values.append(values[i])
                 part.seqs.append(seqs[i])
                 part.expected.append(expected[i])
+                part.opened.append(opened[i])
                 size += len(req.keys[i]) + len(values[i]) + len(expected[i]) + 16
                 if size >= ENTRY_MAX_BYTES:
                     entries.append(ENTRY_BATCH + part.SerializeToString())
@@ -312,8 +323,9 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
                     size = 0
             if part.ops:
                 entries.append(ENTRY_BATCH + part.SerializeToString())
-        bound = self.limits.max_value_bytes
-        results = await self.driver.propose_many(self.gid, [encode_bounded(e, bound) for e in entries])
+        bound, stamp = self.limits.max_value_bytes, self.stamp
+        results = await self.driver.propose_many(self.gid, [stamp(encode_bounded(e, bound))
+                                                            for e in entries])
         return [r for res in results for r in res]
 
     async def _barrier(self, reads: list[int]) -> None:
@@ -426,9 +438,11 @@ ADMITTED = {
 
 
 def add_services(server: grpc.aio.Server, driver: Any, gid: int, limits: Limits,
-                 address: str) -> None:
-    pb_grpc.add_ShardKVServiceServicer_to_server(ShardKVService(driver, gid, limits, address), server)
-    kvpb_grpc.add_KVBatchServicer_to_server(KVBatchService(driver, gid, limits), server)
+                 address: str, session_ttl_ms: int = DEFAULT_TTL_MS) -> None:
+    stamp = stamper(driver, gid, session_ttl_ms)
+    pb_grpc.add_ShardKVServiceServicer_to_server(
+        ShardKVService(driver, gid, limits, address, stamp=stamp), server)
+    kvpb_grpc.add_KVBatchServicer_to_server(KVBatchService(driver, gid, limits, stamp=stamp), server)
     migpb_grpc.add_ShardMigrationServicer_to_server(ShardMigrationService(driver, gid, COMMAND_TIMEOUT_S),
                                                    server)
     migpb_grpc.add_ShardBackupServicer_to_server(ShardBackupService(driver, gid, COMMAND_TIMEOUT_S),

@@ -54,13 +54,30 @@ had no effect, so the op takes effect at the retry, inside the client's call) an
 client takes the answer of its last attempt; an earlier copy in the log is either before it,
 and so already seen by it, or never applied).  Session, its encodings and its migration are
 unchanged: no outcome needs a byte of storage.
+
+Sessions expire (eraftd/sessions.py: the time comes from the log): `tick` takes an entry's
+stamp and ttl; a session idle longer than the ttl is dropped (from the SERVING and GCING
+shards: a frozen BEPULLING shard keeps what its new owner pulls; a PULLING one gets its
+sessions as they arrive, each counted as used then).  Each shard's table is in last-use
+order, so the sweep looks at the oldest only.  Every applied write of a session, a
+deduplicated retry or one that changed nothing included, is a use.  A native write says
+whether its client has had an answer to a write of its session on the shard (`opened`, one
+per op): such a write that finds no session belongs to a session that expired, and is
+answered ERR_SESSION_EXPIRED, not applied: one of the writes made in it may be this very one,
+applied before the session was forgotten.  (Not "is this the session's first seq": the
+clerk pipelines, so a later seq may well open the session.)  eRaft's
+calls carry no such number: their session is opened by any write, so their highest-command-id
+rule holds while it lives (a retry that comes after its session expired applies again; with
+the default hour, long after eRaft's clerk gave up on it).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Iterable, Protocol, Sequence
 
 from ..controller.state import NSHARDS, Config
+from ..sessions import AppliedClock, expire, touch
 
 # the wire's answers (eRaft's strings)
 OK = "OK"
@@ -72,6 +89,7 @@ ERR_TIMEOUT = "ErrTimeout"
 ERR_NOT_READY = "ErrNotReady"
 
 ERR_MISMATCH = "ErrMismatch"         # a CAS that did not swap: the key holds another value
+ERR_SESSION_EXPIRED = "ErrSessionExpired"   # a native write of a session this shard forgot
 
 # operations (the wire's numbering)
 PUT, APPEND, GET, DELETE, EXISTS, CAS, CAS_ABSENT = 0, 1, 2, 3, 4, 5, 6
@@ -106,6 +124,7 @@ def key2shard(key: bytes) -> int:
 class Session:
     floor: int = 0
     applied: set[int] = field(default_factory=set)
+    last_used: int = 0        # the applied clock (ms) at its latest use; 0 = before any stamp
 
     def seen(self, seq: int) -> bool:
         return seq < self.floor or seq in self.applied
@@ -128,7 +147,20 @@ class Shard:
     cursor: bytes = b""       # PULLING: how far the inserted chunks reach
     keys: int = 0
     bytes: int = 0
-    sessions: dict[int, Session] = field(default_factory=dict)
+    sessions: dict[int, Session] = field(default_factory=OrderedDict)   # in last-use order
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sessions, OrderedDict):
+            self.sessions = in_use_order(self.sessions)
+
+
+def in_use_order(sessions: dict[int, Session]) -> "OrderedDict[int, Session]":
+    """A session table in last-use order (ties in the order given), as a sweep needs it."""
+    return OrderedDict(sorted(sessions.items(), key=_last_used_of_item))
+
+
+def _last_used_of_item(item: tuple[int, Session]) -> int:
+    return item[1].last_used
 
 
 class Store(Protocol):
@@ -145,14 +177,18 @@ class Store(Protocol):
 class Dirty:
     """What changed since the machine last persisted: it writes these and resets them."""
     configs: bool = False
+    clock: bool = False
     shards: set[int] = field(default_factory=set)               # status / cursor / counters
-    sessions: set[tuple[int, int]] = field(default_factory=set)  # (shard, client)
+    sessions: set[tuple[int, int]] = field(default_factory=set)  # (shard, client): written or dropped
 
 
 class ShardKVState:
     def __init__(self, gid: int, config: Config | None = None, prev: Config | None = None,
-                 shards: list[Shard] | None = None, member: bool = True) -> None:
+                 shards: list[Shard] | None = None, member: bool = True,
+                 clock: AppliedClock | None = None) -> None:
         self.gid = gid
+        self.clock = clock or AppliedClock()
+        self.expired = 0                            # sessions dropped since start (a counter)
         self.config = config or Config()
         self.prev = prev or Config()
         self.member = member          # the current configuration lists our servers as gid's
@@ -192,17 +228,38 @@ class ShardKVState:
                 if sh.status != SERVING and latest.abandoned.get(i, 0) > self.config.num]
 
     # ---------------------------------------------------------------- commands
+    def tick(self, stamp: int, ttl_ms: int) -> None:
+        """An entry stamped `stamp` (ms) with `ttl_ms` applies: the clock takes the stamp
+        (never going back) and the sessions idle longer than ttl_ms go (see the module doc)."""
+        if self.clock.advance(stamp):
+            self.dirty.clock = True
+        # every stamped entry looks (at the oldest session of each shard only: cheap); never
+        # skipped when the clock stood still, since a shard that became SERVING or GCING
+        # since then brings sessions used earlier (a replica restored in between would sweep)
+        cutoff = self.clock.cutoff(ttl_ms)
+        if not cutoff:
+            return
+        for i, sh in enumerate(self.shards):
+            if sh.sessions and (sh.status == SERVING or sh.status == GCING):
+                gone = expire(sh.sessions, cutoff, _last_used)
+                if gone:
+                    self.dirty.sessions.update((i, c) for c in gone)
+                    self.expired += len(gone)
+
     def apply_ops(self, store: Store, client: int, floor: int, ops: Iterable[tuple],
-                  max_value: int | None = None, first_seq: int = 1) -> list[tuple[str, bytes]]:
+                  max_value: int | None = None, first_seq: int = 1,
+                  opened: Sequence[bool] = ()) -> list[tuple[str, bytes]]:
         """Client operations (kind, key, value, seq) or (kind, key, value, seq, expected)
         (expected: what a CAS compares with); one (err, value) each.  max_value: an APPEND
         whose result would be longer is refused (None: no bound, the entries logged before
         the bound was).  first_seq: the lowest seq that names a write (eRaft's clerk numbers
-        its commands from 0; the native path and the older entries from 1)."""
+        its commands from 0; the native path and the older entries from 1).  opened: empty, or
+        one per op: the client has had its session on the op's shard (see the module doc)."""
         out: list[tuple[str, bytes]] = []
         gid, cfg_shards, shards = self.me, self.config.shards, self.shards
         dirty_sessions, dirty_shards = self.dirty.sessions, self.dirty.shards
-        for op in ops:
+        now = self.clock.now
+        for n, op in enumerate(ops):
             if len(op) == 4:
                 kind, key, value, seq = op
                 expected = b""
@@ -222,13 +279,20 @@ class ShardKVState:
                 continue
             sess = None
             if client:
-                sess = sh.sessions.get(client)
+                sessions = sh.sessions
+                sess = sessions.get(client)
                 if sess is None:
-                    sess = sh.sessions[client] = Session()
-                elif sess.seen(seq):
+                    if opened and opened[n]:
+                        out.append((ERR_SESSION_EXPIRED, b""))   # forgotten: never applied again
+                        continue
+                    sess = sessions[client] = Session(last_used=now)
+                elif sess.last_used != now:
+                    sess.last_used = now
+                    touch(sessions, client)
+                dirty_sessions.add((s, client))
+                if sess.seen(seq):
                     out.append((OK, b""))       # it changed the data once: existed / swapped
                     continue
-                dirty_sessions.add((s, client))
             old = store.get(s, key)
             if kind == PUT or kind == APPEND:
                 res = (OK, b"")
@@ -322,7 +386,10 @@ class ShardKVState:
             sh.keys += 1
             sh.bytes += len(k) + len(v)
         for client in sorted(sessions):
-            sh.sessions[client] = sessions[client]
+            sess = sessions[client]
+            sess.last_used = self.clock.now            # arriving counts as a use
+            sh.sessions.pop(client, None)
+            sh.sessions[client] = sess
             self.dirty.sessions.add((shard, client))
         sh.cursor = nxt
         if done:
@@ -355,8 +422,12 @@ class ShardKVState:
         sh.keys = sh.bytes = 0
         sh.cursor = b""
         self.dirty.sessions.difference_update((shard, c) for c in sh.sessions)
-        sh.sessions = {}
+        sh.sessions = OrderedDict()
         self.dirty.shards.add(shard)
+
+
+def _last_used(s: Session) -> int:
+    return s.last_used
 
 
 def append_too_long(have: int, add: int, limit: int) -> str:

@@ -406,6 +406,7 @@ class Report:
     member_changes: dict = dataclasses.field(default_factory=dict)
     member_failed: int = 0
     sessions: int = 0
+    renewed: int = 0          # clerk sessions renewed after a server said SESSION_EXPIRED
     anomalies: list[str] = dataclasses.field(default_factory=list)
     timings: dict = dataclasses.field(default_factory=dict)
     fault_log: list[str] = dataclasses.field(default_factory=list)
@@ -413,7 +414,8 @@ class Report:
 
     def summary(self) -> str:
         lines = [f"seed {self.seed}, faults for {self.duration:.0f}s",
-                 f"operations: {self.ops}; sessions {self.sessions}; keys checked {self.keys_checked}",
+                 f"operations: {self.ops}; sessions {self.sessions} (renewed after expiry: "
+                 f"{self.renewed}); keys checked {self.keys_checked}",
                  f"faults injected: {dict(sorted(self.faults.items()))}",
                  f"configuration changes: {dict(self.config_changes)} (+{self.config_failed} with unknown outcome)",
                  f"membership changes: {dict(self.member_changes)} (+{self.member_failed} "
@@ -445,15 +447,18 @@ async def _wait(cond, timeout: float, what: str, interval: float = 0.2):
 async def run_nemesis(base: Path, seed: int, duration: float, *, gids=(100, 101, 102),
                       clients: int = 6, nkeys: int = 6, kinds: tuple[str, ...] = FAULT_KINDS,
                       raft: dict | None = None, op_timeout: float = 4.0,
-                      tls: bool = False) -> Report:
+                      tls: bool = False, session_ttl_ms: int | None = None) -> Report:
     """One nemesis run: start, faults + workload + config changes for `duration` seconds, heal,
     then check the four pass criteria.  Returns a Report (anomalies empty = pass).  Every
     process started is killed before it returns or raises.  tls: the cluster and every client
-    use TLS (certificates made by eraftd.certs; the proxies carry the TLS bytes as they are)."""
+    use TLS (certificates made by eraftd.certs; the proxies carry the TLS bytes as they are).
+    session_ttl_ms: the groups' and controllers' session ttl (None: the default hour); keep it
+    above op_timeout (sessions.py: a write retried within its ttl is never applied twice)."""
     gids = list(gids)
     t0 = time.monotonic()
     raft_cfg = {"snapshot_entries": 400, **(raft or {})}
-    c = ShardedCluster(base, gids=gids, raft=raft_cfg, tls=tls)
+    ttl = {"session_ttl_ms": session_ttl_ms} if session_ttl_ms else {}
+    c = ShardedCluster(base, gids=gids, raft=raft_cfg, tls=tls, shardkv=ttl, controller=ttl)
     net = LinkNet(c.nodes, seed)
     history = History()
     report = Report(seed, duration, {}, history=history)
@@ -523,6 +528,7 @@ async def run_nemesis(base: Path, seed: int, duration: float, *, gids=(100, 101,
         report.timings["settle"] = round(time.monotonic() - t2, 1)
         work_counts = history.counts()
         report.ops, report.sessions = work_counts, work.sessions
+        report.renewed = work.renewed
 
         # -- criterion 4: nobody exited but those we killed (all restarted by now)
         for n in c.nodes:

@@ -53,6 +53,7 @@ class Workload:
         self.acked = 0
         self.sessions = 0
         self._tasks: list[asyncio.Task] = []
+        self.renewed = 0                  # clerk sessions renewed after SESSION_EXPIRED
 
     def clerk(self) -> Clerk:
         self.sessions += 1
@@ -74,7 +75,9 @@ class Workload:
                 token = f"<{i}.{seq}>" if kind in (PUT, APPEND, CAS) else ""
                 expected = (seen.get(key) or None) if kind == CAS and rng.random() > 1 / 3 else None
                 op = self.history.invoke(name, kind, key, token, expected)
+                session = kv.session
                 done = await self.do(kv, op)
+                self.renewed += kv.session != session
                 if done and op.kind != APPEND:
                     seen[key] = ("" if op.kind == DELETE else op.value if op.kind == PUT or op.hit
                                  else op.result or "")

@@ -63,6 +63,19 @@ class Harness:
         self.store.write(b)
         return res
 
+    def install_snapshot_from(self, src: "Harness") -> None:
+        """Take src's snapshot, as a follower that lagged does, and reload the machine."""
+        from eraftd.raft.messages import SnapshotMeta
+        meta, chunks = src.g.snapshot_chunks()
+        r = self.g.begin_restore()
+        for c in chunks:
+            r.add_chunk(c)
+        b = self.store.new_batch()
+        assert self.g.stage_install_snapshot(b, r, SnapshotMeta(meta.index, 1))
+        self.store.write(b)
+        self.m.restored()
+        self.index = meta.index
+
     def reopen(self) -> "Harness":
         self.store.close()
         return Harness(self.path, self.gid)

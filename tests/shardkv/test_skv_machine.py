@@ -12,7 +12,7 @@ from eraftd._pb import shardkv_pb2 as pb
 from eraftd._pb import shardmigration_pb2 as migpb
 from eraftd.controller.state import NSHARDS
 from eraftd.node.storage import encode_chunk
-from eraftd.raft.messages import Entry, SnapshotMeta
+from eraftd.raft.messages import Entry
 from eraftd.shardkv.machine import (ENTRY_ABANDONED, ENTRY_BATCH, ENTRY_BOUNDED, ENTRY_COMMAND,
                                     ENTRY_COMMANDS, ENTRY_DELETE, ENTRY_GC_DONE, decode_session,
                                     encode_bounded, encode_commands, encode_config, encode_insert,
@@ -224,14 +224,7 @@ def test_snapshot_install_reloads_the_state(tmp_path):
     src, dst = Harness(tmp_path / "src"), Harness(tmp_path / "dst")
     src.apply(encode_config(ALL), command(PUT, "a", "1", 5, 1))
     dst.apply(b"")
-    meta, chunks = src.g.snapshot_chunks()
-    r = dst.g.begin_restore()
-    for c in chunks:
-        r.add_chunk(c)
-    b = dst.store.new_batch()
-    assert dst.g.stage_install_snapshot(b, r, SnapshotMeta(meta.index, 1))
-    dst.store.write(b)
-    dst.m.restored()
+    dst.install_snapshot_from(src)
     assert dst.m.state.config == ALL and dst.m.get(b"a") == b"1"
     assert dst.m.state.shards[ord("a") % 10].sessions == {5: Session(1, {1})}
     src.close()

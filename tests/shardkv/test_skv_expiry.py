@@ -1,0 +1,327 @@
+"""Sessions that expire (eraftd/sessions.py, shardkv/state.py): stamped entries fed to the
+machine directly, the applied clock (backwards and far-forward jumps), SESSION_EXPIRED on the
+native path, snapshots and restarts; the clerk's handling of an expired session."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from skv_support import Harness, config, key_in
+
+from eraftd._pb import kvbatch_pb2 as kvpb
+from eraftd.controller.state import NSHARDS
+from eraftd.sessions import MAX_RATE, AppliedClock, LeaderClock, stamp_entry
+from eraftd.shardkv import clerk as clerk_mod
+from eraftd.shardkv.clerk import Clerk, ShardKVSessionExpired
+from eraftd.shardkv.machine import (ENTRY_BATCH, _session_key, decode_session, encode_bounded,
+                                    encode_config, encode_session, load_state)
+from eraftd.shardkv.state import APPEND, ERR_SESSION_EXPIRED, OK, PUT, Session
+
+GID = 100
+ALL = config(1, [GID] * NSHARDS)
+TTL = 10_000
+T0 = 1_700_000_000_000            # a wall-clock time in ms
+K = key_in(3, "k")
+
+
+def write(session: int, floor: int, *ops: tuple, at: int | None = None, ttl: int = TTL) -> bytes:
+    """A native batch of (op, key, value, seq) or (op, key, value, seq, opened) as the leader
+    logs it, stamped `at` (None: an entry from before stamps).  opened: the client has had an
+    answer in this session on the shard (default False)."""
+    req = kvpb.BatchRequest(session=session, floor=floor)
+    for op, k, v, seq, *opened in ops:
+        req.ops.append(op)
+        req.keys.append(k)
+        req.values.append(v)
+        req.seqs.append(seq)
+        req.opened.append(bool(opened and opened[0]))
+    entry = encode_bounded(ENTRY_BATCH + req.SerializeToString(), 1 << 20)
+    return entry if at is None else stamp_entry(at, ttl, entry)
+
+
+def sessions(st) -> dict[int, dict[int, Session]]:
+    return {i: dict(sh.sessions) for i, sh in enumerate(st.shards) if sh.sessions}
+
+
+def test_an_idle_session_goes_at_apply_time_and_a_used_one_stays(tmp_path):
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL),
+            write(7, 1, (PUT, K, b"a", 1), at=T0),
+            write(8, 1, (PUT, K, b"b", 1), at=T0))
+    h.apply(write(7, 2, (APPEND, K, b"c", 2), at=T0 + TTL // 2))     # 7 used again
+    assert set(h.m.state.shards[3].sessions) == {7, 8}
+    h.apply(write(9, 1, (PUT, key_in(4), b"x", 1), at=T0 + TTL))      # idle exactly ttl: kept
+    assert set(h.m.state.shards[3].sessions) == {7, 8}
+    h.apply(write(9, 2, (PUT, key_in(4), b"y", 2), at=T0 + TTL + 1))  # 8 idle longer: gone
+    st = h.m.state
+    assert set(st.shards[3].sessions) == {7} and st.expired == 1
+    assert st.shards[3].sessions[7].last_used == T0 + TTL // 2
+    assert st.clock == AppliedClock(T0 + TTL + 1, T0)
+    assert h.g.get(_session_key(3, 8)) is None           # its record deleted in that round
+    before = sessions(st)
+    h = h.reopen()                                       # the same from RocksDB, in use order
+    assert sessions(h.m.state) == before and h.m.state.clock == st.clock
+    assert list(h.m.state.shards[3].sessions) == [7]
+    h.close()
+
+
+def test_entries_without_a_stamp_expire_nothing_and_old_records_still_read(tmp_path):
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL), write(7, 1, (PUT, K, b"a", 1)))       # before stamps
+    assert h.m.state.shards[3].sessions[7] == Session(1, {1}, 0)
+    legacy = b"".join(x.to_bytes(8, "big") for x in (3, 3, 5))            # floor 3, seqs 3 and 5
+    assert decode_session(legacy) == Session(3, {3, 5}, 0)
+    assert decode_session(encode_session(Session(3, {5}, T0))) == Session(3, {5}, T0)
+    # the first stamp starts the clock: a session from before it counts as used then
+    h.apply(write(8, 1, (PUT, key_in(5), b"b", 1), at=T0))
+    h.apply(write(8, 2, (PUT, key_in(5), b"b", 2), at=T0 + TTL))
+    assert 7 in h.m.state.shards[3].sessions
+    h.apply(write(8, 3, (PUT, key_in(5), b"b", 3), at=T0 + TTL + 1))
+    assert 7 not in h.m.state.shards[3].sessions
+    h.apply(write(8, 4, (PUT, key_in(5), b"b", 4)))                   # unstamped: no time
+    assert h.m.state.clock.now == T0 + TTL + 1
+    h.close()
+
+
+def test_a_write_of_an_expired_session_is_answered_expired_and_not_applied(tmp_path):
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL), write(7, 1, (PUT, K, b"a", 1), (APPEND, K, b"b", 2), at=T0))
+    h.apply(write(9, 1, (PUT, key_in(4), b"x", 1), at=T0 + TTL + 1))   # 7 expires
+    assert 7 not in h.m.state.shards[3].sessions
+    # the retry of seq 2 (its answer was lost): the session that knew it is gone
+    res = h.apply(write(7, 2, (APPEND, K, b"b", 2, True), (APPEND, K, b"c", 3, True), at=T0 + TTL + 2))
+    assert res == [[(ERR_SESSION_EXPIRED, b""), (ERR_SESSION_EXPIRED, b"")]]
+    assert h.m.get(K) == b"ab" and 7 not in h.m.state.shards[3].sessions
+    # the clerk's new session: its first write on the shard opens it
+    res = h.apply(write(70, 4, (APPEND, K, b"c", 4), (APPEND, K, b"d", 5), at=T0 + TTL + 3))
+    assert res == [[(OK, b""), (OK, b"")]] and h.m.get(K) == b"abcd"
+    # without opened (eRaft's rule, an older clerk) any write opens a session, as before
+    req = kvpb.BatchRequest(session=71, floor=5, ops=[APPEND], keys=[K], values=[b"e"], seqs=[5])
+    res = h.apply(stamp_entry(T0 + TTL + 4, TTL, encode_bounded(ENTRY_BATCH + req.SerializeToString(), 100)))
+    assert res == [[(OK, b"")]] and h.m.get(K) == b"abcde"
+    h.close()
+
+
+def test_the_clock_never_goes_back_so_nothing_comes_back(tmp_path):
+    """A leader whose clock is behind (a backwards jump, a slower new leader): the applied
+    clock stays at the max stamp; an expired session stays expired, a use is at the max."""
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL), write(7, 1, (PUT, K, b"a", 1), at=T0),
+            write(8, 1, (PUT, key_in(4), b"a", 1), at=T0 + TTL))
+    h.apply(write(9, 1, (PUT, key_in(5), b"x", 1), at=T0 + TTL + 1))   # 7 goes
+    res = h.apply(write(7, 2, (APPEND, K, b"b", 2, True), at=T0),            # an hour-old clock
+                  write(8, 2, (APPEND, key_in(4), b"b", 2), at=T0 - 3_600_000))
+    assert res == [[(ERR_SESSION_EXPIRED, b"")], [(OK, b"")]]
+    st = h.m.state
+    assert st.clock.now == T0 + TTL + 1 and 7 not in st.shards[3].sessions
+    assert st.shards[4].sessions[8].last_used == T0 + TTL + 1          # used at the max
+    h.close()
+
+
+class FakeTime:
+    def __init__(self, wall_s: float) -> None:
+        self.wall = wall_s
+        self.mono = 100.0
+
+    def pass_(self, s: float) -> None:
+        self.wall += s
+        self.mono += s
+
+
+def test_the_leader_clock_bounds_a_far_forward_jump(tmp_path):
+    """The leader's wall clock jumps a year ahead: its stamps run at most MAX_RATE times real
+    time, so sessions used within ttl / MAX_RATE (real time) all live; fed to the machine."""
+    t = FakeTime(T0 / 1000)
+    clock = LeaderClock(wall=lambda: t.wall, mono=lambda: t.mono)
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL))
+
+    def stamped(session: int, seq: int, key: bytes) -> list:
+        return h.apply(write(session, seq, (PUT, key, b"v", seq),
+                             at=clock.stamp(h.m.state.clock.now)))
+    assert stamped(7, 1, K) == [[(OK, b"")]]
+    assert h.m.state.clock.now == T0                    # the first stamp: the wall clock
+    live = [100 + i for i in range(20)]
+    for s in live:
+        stamped(s, 1, key_in(s % NSHARDS))
+    t.pass_(1.0)
+    t.wall += 365 * 24 * 3600                           # the jump
+    # 1,000 entries over 8 s of real time (ttl 10 s): a session used 8 s ago is alive
+    for i in range(1000):
+        t.pass_(0.008)
+        stamped(9, i + 1, key_in(4))
+    st = h.m.state
+    assert st.clock.now - T0 <= int(MAX_RATE * 9.0 * 1000) + 1
+    assert all(s in st.shards[s % NSHARDS].sessions for s in live) and 7 in st.shards[3].sessions
+    # time goes on: they were idle for real now, and expire
+    t.pass_(3.0)
+    stamped(9, 1001, key_in(4))
+    assert not any(s in st.shards[s % NSHARDS].sessions for s in live)
+    # a backwards jump: the stamps stand still, never behind the applied clock
+    now = st.clock.now
+    t.wall -= 2 * 365 * 24 * 3600
+    t.pass_(1.0)
+    assert clock.stamp(now) == now
+    h.close()
+
+
+def test_leader_clock_rules():
+    t = FakeTime(T0 / 1000)
+    c = LeaderClock(wall=lambda: t.wall, mono=lambda: t.mono)
+    assert c.stamp(0) == T0                              # no time yet: the wall clock
+    t.pass_(1.0)
+    assert c.stamp(T0) == T0 + 1000                      # follows the wall clock
+    # a new leader: another's stamps applied since; it starts from them (the wall is ahead)
+    t.pass_(60.0)
+    assert c.stamp(T0 + 5000) == T0 + 5000
+    t.pass_(10.0)
+    assert c.stamp(T0 + 5000) == T0 + 5000 + 11_000      # catching up at most 10% fast
+
+
+def test_a_snapshot_holds_the_same_sessions_and_they_expire_the_same(tmp_path):
+    src, dst = Harness(tmp_path / "src"), Harness(tmp_path / "dst")
+    src.apply(encode_config(ALL))
+    for i in range(30):                                  # uses spread over time
+        src.apply(write(1000 + i, 1, (PUT, key_in(i % NSHARDS), b"v", 1), at=T0 + 500 * i))
+        if i == 20:                                      # 1000 used again
+            src.apply(write(1000, 2, (PUT, key_in(0), b"w", 2), at=T0 + 500 * i))
+    dst.apply(b"")
+    dst.install_snapshot_from(src)
+    assert sessions(dst.m.state) == sessions(src.m.state)
+    assert dst.m.state.clock == src.m.state.clock
+    for st in (src.m.state, dst.m.state):    # in last-use order (ties may differ: a sweep takes them all)
+        for sh in st.shards:
+            used = [s.last_used for s in sh.sessions.values()]
+            assert used == sorted(used)
+    last = write(5, 1, (PUT, key_in(9), b"z", 1), at=T0 + 19_000)      # expires 1001..1017
+    assert src.apply(last) == dst.apply(last)
+    assert sessions(dst.m.state) == sessions(src.m.state)
+    left = {c for sh in src.m.state.shards for c in sh.sessions}
+    assert left == {1000, 5} | {1000 + i for i in range(18, 30)}
+    src.close()
+    dst.close()
+
+
+def test_load_state_rebuilds_the_use_order(tmp_path):
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL), write(9, 1, (PUT, K, b"a", 1), at=T0 + 2),
+            write(8, 1, (PUT, K, b"a", 1), at=T0 + 1))        # stamped behind: used at T0 + 2
+    h.apply(write(7, 1, (PUT, K, b"a", 1), at=T0 + 3))
+    h.apply(write(9, 2, (PUT, K, b"a", 2), at=T0 + 4))
+    assert list(h.m.state.shards[3].sessions) == [8, 7, 9]
+    assert list(load_state(h.g, GID).shards[3].sessions) == [8, 7, 9]
+    h.close()
+
+
+# ---------------------------------------------------------------- the clerk
+
+class FakeKV:
+    """A KVBatch stub whose answers a test scripts: a list of functions req -> BatchResponse."""
+
+    def __init__(self, answers) -> None:
+        self.answers = list(answers)
+        self.requests: list[kvpb.BatchRequest] = []
+
+    async def Batch(self, req, timeout=None):
+        self.requests.append(kvpb.BatchRequest.FromString(req.SerializeToString()))
+        return self.answers.pop(0)(req)
+
+
+def _clerk(fake: FakeKV) -> Clerk:
+    kv = Clerk(["127.0.0.1:1"], total_timeout=5, backoff=(0.001, 0.002))
+    cfg = config(1, [GID] * NSHARDS, {GID: ("127.0.0.1:2",)})
+
+    async def latest(seen, timeout=None):
+        return cfg
+    kv._ctl.latest = latest
+    kv.stub = lambda addr: fake
+    return kv
+
+
+def _codes(*codes):
+    return lambda req: kvpb.BatchResponse(codes=list(codes), values=[b""] * len(codes))
+
+
+async def test_clerk_resends_a_never_applied_write_in_a_new_session():
+    """An idle clerk's next write finds its session expired: never sent before, so it goes
+    again in a new session, as its opening write; the caller sees nothing."""
+    fake = FakeKV([_codes(kvpb.OK), _codes(kvpb.SESSION_EXPIRED), _codes(kvpb.OK)])
+    async with _clerk(fake) as kv:
+        await kv.put(K, b"a")
+        old = kv.session
+        await kv.append(K, b"b")
+        assert kv.session != old
+    first, expired, again = fake.requests
+    assert (first.session, list(first.seqs), list(first.opened)) == (old, [1], [False])
+    assert (expired.session, list(expired.seqs), list(expired.opened)) == (old, [2], [True])
+    assert again.session == kv.session and list(again.seqs) == [3] and list(again.opened) == [False]
+
+
+async def test_clerk_reports_a_retried_write_of_an_expired_session_as_unknown():
+    """An attempt went unanswered (it may have applied), the retry finds the session gone:
+    ShardKVSessionExpired, in plain words; not sent again."""
+    fake = FakeKV([lambda req: kvpb.BatchResponse(err="ErrTimeout"),
+                   _codes(kvpb.SESSION_EXPIRED), _codes(kvpb.OK)])
+    async with _clerk(fake) as kv:
+        with pytest.raises(ShardKVSessionExpired) as e:
+            await kv.append(K, b"b")
+        assert "whether it was stored is unknown" in str(e.value)
+        assert "Err" not in str(e.value).replace("ErrSession", "")
+        assert len(fake.requests) == 2
+        await kv.put(K, b"c")                              # the new session works
+        assert fake.requests[2].session == kv.session != fake.requests[0].session
+
+
+async def test_clerk_batches_hold_one_session():
+    """Ops of the old session still in flight go on in it; a batch never mixes sessions."""
+    kv = _clerk(FakeKV([]))
+    loop = asyncio.get_running_loop()
+    lane = clerk_mod._Lane(kv, GID, ["127.0.0.1:2"])
+    sent = []
+
+    async def send(ops):
+        sent.append([o.session for o in ops])
+        for o in ops:
+            o.settle((kvpb.OK, b"", ""))
+        lane.inflight -= 1
+    lane._send = send
+    for s in (1, 1, 2, 2):
+        lane.queue.append(clerk_mod._Op(PUT, K, b"", 1, loop.time() + 5, 3, session=s))
+    lane.pump()
+    await asyncio.sleep(0)
+    lane.pump()
+    await asyncio.sleep(0)
+    assert sent == [[1, 1], [2, 2]]
+    await kv.close()
+
+
+def test_sessions_that_arrive_with_a_shard_count_as_used_then_and_expire_once_it_serves(tmp_path):
+    """A PULLING shard's arriving sessions are used when they arrive and are not swept until
+    the shard is served (GCING); then the next stamped entry sweeps them, at the same clock
+    as before (a replica restored in between does the same)."""
+    from eraftd._pb import shardmigration_pb2 as migpb
+    from eraftd.node.storage import encode_chunk
+    from eraftd.shardkv.machine import encode_insert
+    from eraftd.shardkv.state import GCING, PULLING
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(config(1, [300 if i == 3 else GID for i in range(NSHARDS)])),
+            encode_config(config(2, [GID] * NSHARDS)),
+            write(9, 1, (PUT, key_in(4), b"x", 1), at=T0))
+    assert h.m.state.shards[3].status == PULLING
+    first = migpb.PullShardResponse(kvs=encode_chunk(()), next=b"e", done=False,
+                                    sessions=[migpb.Session(client=50, floor=3, applied=[3])])
+    assert h.apply(encode_insert(2, 3, b"", first)) == [OK]
+    assert h.m.state.shards[3].sessions[50] == Session(3, {3}, T0)
+    h.apply(write(9, 2, (PUT, key_in(4), b"x", 2), at=T0 + TTL + 1))
+    assert 50 in h.m.state.shards[3].sessions               # not swept while PULLING
+    last = migpb.PullShardResponse(kvs=encode_chunk([(K, b"v")]), next=b"k" + K, done=True)
+    assert h.apply(encode_insert(2, 3, b"e", last)) == [OK]
+    assert h.m.state.shards[3].status == GCING
+    other = Harness(tmp_path / "o")
+    other.apply(b"")
+    other.install_snapshot_from(h)
+    same_clock = write(9, 3, (PUT, key_in(4), b"x", 3), at=T0 + TTL + 1)
+    assert h.apply(same_clock) == other.apply(same_clock)
+    assert 50 not in h.m.state.shards[3].sessions and sessions(h.m.state) == sessions(other.m.state)
+    h.close()
+    other.close()

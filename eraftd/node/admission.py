@@ -2,7 +2,7 @@
 
 Request bytes.  Every client request (the methods in a service's ADMITTED table: eRaft's
 Command, the native Batch and Scan, the controller's Command) is checked by its size, as
-received, BEFORE it is decoded: AdmissionInterceptor hands the method the raw bytes, and only
+received, BEFORE it is decoded: AdmittingServer hands the method the raw bytes, and only
 a request that fits in both budgets is parsed and run.  The budgets are the bytes of admitted
 requests not yet answered, per connection (`[node] max_inflight_bytes_per_connection`) and for
 the whole node (`[node] max_inflight_bytes`).  Beyond them the answer is the method's "busy"
@@ -115,19 +115,38 @@ class Admission:
         self._logged, self._unlogged = now, 0
 
 
-class AdmissionInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps the methods of `answers` (full method name -> busy answer): the method gets the
-    raw request, is refused by size before decoding, and releases its bytes when answered.
-    Every other method (peer streams, migration, admin) runs as it is."""
+class AdmittingServer:
+    """The grpc.aio server as the services see it: the methods of `answers` (full method name
+    -> busy answer) get the raw request, are refused by size before decoding, and release their
+    bytes when answered; every other method (peer streams, migration, admin) runs as it is.
 
-    def __init__(self, admission: Admission, answers: Mapping[str, Answer]) -> None:
+    The wrapping is done once, where a service registers its handlers (each generic handler
+    is wrapped; a method's wrapped handler is made once and kept), not by a server
+    interceptor: an interceptor costs every call of every method an extra coroutine and
+    handler look-up, on the event loop the group's rounds run on.  Everything else is the
+    server's (start, stop, ports)."""
+
+    def __init__(self, server: grpc.aio.Server, admission: Admission,
+                 answers: Mapping[str, Answer]) -> None:
+        self._server = server
         self.admission = admission
         self.answers = dict(answers)
         self._wrapped: dict[Any, Any] = {}
 
-    async def intercept_service(self, continuation: Callable, details: Any) -> Any:
-        handler = await continuation(details)
-        answer = self.answers.get(details.method)
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers([_Admitting(h, self) for h in handlers])
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Any]) -> None:
+        # (the generated code registers both ways; gRPC takes a registered handler first)
+        self._server.add_registered_method_handlers(
+            service, {name: self.handler(f"/{service}/{name}", h) for name, h in handlers.items()})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+    def handler(self, method: str, handler: Any) -> Any:
+        """`handler` of `method` as it runs: wrapped when the method is admitted."""
+        answer = self.answers.get(method)
         if handler is None or answer is None or handler.unary_unary is None:
             return handler
         wrapped = self._wrapped.get(handler)
@@ -157,6 +176,15 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
                 admission.release(conn, size)
         return grpc.unary_unary_rpc_method_handler(
             unary, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
+class _Admitting(grpc.GenericRpcHandler):
+    def __init__(self, inner: Any, server: AdmittingServer) -> None:
+        self.inner = inner
+        self.server = server
+
+    def service(self, details: Any) -> Any:
+        return self.server.handler(details.method, self.inner.service(details))
 
 
 # ---------------------------------------------------------------- connections and descriptors

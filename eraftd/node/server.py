@@ -24,7 +24,7 @@ from ..shardkv.node import ShardKVNode
 from ..shardkv.service import ADMITTED as SHARDKV_ADMITTED
 from ..tls import TlsError, host_of
 from .access import Access, AccessInterceptor
-from .admission import (Admission, AdmissionInterceptor, ConnectionWatch, connection_budget,
+from .admission import (Admission, AdmittingServer, ConnectionWatch, connection_budget,
                         server_options as admission_options)
 from .cluster import ClusterIdentity
 from .admin import AdminService
@@ -172,11 +172,11 @@ async def _serve(cfg: Config, test_machine: str | None) -> int:
     if isinstance(budget, str):
         raise StartupError(budget)
     admission = Admission(cfg.node.max_inflight_bytes, cfg.node.max_inflight_bytes_per_connection)
-    interceptors = ([AccessInterceptor(access)] if access.enforce else []) + [
-        AdmissionInterceptor(admission, {**SHARDKV_ADMITTED, **CONTROLLER_ADMITTED})]
-    server = grpc.aio.server(
+    # (no interceptor without TLS: every call on this loop would pay for one)
+    server = AdmittingServer(grpc.aio.server(
         options=server_options() + admission_options(budget, cfg.node.connection_idle_ms),
-        interceptors=interceptors)
+        interceptors=[AccessInterceptor(access)] if access.enforce else None),
+        admission, {**SHARDKV_ADMITTED, **CONTROLLER_ADMITTED})
     try:
         if cfg.tls:
             try:

@@ -109,7 +109,7 @@ class ShardKVService(_Base, pb_grpc.ShardKVServiceServicer):
                 raise NotLeader(g.leader_address)
             if request.op == GET:
                 async with asyncio.timeout(self.timeout):
-                    await self.driver.read_barrier(self.gid)
+                    await self.driver.read_barrier(self.gid, joined=True)
                 if not g.sm.state.can_serve(shard):
                     return pb.CommandResponse(err=ERR_WRONG_GROUP)
                 v = g.sm.get(key)

@@ -190,3 +190,51 @@ async def test_joined_proposals_of_a_round_share_one_entry_and_each_gets_its_res
         driver.stop()
         await asyncio.wait_for(run, TIMEOUT)
         store.close()
+
+
+async def test_joined_reads_wait_for_the_readindex_in_flight_and_share_the_next(tmp_path):
+    """read_barrier(joined=True) (eRaft's unary gets): while a ReadIndex of the group is out,
+    the read waits and goes with the next one (or with the next round's other reads); with none
+    out it goes at once; a leadership change (fail_pending) lets it go too."""
+    store = NodeStore.open(str(tmp_path / "data"), {"test": "driver"}, fsync=True)
+    driver = Driver(store, Recorder([]), heartbeat_ms=5)
+    g = driver.add_group(GroupSpec(GID, ("a",), 0, NoopStateMachine),
+                         RaftOptions(id=0, peers=(0,), election_tick=2),
+                         random.Random(1), snapshot_entries=1 << 30)
+    flushes = 0
+    real_flush = g.flush_inputs
+
+    def counted_flush() -> None:
+        nonlocal flushes
+        flushes += 1
+        real_flush()
+    g.flush_inputs = counted_flush
+    run = asyncio.create_task(driver.run())
+    try:
+        await until(g.is_leader, "the one node to lead")
+        await until(lambda: g.node.applied >= 1 and not driver._syncing, "the term's entry to apply")
+        assert await asyncio.wait_for(driver.read_barrier(GID, joined=True), TIMEOUT) >= 1
+        # a ReadIndex that never answers is out: joined reads wait while rounds go by
+        loop = asyncio.get_running_loop()
+        out = loop.create_future()
+        g.reads_inflight[b"out"] = [out]
+        held = asyncio.ensure_future(driver.read_barrier(GID, joined=True))
+        seen = flushes
+        await until(lambda: flushes >= seen + 3, "three rounds (ticks)")
+        assert not held.done()
+        # a plain read goes at once and takes the waiting one along
+        assert await asyncio.wait_for(driver.read_barrier(GID), TIMEOUT) >= 1
+        assert await asyncio.wait_for(held, TIMEOUT) >= 1
+        # waiting again behind the one that is still out; the leadership change ends that one
+        held = asyncio.ensure_future(driver.read_barrier(GID, joined=True))
+        seen = flushes
+        await until(lambda: flushes >= seen + 3, "three rounds (ticks)")
+        assert not held.done()
+        g.fail_pending(ProposalLost(""))
+        assert isinstance(out.exception(), ProposalLost) and not g.reads_inflight
+        driver.wake.set()
+        assert await asyncio.wait_for(held, TIMEOUT) >= 1
+    finally:
+        driver.stop()
+        await asyncio.wait_for(run, TIMEOUT)
+        store.close()

@@ -24,7 +24,11 @@ a REFUSED message tells it why) until that group replaces it.
 The fsync runs in a thread (rocksdict holds the GIL through a synced write, but not through
 flush_wal), so the loop keeps accepting calls and peer messages meanwhile.  Nothing is stepped
 into a core between its ready() and advance(): ticks, peer messages and reports that arrive
-while a round waits for its fsync are held and stepped when the round ends.
+while a round waits for its fsync are held and stepped when the round ends.  A node that leads
+no group has nothing to serve meanwhile: it writes the round synced in the loop's thread
+(no thread hops), sends its acknowledgements, gives the transport one loop turn to write them
+(inputs held), and only then applies what the round commits, in a second, unsynced write: a
+leader's commit waits for our acknowledgement, not for our apply.
 """
 from __future__ import annotations
 

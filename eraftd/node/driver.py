@@ -24,7 +24,11 @@ a REFUSED message tells it why) until that group replaces it.
 The fsync runs in a thread (rocksdict holds the GIL through a synced write, but not through
 flush_wal), so the loop keeps accepting calls and peer messages meanwhile.  Nothing is stepped
 into a core between its ready() and advance(): ticks, peer messages and reports that arrive
-while a round waits for its fsync are held and stepped when the round ends.
+while a round waits for its fsync are held and stepped when the round ends.  A node that leads
+no group has nothing to serve meanwhile: it writes the round synced in the loop's thread
+(no thread hops), sends its acknowledgements, gives the transport one loop turn to write them
+(inputs held), and only then applies what the round commits, in a second, unsynced write: a
+leader's commit waits for our acknowledgement, not for our apply.
 """
 from __future__ import annotations
 
@@ -620,7 +624,10 @@ class Driver:
 
     async def propose_many(self, gid: int, datas: list[bytes]) -> list[Any]:
         """Like propose, for many commands taken by one round."""
-        return list(await asyncio.gather(*self._enqueue(gid, datas)))
+        futs = self._enqueue(gid, datas)
+        if len(futs) == 1:          # (gather would cost a loop turn more)
+            return [await futs[0]]
+        return list(await asyncio.gather(*futs))
 
     async def read_barrier(self, gid: int, joined: bool = False) -> int:
         """Wait until a linearizable read may be served locally (ReadIndex); returns the index.
@@ -830,8 +837,15 @@ class Driver:
         if not readies:
             return False
         self.rounds += 1
+        must_sync = any(rd.must_sync for _, rd in readies)
+        snapshots = any(rd.snapshot is not None for _, rd in readies)
+        leads = any(g.is_leader() for g in self.groups.values())
+        # a node that leads no group syncs in the loop's thread (its loop has nothing to serve
+        # meanwhile: its peers' messages wait for this round anyway, and a client hears "not
+        # the leader" a moment later), and applies what this round commits only after its
+        # acknowledgements have left: the leader's commit waits for them, not for our apply
+        ack_first = must_sync and self.store.fsync and not snapshots and not leads
         batch = self.store.new_batch()
-        results: list[list[Any]] = []
         for g, rd in readies:
             gs = g.store
             if rd.snapshot is not None and not gs.stage_install_snapshot(batch, rd.snapshot_data,
@@ -846,33 +860,55 @@ class Driver:
                 g.entries_appended += len(rd.entries)
             if rd.hard_state is not None:
                 gs.stage_hard_state(batch, rd.hard_state)
-            res: list[Any] = []
-            if rd.committed:
-                res = g.apply_committed(rd.committed, batch)
-                gs.stage_applied(batch, rd.committed[-1].index)
-                g.entries_applied += len(rd.committed)
-            results.append(res)
-        for (g, rd), res in zip(readies, results):
-            self._send(g, rd.messages)   # they promise nothing: out while the disk works
-            # committed entries are durable on a majority already: their proposers may have
-            # their answers now (they are sent while the disk works; the batch is written,
-            # unsynced, before any other task runs)
-            g.finish(rd, res)
-        # durable (fsync) before anything that depends on it leaves, when anything does (new
-        # entries, a snapshot, a new term or vote: Ready.must_sync).  A round that only moves
-        # the commit index and applies is written unsynced: a crash that loses it loses no
-        # promise (the entries are durable; they apply again).  Not in a thread: a round that
-        # installs a snapshot (no loop turn between the write and the state machine's restore)
-        if not any(rd.must_sync for _, rd in readies):
-            if len(batch):
-                self.store.write(batch, sync=False)
-        else:
+        if ack_first:
+            for g, rd in readies:
+                self._send(g, rd.messages)
             t0 = time.perf_counter()
-            if self.store.fsync and not any(rd.snapshot is not None for _, rd in readies):
-                await self._write_and_sync(batch)
-            else:
-                self.store.write(batch)
+            self.store.write(batch)
             metrics.observe_fsync(time.perf_counter() - t0)
+            for g, rd in readies:
+                self._send(g, rd.persisted_messages)
+            if any(rd.committed for _, rd in readies):
+                # one loop turn for the transport's sender tasks to write the acknowledgements
+                # (inputs for the cores are held meanwhile, as during a thread's fsync), then
+                # the applies, written unsynced: the entries are durable, they apply again
+                # after a crash
+                self._syncing = True
+                try:
+                    await asyncio.sleep(0)
+                finally:
+                    self._syncing = False
+                batch = self.store.new_batch()
+                results = self._stage_applies(readies, batch)
+                self.store.write(batch, sync=False)
+            else:
+                results = [[] for _ in readies]
+            for (g, rd), res in zip(readies, results):
+                g.finish(rd, res)
+        else:
+            results = self._stage_applies(readies, batch)
+            for (g, rd), res in zip(readies, results):
+                self._send(g, rd.messages)   # they promise nothing: out while the disk works
+                # committed entries are durable on a majority already: their proposers may have
+                # their answers now (they are sent while the disk works; the batch is written,
+                # unsynced, before any other task runs)
+                g.finish(rd, res)
+            # durable (fsync) before anything that depends on it leaves, when anything does
+            # (new entries, a snapshot, a new term or vote: Ready.must_sync).  A round that only
+            # moves the commit index and applies is written unsynced: a crash that loses it
+            # loses no promise (the entries are durable; they apply again).  Not in a thread: a
+            # round that installs a snapshot (no loop turn between the write and the state
+            # machine's restore)
+            if not must_sync:
+                if len(batch):
+                    self.store.write(batch, sync=False)
+            else:
+                t0 = time.perf_counter()
+                if self.store.fsync and not snapshots:
+                    await self._write_and_sync(batch, not any(rd.committed for _, rd in readies))
+                else:
+                    self.store.write(batch)
+                metrics.observe_fsync(time.perf_counter() - t0)
         for g, rd in readies:
             if rd.snapshot is not None:
                 g.sm.restored()
@@ -880,7 +916,8 @@ class Driver:
                 self._learn_member_uids(g)
                 g.snapshots += 1
                 log.info("%s: installed snapshot at index %d", g.name, rd.snapshot.index)
-            self._send(g, rd.persisted_messages)
+            if not ack_first:
+                self._send(g, rd.persisted_messages)
             g.node.advance(rd)
             g.round_commit = g.node.commit
             g.after_advance()
@@ -890,14 +927,33 @@ class Driver:
         self._compact(readies)
         return True
 
-    async def _write_and_sync(self, batch: Any) -> None:
+    @staticmethod
+    def _stage_applies(readies: list[tuple[Group, Ready]], batch: Any) -> list[list[Any]]:
+        """Apply each group's committed entries into batch, with its applied index; the state
+        machines' results, one list per group."""
+        results: list[list[Any]] = []
+        for g, rd in readies:
+            res: list[Any] = []
+            if rd.committed:
+                res = g.apply_committed(rd.committed, batch)
+                g.store.stage_applied(batch, rd.committed[-1].index)
+                g.entries_applied += len(rd.committed)
+            results.append(res)
+        return results
+
+    async def _write_and_sync(self, batch: Any, appends_first: bool = False) -> None:
         """Write the batch unsynced, then fsync in the syncer thread; the loop runs meanwhile
-        and the inputs for the cores that arrive are held (see _step_held)."""
-        self.store.write(batch, sync=False)
-        if self._syncer is None:
-            self._syncer = ThreadPoolExecutor(1, thread_name_prefix="eraftd-fsync")
+        and the inputs for the cores that arrive are held (see _step_held).  appends_first:
+        the batch applies nothing (only log entries and hard state, which nobody reads from
+        the store meanwhile), so give the transport's sender tasks one loop turn first: the
+        round's appends go on the wire before the write and the fsync thread's start."""
         self._syncing = True
         try:
+            if appends_first:
+                await asyncio.sleep(0)
+            self.store.write(batch, sync=False)
+            if self._syncer is None:
+                self._syncer = ThreadPoolExecutor(1, thread_name_prefix="eraftd-fsync")
             await asyncio.get_running_loop().run_in_executor(self._syncer, self.store.sync_wal)
         finally:
             self._syncing = False

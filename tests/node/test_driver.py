@@ -1,8 +1,9 @@
-"""The driver's round with its fsync in a thread.
+"""The driver's round with its fsync in a thread (a node that leads a group).
 
 While a round waits for its fsync the event loop runs on, but nothing is stepped into a Raft
 core between its ready() and advance(): peer messages and ticks that arrive meanwhile are held
-and stepped when the round ends, and nothing the round produced is sent before the fsync."""
+and stepped when the round ends, and nothing the round produced is sent before the fsync.
+A node that leads no group syncs in the loop's thread and acknowledges before it applies."""
 from __future__ import annotations
 
 import asyncio
@@ -59,14 +60,25 @@ async def until(cond, what: str) -> None:
 async def test_inputs_during_the_fsync_wait_are_held_until_the_round_ends(tmp_path):
     events: list[str] = []
     gate = threading.Event()
+    gate.set()
     store = gated_store(tmp_path, gate, events)
     transport = Recorder(events)
     driver = Driver(store, transport, heartbeat_ms=3_600_000)      # no tick during the test
     g = driver.add_group(GroupSpec(GID, ("a", "b", "c"), 0, NoopStateMachine),
                          RaftOptions(id=0, peers=(0, 1, 2), election_tick=10),
                          random.Random(1), snapshot_entries=1 << 30)
+    # the node leads another group (of one): its rounds fsync in the syncer thread (a node
+    # that leads no group syncs in the loop's thread: see the next test)
+    led = driver.add_group(GroupSpec(GID + 1, ("a",), 0, NoopStateMachine),
+                           RaftOptions(id=0, peers=(0,), election_tick=10),
+                           random.Random(1), snapshot_entries=1 << 30)
     run = asyncio.create_task(driver.run())
     try:
+        led.node.campaign()
+        driver.wake.set()
+        await until(lambda: led.is_leader() and not driver._syncing, "the group of one to lead")
+        gate.clear()
+        events.clear()
         # the leader (1) sends an entry: the follower's round writes it and waits for the fsync
         driver.on_messages([(GID, Message(MsgType.APP, to=0, frm=1, term=1, log_term=0, index=0,
                                           entries=(Entry(1, 1, b"x"),)))])
@@ -95,6 +107,53 @@ async def test_inputs_during_the_fsync_wait_are_held_until_the_round_ends(tmp_pa
         assert g.store.last_index() == 1
     finally:
         gate.set()
+        driver.stop()
+        await asyncio.wait_for(run, TIMEOUT)
+        store.close()
+
+
+class ApplyRecorder(NoopStateMachine):
+    """Notes "apply <index>" in `ApplyRecorder.events` for every entry it applies."""
+    events: list[str] = []
+
+    def apply(self, entries, batch):
+        self.events.extend(f"apply {e.index}" for e in entries)
+        return [None] * len(entries)
+
+
+async def test_a_node_that_leads_no_group_acknowledges_before_it_applies(tmp_path):
+    """A follower-only node: its round writes the new entries synced (in the loop's thread),
+    sends its acknowledgement, and only then applies what the round commits, in a second,
+    unsynced write (the leader's commit waits for the acknowledgement, not for our apply)."""
+    events: list[str] = []
+    store = NodeStore.open(str(tmp_path / "data"), {"test": "driver"}, fsync=True)
+    real_write = store.write
+
+    def write(batch, sync=True):
+        events.append(f"write sync={sync}")
+        real_write(batch, sync)
+    store.write = write
+    transport = Recorder(events)
+    ApplyRecorder.events = events
+    driver = Driver(store, transport, heartbeat_ms=3_600_000)      # no tick during the test
+    g = driver.add_group(GroupSpec(GID, ("a", "b", "c"), 0, ApplyRecorder),
+                         RaftOptions(id=0, peers=(0, 1, 2), election_tick=10),
+                         random.Random(1), snapshot_entries=1 << 30)
+    run = asyncio.create_task(driver.run())
+    try:
+        driver.on_messages([(GID, Message(MsgType.APP, to=0, frm=1, term=1, log_term=0, index=0,
+                                          entries=(Entry(1, 1, b"x"),)))])
+        await until(lambda: len(transport.sent) == 1, "the first acknowledgement")
+        events.clear()
+        # entry 2, and entry 1 is committed
+        driver.on_messages([(GID, Message(MsgType.APP, to=0, frm=1, term=1, log_term=1, index=1,
+                                          entries=(Entry(1, 2, b"y"),), commit=1))])
+        await until(lambda: g.node.applied == 1, "entry 1 to apply")
+        assert events == ["write sync=True", "send", "apply 1", "write sync=False"], events
+        assert [(m.type, m.index) for m in transport.sent[1:]] == [(MsgType.APP_RESP, 2)]
+        assert g.store.applied_index() == 1 and g.store.last_index() == 2
+        assert not driver._syncing and driver._held_msgs == []
+    finally:
         driver.stop()
         await asyncio.wait_for(run, TIMEOUT)
         store.close()

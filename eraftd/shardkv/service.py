@@ -218,6 +218,7 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
     async def Batch(self, req: kvpb.BatchRequest, context) -> kvpb.BatchResponse:
         t0 = time.perf_counter()
         resp = await self._batch(req, context)
+        resp.session_ttl_ms = self.stamp.ttl_ms    # what this node stamps as leader (the clerk's retries)
         observe_batch(resp.err or "OK", time.perf_counter() - t0, req.ops, resp.codes)
         return resp
 

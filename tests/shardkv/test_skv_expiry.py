@@ -325,3 +325,109 @@ def test_sessions_that_arrive_with_a_shard_count_as_used_then_and_expire_once_it
     assert 50 not in h.m.state.shards[3].sessions and sessions(h.m.state) == sessions(other.m.state)
     h.close()
     other.close()
+
+
+class MachineKV:
+    """A KVBatch stub over a real machine: each call's writes apply as its leader logs them
+    (stamped `now`, with `ttl`), and it answers as KVBatchService does, with its ttl.
+    `lose(req)`: "applied" (the writes applied, the answer is lost: ErrTimeout instead, after
+    which `then()` runs), "unapplied" (lost before it reached the leader) or None (answered);
+    `ttl_in_errors`: whether a lost answer still says the ttl."""
+
+    def __init__(self, h: Harness, ttl: int) -> None:
+        self.h, self.now, self.ttl = h, T0, ttl
+        self.lose = lambda req: None
+        self.then = lambda: None
+        self.ttl_in_errors = True
+        self.requests: list[kvpb.BatchRequest] = []
+        self.resets = 0
+
+    def apply(self, req: kvpb.BatchRequest) -> list:
+        entry = encode_bounded(ENTRY_BATCH + req.SerializeToString(), 1 << 20)
+        return self.h.apply(stamp_entry(self.now, self.ttl, entry))[0]
+
+    async def Batch(self, req, timeout=None):
+        from eraftd.shardkv.service import _CODE
+        self.requests.append(kvpb.BatchRequest.FromString(req.SerializeToString()))
+        lost = self.lose(req)
+        res = self.apply(req) if lost != "unapplied" else None
+        if lost:
+            self.then()
+            return kvpb.BatchResponse(err="ErrTimeout",
+                                      session_ttl_ms=self.ttl if self.ttl_in_errors else 0)
+        return kvpb.BatchResponse(codes=[_CODE[e] for e, _ in res], values=[v for _, v in res],
+                                  session_ttl_ms=self.ttl)
+
+    def reset(self, key: bytes) -> None:
+        """key back to empty, the requests forgotten (a test's next case)."""
+        self.resets += 1
+        self.requests.clear()
+        self.apply(kvpb.BatchRequest(session=6, floor=self.resets, ops=[PUT], keys=[key],
+                                     values=[b""], seqs=[self.resets]))
+
+    def idle_past_ttl(self) -> None:
+        """Time passes (another client writes): every session idle since now expires."""
+        self.now += self.ttl + 1
+        self.apply(kvpb.BatchRequest(session=5, floor=1, ops=[PUT], keys=[key_in(4)],
+                                     values=[b"t"], seqs=[self.now]))
+
+
+def _first_answer_lost(how: str):
+    """MachineKV.lose for: the first call of each case loses its answer (`how`)."""
+    calls = []
+    return lambda req: how if not calls and not calls.append(req) else None
+
+
+async def test_clerk_never_applies_twice_a_session_opening_write_retried_after_expiry(tmp_path):
+    """The hole: a clerk's first write on a shard (it opens the session) applies but its answer
+    is lost; the session expires before the retry arrives.  Sent as before (not opened) the
+    retry would open a new session and the append would apply twice; sent opened (its first
+    send is older than half the 1 s ttl by the time the retry can be proposed) it is refused
+    as of unknown outcome."""
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL))
+    m = MachineKV(h, ttl=1000)
+    m.then = m.idle_past_ttl
+
+    async def run(before_the_fix: bool) -> None:
+        m.reset(K)
+        m.lose = _first_answer_lost("applied")
+        kv = _clerk(m)
+        if before_the_fix:                          # a retry never says opened (the old clerk)
+            kv.stale_before = lambda now: float("-inf")
+        async with kv:
+            await kv.append(K, b"b")
+    await run(before_the_fix=True)                  # the test reproduces the double apply
+    assert h.m.get(K) == b"bb"
+    assert [list(r.opened) for r in m.requests] == [[False], [False]]
+    with pytest.raises(ShardKVSessionExpired) as e:
+        await run(before_the_fix=False)
+    assert "whether it was stored is unknown" in str(e.value)
+    assert h.m.get(K) == b"b"                        # applied once
+    assert [list(r.opened) for r in m.requests] == [[False], [True]]
+    h.close()
+
+
+@pytest.mark.parametrize("how, ttl_in_errors, opened", [
+    ("applied", True, [[False], [False]]),       # the ttl known: a quick retry, not opened
+    ("applied", False, [[False], [True]]),       # no ttl known: opened, the session is there
+    ("unapplied", False, [[False], [True], [False]]),   # opened, SESSION_EXPIRED, then not
+])
+async def test_clerk_a_young_retry_of_a_session_opening_write_still_goes_through(
+        tmp_path, how, ttl_in_errors, opened):
+    """The servers' ttl is an hour: a quick retry of a session-opening write applies once
+    and the caller sees OK, whether the clerk knew the ttl (not opened) or not yet (the lost
+    answer said none: opened; if the session is missing, the SESSION_EXPIRED answer brings
+    the ttl and the write goes again, not opened, in the same session)."""
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL))
+    m = MachineKV(h, ttl=3_600_000)
+    m.reset(K)
+    m.lose, m.ttl_in_errors = _first_answer_lost(how), ttl_in_errors
+    async with _clerk(m) as kv:
+        await kv.append(K, b"b")
+        assert h.m.get(K) == b"b"
+        assert [list(r.opened) for r in m.requests] == opened
+        await kv.append(K, b"c")                      # the session is the clerk's still
+        assert h.m.get(K) == b"bc" and len({r.session for r in m.requests}) == 1
+    h.close()

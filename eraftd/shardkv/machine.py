@@ -406,7 +406,9 @@ class ShardKVMachine:
             self.store.compact_data(*shard_range(s))
 
     def restored(self) -> None:
+        expired = self.state.expired          # a counter of this process (/metrics)
         self.state = load_state(self.store, self.gid)
+        self.state.expired = expired
 
     # ---------------------------------------------------------------- reads (committed data)
     def get(self, key: bytes) -> bytes | None:

@@ -4,12 +4,14 @@ native path, snapshots and restarts; the clerk's handling of an expired session.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from skv_support import Harness, config, key_in
 
 from eraftd._pb import kvbatch_pb2 as kvpb
 from eraftd.controller.state import NSHARDS
+from eraftd.metrics import sessions_expired
 from eraftd.sessions import MAX_RATE, AppliedClock, LeaderClock, stamp_entry
 from eraftd.shardkv import clerk as clerk_mod
 from eraftd.shardkv.clerk import Clerk, ShardKVSessionExpired
@@ -58,6 +60,11 @@ def test_an_idle_session_goes_at_apply_time_and_a_used_one_stays(tmp_path):
     assert st.shards[3].sessions[7].last_used == T0 + TTL // 2
     assert st.clock == AppliedClock(T0 + TTL + 1, T0)
     assert h.g.get(_session_key(3, 8)) is None           # its record deleted in that round
+    group = SimpleNamespace(sm=h.m)                      # /metrics: eraft_sessions_expired_total
+    assert sessions_expired(group) == 1
+    h.m.restored()                                       # a snapshot installed: still counted
+    assert sessions_expired(group) == 1 and h.m.state.clock == st.clock
+    st = h.m.state
     before = sessions(st)
     h = h.reopen()                                       # the same from RocksDB, in use order
     assert sessions(h.m.state) == before and h.m.state.clock == st.clock

@@ -303,7 +303,8 @@ async def test_clerk_batches_hold_one_session():
 
 
 def test_sessions_that_arrive_with_a_shard_count_as_used_then_and_expire_once_it_serves(tmp_path):
-    """A PULLING shard's arriving sessions are used when they arrive and are not swept until
+    """A PULLING shard's arriving sessions, from a chunk that says no idle time (as from
+    before idle_ms), are used when they arrive and are not swept until
     the shard is served (GCING); then the next stamped entry sweeps them, at the same clock
     as before (a replica restored in between does the same)."""
     from eraftd._pb import shardmigration_pb2 as migpb
@@ -438,3 +439,42 @@ async def test_clerk_a_young_retry_of_a_session_opening_write_still_goes_through
         await kv.append(K, b"c")                      # the session is the clerk's still
         assert h.m.get(K) == b"bc" and len({r.session for r in m.requests}) == 1
     h.close()
+
+
+def test_migrated_sessions_keep_their_idle_time_whatever_the_groups_clocks(tmp_path):
+    """A session's last use moves with its shard as the time it had been idle at the old
+    owner (the groups' clocks differ: here the new one's is 500 s ahead): idle 8 s of a 10 s
+    ttl at the move, it lives 2 s more at the new owner, not a whole ttl; the table is in
+    last-use order once the shard is in, and reads back the same."""
+    from eraftd.shardkv.machine import encode_insert
+    from eraftd.shardkv.state import BEPULLING, GCING, PULLING
+    old, new = Harness(tmp_path / "old"), Harness(tmp_path / "new", gid=200)
+    old.apply(encode_config(ALL), write(7, 1, (PUT, K, b"a", 1), at=T0),
+              write(8, 1, (PUT, K, b"b", 1), at=T0 + 6000),
+              write(9, 1, (PUT, key_in(4), b"x", 1), at=T0 + 8000))   # the old clock: T0 + 8 s
+    c2 = config(2, [200 if i == 3 else GID for i in range(NSHARDS)], {GID: ("a",), 200: ("b",)})
+    old.apply(encode_config(c2))
+    assert old.m.state.shards[3].status == BEPULLING
+    t1 = T0 + 500_000
+    new.apply(encode_config(ALL), encode_config(c2),     # its clock started 20 s ago
+              write(5, 1, (PUT, key_in(4), b"y", 1), at=t1 - 20_000),
+              write(5, 2, (PUT, key_in(4), b"y", 2), at=t1))
+    assert new.m.state.shards[3].status == PULLING and new.m.state.clock.now == t1
+    cursor = b""
+    while True:
+        resp = old.m.pull_chunk(3, cursor, 1 << 20)
+        assert new.apply(encode_insert(2, 3, cursor, resp)) == [OK]
+        cursor = resp.next
+        if resp.done:
+            break
+    got = new.m.state.shards[3]
+    assert got.status == GCING
+    assert {c: s.last_used for c, s in got.sessions.items()} == {7: t1 - 8000, 8: t1 - 2000}
+    assert list(got.sessions) == [7, 8]
+    assert list(load_state(new.g, 200).shards[3].sessions) == [7, 8]
+    new.apply(write(5, 3, (PUT, key_in(4), b"y", 3), at=t1 + 2001))
+    assert list(new.m.state.shards[3].sessions) == [8]           # 7: idle 10,001 ms in all
+    new.apply(write(5, 4, (PUT, key_in(4), b"y", 4), at=t1 + 8001))
+    assert not new.m.state.shards[3].sessions
+    old.close()
+    new.close()

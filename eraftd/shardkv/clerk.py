@@ -229,11 +229,11 @@ class _Lane:
         slow = loop.call_later(c.check_after, c.suspect, until)   # unanswered for long: check
         hint = ""
         why = None
+        untried = False                         # the server says none of it was proposed
         try:
             resp = await c.stub(addr).Batch(
                 req, timeout=max(0.001, min(c.call_timeout, until - loop.time())))
-            err = resp.err
-            hint = resp.leader
+            err, hint, untried = resp.err, resp.leader, resp.untried
         except grpc.aio.AioRpcError as e:
             err, problem, why = e.code().name, rpc_problem(e, c.tls is not None), denied(e)
         else:
@@ -263,8 +263,9 @@ class _Lane:
             return
         # the whole batch failed: to the named leader at once, else the next replica after a
         # pause; and has the configuration moved on (the group left, its servers changed)?
-        for op in ops:
-            op.unsure = True
+        if not untried:
+            for op in ops:
+                op.unsure = True
         if err == ERR_WRONG_LEADER and hint in self.servers and hint != addr:
             self.leader = self.servers.index(hint)
         else:
@@ -404,7 +405,8 @@ class Clerk:
         would apply again.
 
         Why ttl / 2 from its first send to the last moment this attempt can be proposed (now
-        + call_timeout; a server proposes when a call arrives, within its deadline) is safe
+        + call_timeout: a server proposes a call's writes when it comes, and never after its
+        deadline, BatchResponse.untried) is safe
         (eraftd/sessions.py): if the first attempt applied, it applied with at least the
         applied clock of every entry committed before it was sent (it comes after them in
         the log), and so was the session's last use; this attempt applies after entries that

@@ -339,7 +339,8 @@ class MachineKV:
     """A KVBatch stub over a real machine: each call's writes apply as its leader logs them
     (stamped `now`, with `ttl`), and it answers as KVBatchService does, with its ttl.
     `lose(req)`: "applied" (the writes applied, the answer is lost: ErrTimeout instead, after
-    which `then()` runs), "unapplied" (lost before it reached the leader) or None (answered);
+    which `then()` runs), "unapplied" (lost before it reached the leader), "untried" (a
+    follower says it is not the leader: nothing proposed) or None (answered);
     `ttl_in_errors`: whether a lost answer still says the ttl."""
 
     def __init__(self, h: Harness, ttl: int) -> None:
@@ -358,6 +359,8 @@ class MachineKV:
         from eraftd.shardkv.service import _CODE
         self.requests.append(kvpb.BatchRequest.FromString(req.SerializeToString()))
         lost = self.lose(req)
+        if lost == "untried":                   # a follower's answer: nothing proposed
+            return kvpb.BatchResponse(err="ErrWrongLeader", untried=True, session_ttl_ms=self.ttl)
         res = self.apply(req) if lost != "unapplied" else None
         if lost:
             self.then()
@@ -478,3 +481,41 @@ def test_migrated_sessions_keep_their_idle_time_whatever_the_groups_clocks(tmp_p
     assert not new.m.state.shards[3].sessions
     old.close()
     new.close()
+
+
+async def test_clerk_an_answer_that_proposed_nothing_leaves_the_write_a_plain_retry(tmp_path):
+    """A follower's ErrWrongLeader (untried: nothing of the call was proposed) is no unanswered
+    attempt: with a 1 s ttl the retry of a session-opening write still goes not opened and
+    applies (it is not reported as of unknown outcome)."""
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL))
+    m = MachineKV(h, ttl=1000)
+    m.reset(K)
+    m.lose = _first_answer_lost("untried")
+    async with _clerk(m) as kv:
+        await kv.append(K, b"b")
+    assert h.m.get(K) == b"b" and [list(r.opened) for r in m.requests] == [[False], [False]]
+    h.close()
+
+
+async def test_a_write_whose_call_is_past_its_deadline_is_not_proposed():
+    """KVBatch never proposes a call's writes once its client gave up on it (the clerk's rule
+    on `opened` counts on it): the call is answered ErrTimeout, untried; in time, it applies."""
+    from eraftd.shardkv.service import KVBatchService
+    from eraftd.shardkv.state import Limits
+    proposed = []
+    group = SimpleNamespace(is_leader=lambda: True, leader_address="me",
+                            sm=SimpleNamespace(state=SimpleNamespace(can_serve=lambda s: True,
+                                                                     clock=AppliedClock())))
+
+    async def propose_many(gid, datas):
+        proposed.append(datas)
+        return [[(OK, b"")] for _ in datas]
+    driver = SimpleNamespace(groups={GID: group}, propose_many=propose_many)
+    svc = KVBatchService(driver, GID, Limits())
+    req = kvpb.BatchRequest(session=7, floor=1, ops=[PUT], keys=[K], values=[b"v"], seqs=[1])
+    late = SimpleNamespace(time_remaining=lambda: 0.0)
+    resp = await svc._batch(req, late)
+    assert (resp.err, resp.untried, proposed) == ("ErrTimeout", True, [])
+    resp = await svc._batch(req, SimpleNamespace(time_remaining=lambda: 1.5))
+    assert (resp.err, list(resp.codes), len(proposed)) == ("", [kvpb.OK], 1)

@@ -313,6 +313,9 @@ class NodeCollector(Collector):
         ctrl_sessions = GaugeMetricFamily("eraft_controller_sessions",
                                           "Client sessions the controller group keeps for deduplication",
                                           labels=["group"])
+        expired = CounterMetricFamily("eraft_sessions_expired",
+                                      "Client sessions this replica dropped, idle longer than "
+                                      "session_ttl_ms, since it started", labels=["group"])
         shard_status = GaugeMetricFamily("eraft_shard_status",
                                          "1 for a held shard's current status, 0 for the others "
                                          "(Serving, Pulling, BePulling, GCing)",
@@ -341,6 +344,9 @@ class NodeCollector(Collector):
             n = controller_sessions(g)
             if n is not None:
                 ctrl_sessions.add_metric([gid], n)
+            n = sessions_expired(g)
+            if n is not None:
+                expired.add_metric([gid], n)
             for shard, status, keys, nbytes, sessions in held_shards(g):
                 shard_keys.add_metric([gid, str(shard)], keys)
                 shard_bytes.add_metric([gid, str(shard)], nbytes)
@@ -354,6 +360,7 @@ class NodeCollector(Collector):
         yield shard_bytes
         yield shard_sessions
         yield ctrl_sessions
+        yield expired
         yield shard_status
         size = GaugeMetricFamily("eraft_storage_bytes", "Size of this node's RocksDB on disk")
         size.add_metric([], self.store.size_bytes())
@@ -396,6 +403,13 @@ def controller_sessions(g: Any) -> int | None:
     if state is None or hasattr(state, "held") or not isinstance(getattr(state, "sessions", None), dict):
         return None
     return len(state.sessions)
+
+
+def sessions_expired(g: Any) -> int | None:
+    """The sessions group g's state machine dropped as expired (ShardKVState.expired,
+    ControllerState.expired); None for a group without sessions."""
+    n = getattr(getattr(getattr(g, "sm", None), "state", None), "expired", None)
+    return n if isinstance(n, int) else None
 
 
 def install(driver: Any, store: Any) -> None:

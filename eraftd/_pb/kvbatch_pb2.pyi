@@ -60,7 +60,7 @@ class BatchRequest(_message.Message):
     def __init__(self, session: _Optional[int] = ..., floor: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, str]]] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ..., seqs: _Optional[_Iterable[int]] = ..., expected: _Optional[_Iterable[bytes]] = ..., opened: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class BatchResponse(_message.Message):
-    __slots__ = ("err", "leader", "codes", "values", "messages")
+    __slots__ = ("err", "leader", "codes", "values", "messages", "session_ttl_ms", "untried")
     class MessagesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,12 +73,16 @@ class BatchResponse(_message.Message):
     CODES_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTRIED_FIELD_NUMBER: _ClassVar[int]
     err: str
     leader: str
     codes: _containers.RepeatedScalarFieldContainer[Code]
     values: _containers.RepeatedScalarFieldContainer[bytes]
     messages: _containers.ScalarMap[int, str]
-    def __init__(self, err: _Optional[str] = ..., leader: _Optional[str] = ..., codes: _Optional[_Iterable[_Union[Code, str]]] = ..., values: _Optional[_Iterable[bytes]] = ..., messages: _Optional[_Mapping[int, str]] = ...) -> None: ...
+    session_ttl_ms: int
+    untried: bool
+    def __init__(self, err: _Optional[str] = ..., leader: _Optional[str] = ..., codes: _Optional[_Iterable[_Union[Code, str]]] = ..., values: _Optional[_Iterable[bytes]] = ..., messages: _Optional[_Mapping[int, str]] = ..., session_ttl_ms: _Optional[int] = ..., untried: _Optional[bool] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
     __slots__ = ("shard", "prefix", "cursor", "limit", "max_bytes")

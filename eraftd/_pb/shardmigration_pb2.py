@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14shardmigration.proto\x12\x10\x65raftmigrationpb\"9\n\x07Session\x12\x0e\n\x06\x63lient\x18\x01 \x01(\x03\x12\r\n\x05\x66loor\x18\x02 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x03 \x03(\x04\"\x7f\n\x10PullShardRequest\x12\x12\n\nconfig_num\x18\x01 \x01(\x03\x12\r\n\x05shard\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x0c\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\x12\x0b\n\x03gid\x18\x05 \x01(\x03\x12\x18\n\x10\x63hunked_sessions\x18\x06 \x01(\x08\"\xb9\x01\n\x11PullShardResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x0b\n\x03kvs\x18\x02 \x01(\x0c\x12+\n\x08sessions\x18\x03 \x03(\x0b\x32\x19.eraftmigrationpb.Session\x12\x0c\n\x04next\x18\x04 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x05 \x01(\x08\x12\x18\n\x10\x63hunked_sessions\x18\x06 \x01(\x08\x12\x12\n\ntotal_keys\x18\x07 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x03\"\x96\x01\n\x0bInsertChunk\x12\x12\n\nconfig_num\x18\x01 \x01(\x03\x12\r\n\x05shard\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x0c\x12\x0c\n\x04next\x18\x04 \x01(\x0c\x12\x0b\n\x03kvs\x18\x05 \x01(\x0c\x12+\n\x08sessions\x18\x06 \x03(\x0b\x32\x19.eraftmigrationpb.Session\x12\x0c\n\x04\x64one\x18\x07 \x01(\x08\"4\n\x10ReadShardRequest\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x11\n\tmax_bytes\x18\x02 \x01(\x05\"\x87\x01\n\x0eReadShardChunk\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x12\n\nconfig_num\x18\x03 \x01(\x03\x12\r\n\x05index\x18\x04 \x01(\x04\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x0c\n\x04keys\x18\x06 \x01(\x03\x12\x0b\n\x03kvs\x18\x07 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x08 \x01(\x08\x32\x66\n\x0eShardMigration\x12T\n\tPullShard\x12\".eraftmigrationpb.PullShardRequest\x1a#.eraftmigrationpb.PullShardResponse2b\n\x0bShardBackup\x12S\n\tReadShard\x12\".eraftmigrationpb.ReadShardRequest\x1a .eraftmigrationpb.ReadShardChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14shardmigration.proto\x12\x10\x65raftmigrationpb\"J\n\x07Session\x12\x0e\n\x06\x63lient\x18\x01 \x01(\x03\x12\r\n\x05\x66loor\x18\x02 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x03 \x03(\x04\x12\x0f\n\x07idle_ms\x18\x04 \x01(\x04\"\x7f\n\x10PullShardRequest\x12\x12\n\nconfig_num\x18\x01 \x01(\x03\x12\r\n\x05shard\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x0c\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\x12\x0b\n\x03gid\x18\x05 \x01(\x03\x12\x18\n\x10\x63hunked_sessions\x18\x06 \x01(\x08\"\xb9\x01\n\x11PullShardResponse\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x0b\n\x03kvs\x18\x02 \x01(\x0c\x12+\n\x08sessions\x18\x03 \x03(\x0b\x32\x19.eraftmigrationpb.Session\x12\x0c\n\x04next\x18\x04 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x05 \x01(\x08\x12\x18\n\x10\x63hunked_sessions\x18\x06 \x01(\x08\x12\x12\n\ntotal_keys\x18\x07 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x03\"\x96\x01\n\x0bInsertChunk\x12\x12\n\nconfig_num\x18\x01 \x01(\x03\x12\r\n\x05shard\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x0c\x12\x0c\n\x04next\x18\x04 \x01(\x0c\x12\x0b\n\x03kvs\x18\x05 \x01(\x0c\x12+\n\x08sessions\x18\x06 \x03(\x0b\x32\x19.eraftmigrationpb.Session\x12\x0c\n\x04\x64one\x18\x07 \x01(\x08\"4\n\x10ReadShardRequest\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x11\n\tmax_bytes\x18\x02 \x01(\x05\"\x87\x01\n\x0eReadShardChunk\x12\x0b\n\x03\x65rr\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x12\n\nconfig_num\x18\x03 \x01(\x03\x12\r\n\x05index\x18\x04 \x01(\x04\x12\x0c\n\x04term\x18\x05 \x01(\x04\x12\x0c\n\x04keys\x18\x06 \x01(\x03\x12\x0b\n\x03kvs\x18\x07 \x01(\x0c\x12\x0c\n\x04\x64one\x18\x08 \x01(\x08\x32\x66\n\x0eShardMigration\x12T\n\tPullShard\x12\".eraftmigrationpb.PullShardRequest\x1a#.eraftmigrationpb.PullShardResponse2b\n\x0bShardBackup\x12S\n\tReadShard\x12\".eraftmigrationpb.ReadShardRequest\x1a .eraftmigrationpb.ReadShardChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,19 +32,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shardmigration_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSION']._serialized_start=42
-  _globals['_SESSION']._serialized_end=99
-  _globals['_PULLSHARDREQUEST']._serialized_start=101
-  _globals['_PULLSHARDREQUEST']._serialized_end=228
-  _globals['_PULLSHARDRESPONSE']._serialized_start=231
-  _globals['_PULLSHARDRESPONSE']._serialized_end=416
-  _globals['_INSERTCHUNK']._serialized_start=419
-  _globals['_INSERTCHUNK']._serialized_end=569
-  _globals['_READSHARDREQUEST']._serialized_start=571
-  _globals['_READSHARDREQUEST']._serialized_end=623
-  _globals['_READSHARDCHUNK']._serialized_start=626
-  _globals['_READSHARDCHUNK']._serialized_end=761
-  _globals['_SHARDMIGRATION']._serialized_start=763
-  _globals['_SHARDMIGRATION']._serialized_end=865
-  _globals['_SHARDBACKUP']._serialized_start=867
-  _globals['_SHARDBACKUP']._serialized_end=965
+  _globals['_SESSION']._serialized_end=116
+  _globals['_PULLSHARDREQUEST']._serialized_start=118
+  _globals['_PULLSHARDREQUEST']._serialized_end=245
+  _globals['_PULLSHARDRESPONSE']._serialized_start=248
+  _globals['_PULLSHARDRESPONSE']._serialized_end=433
+  _globals['_INSERTCHUNK']._serialized_start=436
+  _globals['_INSERTCHUNK']._serialized_end=586
+  _globals['_READSHARDREQUEST']._serialized_start=588
+  _globals['_READSHARDREQUEST']._serialized_end=640
+  _globals['_READSHARDCHUNK']._serialized_start=643
+  _globals['_READSHARDCHUNK']._serialized_end=778
+  _globals['_SHARDMIGRATION']._serialized_start=780
+  _globals['_SHARDMIGRATION']._serialized_end=882
+  _globals['_SHARDBACKUP']._serialized_start=884
+  _globals['_SHARDBACKUP']._serialized_end=982
 # @@protoc_insertion_point(module_scope)

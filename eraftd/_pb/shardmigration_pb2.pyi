@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Session(_message.Message):
-    __slots__ = ("client", "floor", "applied")
+    __slots__ = ("client", "floor", "applied", "idle_ms")
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     FLOOR_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
+    IDLE_MS_FIELD_NUMBER: _ClassVar[int]
     client: int
     floor: int
     applied: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, client: _Optional[int] = ..., floor: _Optional[int] = ..., applied: _Optional[_Iterable[int]] = ...) -> None: ...
+    idle_ms: int
+    def __init__(self, client: _Optional[int] = ..., floor: _Optional[int] = ..., applied: _Optional[_Iterable[int]] = ..., idle_ms: _Optional[int] = ...) -> None: ...
 
 class PullShardRequest(_message.Message):
     __slots__ = ("config_num", "shard", "cursor", "max_bytes", "gid", "chunked_sessions")

@@ -215,7 +215,9 @@ class ControllerMachine:
         return out
 
     def restored(self) -> None:
+        expired = self.state.expired          # a counter of this process (/metrics)
         self.state = load_state(self.store)
+        self.state.expired = expired
         self.cluster_id = _load_cluster_id(self.store)
 
     def query(self, num: int) -> Config:

@@ -45,9 +45,16 @@ go on in it, each batch is of one session) and: a write whose every earlier atte
 in the new session with a new seq, unseen by the caller; a write of which an earlier attempt
 went unanswered (it may have applied before the session was forgotten) raises
 ShardKVSessionExpired: its outcome is unknown, and it is not applied again behind the caller's
-back.  No keepalive: a clerk that stays idle past the ttl just opens a new session at its next
-write (that write was never sent before, so it goes through), and an unanswered write is
-retried for at most total_timeout (30 s), far below the ttl.
+back.  A session-opening write (no answer yet on the shard) whose first attempt went
+unanswered may have opened the session itself, which may have expired before a retry; so
+a retry that may be proposed more than half the ttl after the write was first sent (its send
+time + call_timeout; `Clerk.stale_before`: the ttl every answer carries,
+BatchResponse.session_ttl_ms, the smallest seen; before any answer the config's floor of
+1 s) is sent with opened set too, and a missing session is answered
+SESSION_EXPIRED (if that answer shows the write was young after all under the ttl it
+brings, the write goes again as before).  No keepalive: a clerk that stays idle past the
+ttl just opens a new session at its next write (that write was never sent before, so it
+goes through).
 
 `dial` (optional) maps each advertised address (of a group's servers, of the controllers)
 to the address to connect to ([node.dial], config.NodeConfig.dial_address); messages name
@@ -81,6 +88,7 @@ from ..controller.client import ControllerClient, ControllerUnavailable, err_wor
 from ..controller.state import NSHARDS, Config
 from ..errors import Denied, Refused, Unavailable, denied, rpc_problem
 from ..node.transport import MAX_MESSAGE_BYTES
+from ..sessions import MIN_TTL_MS
 from ..tls import TlsFiles, channel
 from .state import (APPEND, CAS, CAS_ABSENT, DELETE, ERR_WRONG_LEADER, EXISTS, GET, OP_NAMES,
                     PUT, READ_KINDS, Limits, key2shard)
@@ -112,12 +120,13 @@ def _channel_options() -> list[tuple[str, int]]:
 
 class _Op:
     __slots__ = ("kind", "key", "value", "seq", "fut", "deadline", "size", "shard", "expected",
-                 "session", "unsure")
+                 "session", "unsure", "first")
 
     def __init__(self, kind: int, key: bytes, value: bytes, seq: int, deadline: float,
                  shard: int, expected: bytes = b"", session: int = 0) -> None:
         self.session = session               # the session of its seq
         self.unsure = False                  # an attempt went unanswered: it may have applied
+        self.first = 0.0                     # loop time at (or before) its seq's first send
         self.kind = kind
         self.key = key
         self.value = value
@@ -207,26 +216,30 @@ class _Lane:
         c = self.clerk
         loop = asyncio.get_running_loop()
         addr = self.servers[self.leader % len(self.servers)]
+        old = c.stale_before(loop.time())
         req = kvpb.BatchRequest(session=ops[0].session, floor=c.floor(),
                                 ops=[o.kind for o in ops], keys=[o.key for o in ops],
                                 values=[o.value for o in ops], seqs=[o.seq for o in ops],
                                 expected=[o.expected for o in ops] if any(o.expected for o in ops) else (),
-                                opened=[o.shard in c._opened.get(o.session, ()) for o in ops])
+                                opened=[o.shard in c._opened.get(o.session, ())
+                                        or (o.unsure and o.first < old) for o in ops])
         until = max(o.deadline for o in ops)
         self.flying.update(ops)
         self.asking[addr] += 1
         slow = loop.call_later(c.check_after, c.suspect, until)   # unanswered for long: check
         hint = ""
         why = None
+        untried = False                         # the server says none of it was proposed
         try:
             resp = await c.stub(addr).Batch(
                 req, timeout=max(0.001, min(c.call_timeout, until - loop.time())))
-            err = resp.err
-            hint = resp.leader
+            err, hint, untried = resp.err, resp.leader, resp.untried
         except grpc.aio.AioRpcError as e:
             err, problem, why = e.code().name, rpc_problem(e, c.tls is not None), denied(e)
         else:
             problem = err_words(err)
+            if resp.session_ttl_ms:
+                c._ttl_ms = min(c._ttl_ms or resp.session_ttl_ms, resp.session_ttl_ms)
         finally:
             slow.cancel()
             self.asking[addr] -= 1
@@ -250,8 +263,9 @@ class _Lane:
             return
         # the whole batch failed: to the named leader at once, else the next replica after a
         # pause; and has the configuration moved on (the group left, its servers changed)?
-        for op in ops:
-            op.unsure = True
+        if not untried:
+            for op in ops:
+                op.unsure = True
         if err == ERR_WRONG_LEADER and hint in self.servers and hint != addr:
             self.leader = self.servers.index(hint)
         else:
@@ -299,6 +313,7 @@ class Clerk:
         self.session = 0
         # session -> the shards where a write of it was answered (so the shard has it)
         self._opened: dict[int, set[int]] = {}
+        self._ttl_ms = 0                # the smallest session_ttl_ms a server answered with
         self._renew()
         self._seqs = itertools.count(1)
         self._unacked: set[int] = set()
@@ -383,6 +398,30 @@ class Clerk:
         self.session = random.SystemRandom().randrange(1, 1 << 63)
         # the older sessions' entries stay: their ops still in flight say what they knew
 
+    def stale_before(self, now: float) -> float:
+        """A write first sent before this loop time, of which an attempt went unanswered, is sent
+        (from `now`, for at most call_timeout) with opened set: its first attempt may have
+        applied and opened the session, which may have expired since, and without opened it
+        would apply again.
+
+        Why ttl / 2 from its first send to the last moment this attempt can be proposed (now
+        + call_timeout: a server proposes a call's writes when it comes, and never after its
+        deadline, BatchResponse.untried) is safe
+        (eraftd/sessions.py): if the first attempt applied, it applied with at least the
+        applied clock of every entry committed before it was sent (it comes after them in
+        the log), and so was the session's last use; this attempt applies after entries that
+        were all proposed before it was, whose stamps are at most the highest stamp any
+        leader had issued when the first was sent plus MAX_RATE (1.1) times the real time
+        since (a leader's stamps run at most 1.1x real time; a new leader starts from its
+        applied clock, never above the stamps before it).  So the session has been idle at
+        most 0.55 ttl plus how far the stamps in flight were ahead of the committed ones
+        when the write was first sent (a commit's latency, a stall of the leader; a leader
+        cut off from its followers is replaced and its uncommitted stamps are dropped): the
+        other 0.45 ttl, 450 ms at the config's 1 s floor, half an hour by default.  The ttl is
+        the smallest one the servers answered with (their own [shardkv] session_ttl_ms, every
+        replica of a group should have the same), before any answer the config's floor."""
+        return now + self.call_timeout - (self._ttl_ms or MIN_TTL_MS) / 2000.0
+
     def floor(self) -> int:
         return min(self._unacked) if self._unacked else 1 << 62
 
@@ -402,7 +441,8 @@ class Clerk:
         if problem:
             raise ShardKVError(f"{_OP_NAMES[kind]} {_show(key)}: {problem}")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.total_timeout
+        first = loop.time()              # at or before the first send of this seq
+        deadline = first + self.total_timeout
         seq = session = 0
         shard = key2shard(key)
         if kind not in READ_KINDS:
@@ -426,6 +466,7 @@ class Clerk:
                     last = f"configuration {cfg.num} gives shard {shard} to no group"
                 else:
                     op = _Op(kind, key, value, seq, deadline, shard, expected, session)
+                    op.unsure, op.first = unsure, first
                     timer = loop.call_at(deadline, op.settle, None)
                     lane.submit(op)
                     try:
@@ -434,6 +475,11 @@ class Clerk:
                         timer.cancel()
                     unsure = unsure or op.unsure
                     if res is not None and res is not _MOVED and res[0] == kvpb.SESSION_EXPIRED:
+                        if (unsure and shard not in self._opened.get(session, ())
+                                and first >= self.stale_before(loop.time())):
+                            # sent opened only while the clerk knew no ttl (the answer told
+                            # it): young enough, so the session was never there; send it again
+                            continue           # the same session and seq, not opened now
                         if session == self.session:
                             self._renew()
                         if unsure:
@@ -447,7 +493,7 @@ class Clerk:
                         self._unacked.discard(seq)
                         seq = next(self._seqs)
                         self._unacked.add(seq)
-                        session = self.session
+                        session, first = self.session, loop.time()
                         continue
                     if res is _MOVED:
                         continue               # the same seq, to the shard's current owner

@@ -19,7 +19,9 @@ Log entries (empty data is the leader's no-op), a kind byte then a protobuf mess
     b"I"  eraftmigrationpb.InsertChunk  one pulled chunk of an arriving shard: some of its
                                         sessions (in the first chunks, then none) and/or
                                         pairs; an entry from before chunked sessions has
-                                        every session in its first chunk (pull_chunk)
+                                        every session in its first chunk (pull_chunk);
+                                        each session's idle time at the old owner (0, or
+                                        from before: used on arrival)
     b"D"  shardkvpb.ShardOperationRequest  delete shards the new owner has (old owner)
     b"G"  shardkvpb.ShardOperationRequest  the old owner deleted them (new owner: GCING -> SERVING)
 
@@ -116,13 +118,24 @@ def decode_session(raw: bytes) -> Session:
     return Session(vals[0], set(vals[1:]), used)
 
 
-def sessions_to_pb(sessions: dict[int, Session]) -> list[migpb.Session]:
-    return [migpb.Session(client=c, floor=s.floor, applied=sorted(s.applied))
-            for c, s in sorted(sessions.items())]
+def session_to_pb(client: int, s: Session, now: int) -> migpb.Session:
+    """A session as a pulled chunk carries it: its last use as the time it has been idle at
+    `now` (the old owner's applied clock; 0: no time known, it counts as used on arrival)."""
+    idle = now - s.last_used if now and s.last_used and now > s.last_used else 0
+    return migpb.Session(client=client, floor=s.floor, applied=sorted(s.applied), idle_ms=idle)
+
+
+def sessions_to_pb(sessions: dict[int, Session], now: int = 0) -> list[migpb.Session]:
+    return [session_to_pb(c, s, now) for c, s in sorted(sessions.items())]
 
 
 def sessions_from_pb(msgs: Iterable[migpb.Session]) -> dict[int, Session]:
     return {m.client: Session(m.floor, set(m.applied)) for m in msgs}
+
+
+def sessions_idle(msgs: Iterable[migpb.Session]) -> dict[int, int]:
+    """client -> how long it had been idle at the old owner (ms), for those that say."""
+    return {m.client: m.idle_ms for m in msgs if m.idle_ms}
 
 
 # ---------------------------------------------------------------- entries
@@ -362,7 +375,8 @@ class ShardKVMachine:
                 m = migpb.InsertChunk.FromString(body)
                 kvs = list(decode_chunk(m.kvs))      # all of it checked before anything applies
                 return st.apply_insert(rnd, m.config_num, m.shard, m.cursor, m.next, kvs,
-                                       sessions_from_pb(m.sessions), m.done)
+                                       sessions_from_pb(m.sessions), m.done,
+                                       sessions_idle(m.sessions))
             if kind in (ENTRY_DELETE, ENTRY_GC_DONE, ENTRY_ABANDONED):
                 m = pb.ShardOperationRequest.FromString(body)
                 if kind == ENTRY_DELETE:
@@ -406,7 +420,9 @@ class ShardKVMachine:
             self.store.compact_data(*shard_range(s))
 
     def restored(self) -> None:
+        expired = self.state.expired          # a counter of this process (/metrics)
         self.state = load_state(self.store, self.gid)
+        self.state.expired = expired
 
     # ---------------------------------------------------------------- reads (committed data)
     def get(self, key: bytes) -> bytes | None:
@@ -430,11 +446,13 @@ class ShardKVMachine:
         Otherwise (a puller from before): every session with the first chunk, as then."""
         if not chunked_sessions:
             pairs, nxt, done = self.scan_shard(shard, cursor, max_bytes)
-            sessions = sessions_to_pb(self.state.shards[shard].sessions) if not cursor else []
+            sessions = (sessions_to_pb(self.state.shards[shard].sessions, self.state.clock.now)
+                        if not cursor else [])
             return migpb.PullShardResponse(err=OK, kvs=encode_chunk(pairs), sessions=sessions,
                                            next=nxt, done=done)
         sessions: list[migpb.Session] = []
         size = 0
+        now = self.state.clock.now
         if not cursor or cursor[:1] == b"d":
             base = shard_prefix(shard) + b"d"
             n = len(base)
@@ -444,9 +462,7 @@ class ShardKVMachine:
                     return migpb.PullShardResponse(err=OK, kvs=encode_chunk(()), sessions=sessions,
                                                    next=b"d" + k_last, done=False,
                                                    chunked_sessions=True)
-                s = decode_session(v)
-                m = migpb.Session(client=_I64.unpack(k[n:])[0], floor=s.floor,
-                                  applied=sorted(s.applied))
+                m = session_to_pb(_I64.unpack(k[n:])[0], decode_session(v), now)
                 sessions.append(m)
                 size += m.ByteSize() + 4            # its tag and length in the message
                 k_last = k[n:]

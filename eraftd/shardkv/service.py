@@ -218,24 +218,26 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
     async def Batch(self, req: kvpb.BatchRequest, context) -> kvpb.BatchResponse:
         t0 = time.perf_counter()
         resp = await self._batch(req, context)
+        resp.session_ttl_ms = self.stamp.ttl_ms    # what this node stamps as leader (the clerk's retries)
         observe_batch(resp.err or "OK", time.perf_counter() - t0, req.ops, resp.codes)
         return resp
 
     async def _batch(self, req: kvpb.BatchRequest, context) -> kvpb.BatchResponse:
         g = self.group
         if not g.is_leader():
-            return kvpb.BatchResponse(err=ERR_WRONG_LEADER, leader=g.leader_address)
+            return kvpb.BatchResponse(err=ERR_WRONG_LEADER, leader=g.leader_address, untried=True)
         ops, keys, values, seqs, expected = req.ops, req.keys, req.values, req.seqs, req.expected
         n = len(ops)
         if n > BATCH_MAX_OPS:
             # each op costs the event loop (which also sends the heartbeats) some microseconds
             return kvpb.BatchResponse(err=f"a batch of {n} operations is more than one call takes "
-                                          f"({BATCH_MAX_OPS}); send smaller batches")
+                                          f"({BATCH_MAX_OPS}); send smaller batches", untried=True)
         if (len(keys) != n or len(values) not in (0, n) or len(seqs) not in (0, n)
                 or len(expected) not in (0, n) or len(req.opened) not in (0, n)):
             return kvpb.BatchResponse(err=f"malformed batch: {n} ops, {len(keys)} keys, "
                                           f"{len(values)} values, {len(seqs)} seqs, "
-                                          f"{len(expected)} expected, {len(req.opened)} opened")
+                                          f"{len(expected)} expected, {len(req.opened)} opened",
+                                      untried=True)
         codes = [kvpb.OK] * n
         out_values = [b""] * n
         messages: dict[int, str] = {}
@@ -263,6 +265,11 @@ class KVBatchService(_Base, kvpb_grpc.KVBatchServicer):
                 reads.append(i)
             else:
                 writes.append(i)
+        left = context.time_remaining() if writes and context is not None else None
+        if left is not None and left <= 0:
+            # the client has given up on this call: never propose it late (its retry may be
+            # on its way, and the clerk's rule on `opened` counts on when a call can propose)
+            return kvpb.BatchResponse(err=ERR_TIMEOUT, leader=g.leader_address, untried=True)
         try:
             async with asyncio.timeout(self.timeout):
                 if writes and reads:
@@ -432,7 +439,7 @@ class ShardBackupService(_Base, migpb_grpc.ShardBackupServicer):
 ADMITTED = {
     "/shardkvpb.ShardKVService/Command":
         lambda why, busy: pb.CommandResponse(err=ERR_TIMEOUT if busy else why),
-    "/eraftkvpb.KVBatch/Batch": lambda why, busy: kvpb.BatchResponse(err=why),
+    "/eraftkvpb.KVBatch/Batch": lambda why, busy: kvpb.BatchResponse(err=why, untried=True),
     "/eraftkvpb.KVBatch/Scan": lambda why, busy: kvpb.ScanResponse(err=why),
 }
 

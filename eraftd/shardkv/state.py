@@ -58,7 +58,10 @@ unchanged: no outcome needs a byte of storage.
 Sessions expire (eraftd/sessions.py: the time comes from the log): `tick` takes an entry's
 stamp and ttl; a session idle longer than the ttl is dropped (from the SERVING and GCING
 shards: a frozen BEPULLING shard keeps what its new owner pulls; a PULLING one gets its
-sessions as they arrive, each counted as used then).  Each shard's table is in last-use
+sessions as they arrive, each with the time it had been idle at the old owner, so last used
+at the insert's clock minus that: an idle time, not the old owner's clock, which may differ
+(a chunk from before says none: used on arrival); the shard's table is put in last-use order
+when the last chunk is in).  Each shard's table is in last-use
 order, so the sweep looks at the oldest only.  Every applied write of a session, a
 deduplicated retry or one that changed nothing included, is a use.  A native write says
 whether its client has had an answer to a write of its session on the shard (`opened`, one
@@ -373,9 +376,11 @@ class ShardKVState:
 
     def apply_insert(self, store: Store, num: int, shard: int, cursor: bytes, nxt: bytes,
                      kvs: Iterable[tuple[bytes, bytes]], sessions: dict[int, Session],
-                     done: bool) -> str:
+                     done: bool, idle: dict[int, int] | None = None) -> str:
         """One pulled chunk of a PULLING shard; only the chunk that follows the last one
-        inserted applies (a duplicate or stale one is ErrOutDated and changes nothing)."""
+        inserted applies (a duplicate or stale one is ErrOutDated and changes nothing).
+        idle: client -> how long its session had been idle at the old owner (ms; absent:
+        used now)."""
         if not (0 <= shard < NSHARDS) or num != self.config.num:
             return ERR_OUTDATED
         sh = self.shards[shard]
@@ -385,15 +390,17 @@ class ShardKVState:
             store.put(shard, k, v)
             sh.keys += 1
             sh.bytes += len(k) + len(v)
+        now, idle = self.clock.now, idle or {}
         for client in sorted(sessions):
             sess = sessions[client]
-            sess.last_used = self.clock.now            # arriving counts as a use
+            sess.last_used = max(now - idle.get(client, 0), 0) if now else 0
             sh.sessions.pop(client, None)
             sh.sessions[client] = sess
             self.dirty.sessions.add((shard, client))
         sh.cursor = nxt
         if done:
             sh.status, sh.cursor = GCING, b""
+            sh.sessions = in_use_order(sh.sessions)     # the sweep's order (once per move)
         self.dirty.shards.add(shard)
         return OK
 

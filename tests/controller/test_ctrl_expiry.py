@@ -4,6 +4,7 @@ stamps."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from ctrl_support import CTRL, addresses, cluster, stored_state  # noqa: F401
@@ -11,6 +12,7 @@ from test_ctrl_machine import Replica
 
 from eraftd.controller.client import ControllerClient
 from eraftd.controller.state import NSHARDS
+from eraftd.metrics import sessions_expired
 from eraftd.testing import wait_for
 
 from eraftd.controller.machine import encode_command
@@ -35,6 +37,7 @@ def test_idle_controller_sessions_expire_on_apply_and_after_a_restart_or_a_snaps
     st = a.sm.state
     assert set(st.sessions) == {7, 9} and st.expired == 1
     assert st.clock == AppliedClock(T0 + TTL + 1, T0)
+    assert sessions_expired(SimpleNamespace(sm=a.sm)) == 1      # eraft_sessions_expired_total{group="0"}
     a.reopen()
     assert a.sm.state.sessions == st.sessions and list(a.sm.state.sessions) == [7, 9]
     assert a.sm.state.clock == st.clock

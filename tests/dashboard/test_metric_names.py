@@ -117,7 +117,8 @@ async def test_metric_names_follow_conventions_and_new_series(cluster):  # noqa:
         names = {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
         for want in ("process_cpu_seconds_total", "process_resident_memory_bytes",
                      "process_open_fds", "process_start_time_seconds", "eraft_build_info",
-                     "eraft_config_number", "eraft_storage_write_seconds_count"):
+                     "eraft_config_number", "eraft_storage_write_seconds_count",
+                     "eraft_sessions_expired_total"):
             assert want in names, (node.name, want)
         assert not any(n.endswith("_created") for n in exported_names(text))
         build = samples(text, "eraft_build_info")

@@ -4,12 +4,14 @@ native path, snapshots and restarts; the clerk's handling of an expired session.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from skv_support import Harness, config, key_in
 
 from eraftd._pb import kvbatch_pb2 as kvpb
 from eraftd.controller.state import NSHARDS
+from eraftd.metrics import sessions_expired
 from eraftd.sessions import MAX_RATE, AppliedClock, LeaderClock, stamp_entry
 from eraftd.shardkv import clerk as clerk_mod
 from eraftd.shardkv.clerk import Clerk, ShardKVSessionExpired
@@ -58,6 +60,11 @@ def test_an_idle_session_goes_at_apply_time_and_a_used_one_stays(tmp_path):
     assert st.shards[3].sessions[7].last_used == T0 + TTL // 2
     assert st.clock == AppliedClock(T0 + TTL + 1, T0)
     assert h.g.get(_session_key(3, 8)) is None           # its record deleted in that round
+    group = SimpleNamespace(sm=h.m)                      # /metrics: eraft_sessions_expired_total
+    assert sessions_expired(group) == 1
+    h.m.restored()                                       # a snapshot installed: still counted
+    assert sessions_expired(group) == 1 and h.m.state.clock == st.clock
+    st = h.m.state
     before = sessions(st)
     h = h.reopen()                                       # the same from RocksDB, in use order
     assert sessions(h.m.state) == before and h.m.state.clock == st.clock
@@ -296,7 +303,8 @@ async def test_clerk_batches_hold_one_session():
 
 
 def test_sessions_that_arrive_with_a_shard_count_as_used_then_and_expire_once_it_serves(tmp_path):
-    """A PULLING shard's arriving sessions are used when they arrive and are not swept until
+    """A PULLING shard's arriving sessions, from a chunk that says no idle time (as from
+    before idle_ms), are used when they arrive and are not swept until
     the shard is served (GCING); then the next stamped entry sweeps them, at the same clock
     as before (a replica restored in between does the same)."""
     from eraftd._pb import shardmigration_pb2 as migpb
@@ -325,3 +333,189 @@ def test_sessions_that_arrive_with_a_shard_count_as_used_then_and_expire_once_it
     assert 50 not in h.m.state.shards[3].sessions and sessions(h.m.state) == sessions(other.m.state)
     h.close()
     other.close()
+
+
+class MachineKV:
+    """A KVBatch stub over a real machine: each call's writes apply as its leader logs them
+    (stamped `now`, with `ttl`), and it answers as KVBatchService does, with its ttl.
+    `lose(req)`: "applied" (the writes applied, the answer is lost: ErrTimeout instead, after
+    which `then()` runs), "unapplied" (lost before it reached the leader), "untried" (a
+    follower says it is not the leader: nothing proposed) or None (answered);
+    `ttl_in_errors`: whether a lost answer still says the ttl."""
+
+    def __init__(self, h: Harness, ttl: int) -> None:
+        self.h, self.now, self.ttl = h, T0, ttl
+        self.lose = lambda req: None
+        self.then = lambda: None
+        self.ttl_in_errors = True
+        self.requests: list[kvpb.BatchRequest] = []
+        self.resets = 0
+
+    def apply(self, req: kvpb.BatchRequest) -> list:
+        entry = encode_bounded(ENTRY_BATCH + req.SerializeToString(), 1 << 20)
+        return self.h.apply(stamp_entry(self.now, self.ttl, entry))[0]
+
+    async def Batch(self, req, timeout=None):
+        from eraftd.shardkv.service import _CODE
+        self.requests.append(kvpb.BatchRequest.FromString(req.SerializeToString()))
+        lost = self.lose(req)
+        if lost == "untried":                   # a follower's answer: nothing proposed
+            return kvpb.BatchResponse(err="ErrWrongLeader", untried=True, session_ttl_ms=self.ttl)
+        res = self.apply(req) if lost != "unapplied" else None
+        if lost:
+            self.then()
+            return kvpb.BatchResponse(err="ErrTimeout",
+                                      session_ttl_ms=self.ttl if self.ttl_in_errors else 0)
+        return kvpb.BatchResponse(codes=[_CODE[e] for e, _ in res], values=[v for _, v in res],
+                                  session_ttl_ms=self.ttl)
+
+    def reset(self, key: bytes) -> None:
+        """key back to empty, the requests forgotten (a test's next case)."""
+        self.resets += 1
+        self.requests.clear()
+        self.apply(kvpb.BatchRequest(session=6, floor=self.resets, ops=[PUT], keys=[key],
+                                     values=[b""], seqs=[self.resets]))
+
+    def idle_past_ttl(self) -> None:
+        """Time passes (another client writes): every session idle since now expires."""
+        self.now += self.ttl + 1
+        self.apply(kvpb.BatchRequest(session=5, floor=1, ops=[PUT], keys=[key_in(4)],
+                                     values=[b"t"], seqs=[self.now]))
+
+
+def _first_answer_lost(how: str):
+    """MachineKV.lose for: the first call of each case loses its answer (`how`)."""
+    calls = []
+    return lambda req: how if not calls and not calls.append(req) else None
+
+
+async def test_clerk_never_applies_twice_a_session_opening_write_retried_after_expiry(tmp_path):
+    """The hole: a clerk's first write on a shard (it opens the session) applies but its answer
+    is lost; the session expires before the retry arrives.  Sent as before (not opened) the
+    retry would open a new session and the append would apply twice; sent opened (its first
+    send is older than half the 1 s ttl by the time the retry can be proposed) it is refused
+    as of unknown outcome."""
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL))
+    m = MachineKV(h, ttl=1000)
+    m.then = m.idle_past_ttl
+
+    async def run(before_the_fix: bool) -> None:
+        m.reset(K)
+        m.lose = _first_answer_lost("applied")
+        kv = _clerk(m)
+        if before_the_fix:                          # a retry never says opened (the old clerk)
+            kv.stale_before = lambda now: float("-inf")
+        async with kv:
+            await kv.append(K, b"b")
+    await run(before_the_fix=True)                  # the test reproduces the double apply
+    assert h.m.get(K) == b"bb"
+    assert [list(r.opened) for r in m.requests] == [[False], [False]]
+    with pytest.raises(ShardKVSessionExpired) as e:
+        await run(before_the_fix=False)
+    assert "whether it was stored is unknown" in str(e.value)
+    assert h.m.get(K) == b"b"                        # applied once
+    assert [list(r.opened) for r in m.requests] == [[False], [True]]
+    h.close()
+
+
+@pytest.mark.parametrize("how, ttl_in_errors, opened", [
+    ("applied", True, [[False], [False]]),       # the ttl known: a quick retry, not opened
+    ("applied", False, [[False], [True]]),       # no ttl known: opened, the session is there
+    ("unapplied", False, [[False], [True], [False]]),   # opened, SESSION_EXPIRED, then not
+])
+async def test_clerk_a_young_retry_of_a_session_opening_write_still_goes_through(
+        tmp_path, how, ttl_in_errors, opened):
+    """The servers' ttl is an hour: a quick retry of a session-opening write applies once
+    and the caller sees OK, whether the clerk knew the ttl (not opened) or not yet (the lost
+    answer said none: opened; if the session is missing, the SESSION_EXPIRED answer brings
+    the ttl and the write goes again, not opened, in the same session)."""
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL))
+    m = MachineKV(h, ttl=3_600_000)
+    m.reset(K)
+    m.lose, m.ttl_in_errors = _first_answer_lost(how), ttl_in_errors
+    async with _clerk(m) as kv:
+        await kv.append(K, b"b")
+        assert h.m.get(K) == b"b"
+        assert [list(r.opened) for r in m.requests] == opened
+        await kv.append(K, b"c")                      # the session is the clerk's still
+        assert h.m.get(K) == b"bc" and len({r.session for r in m.requests}) == 1
+    h.close()
+
+
+def test_migrated_sessions_keep_their_idle_time_whatever_the_groups_clocks(tmp_path):
+    """A session's last use moves with its shard as the time it had been idle at the old
+    owner (the groups' clocks differ: here the new one's is 500 s ahead): idle 8 s of a 10 s
+    ttl at the move, it lives 2 s more at the new owner, not a whole ttl; the table is in
+    last-use order once the shard is in, and reads back the same."""
+    from eraftd.shardkv.machine import encode_insert
+    from eraftd.shardkv.state import BEPULLING, GCING, PULLING
+    old, new = Harness(tmp_path / "old"), Harness(tmp_path / "new", gid=200)
+    old.apply(encode_config(ALL), write(7, 1, (PUT, K, b"a", 1), at=T0),
+              write(8, 1, (PUT, K, b"b", 1), at=T0 + 6000),
+              write(9, 1, (PUT, key_in(4), b"x", 1), at=T0 + 8000))   # the old clock: T0 + 8 s
+    c2 = config(2, [200 if i == 3 else GID for i in range(NSHARDS)], {GID: ("a",), 200: ("b",)})
+    old.apply(encode_config(c2))
+    assert old.m.state.shards[3].status == BEPULLING
+    t1 = T0 + 500_000
+    new.apply(encode_config(ALL), encode_config(c2),     # its clock started 20 s ago
+              write(5, 1, (PUT, key_in(4), b"y", 1), at=t1 - 20_000),
+              write(5, 2, (PUT, key_in(4), b"y", 2), at=t1))
+    assert new.m.state.shards[3].status == PULLING and new.m.state.clock.now == t1
+    cursor = b""
+    while True:
+        resp = old.m.pull_chunk(3, cursor, 1 << 20)
+        assert new.apply(encode_insert(2, 3, cursor, resp)) == [OK]
+        cursor = resp.next
+        if resp.done:
+            break
+    got = new.m.state.shards[3]
+    assert got.status == GCING
+    assert {c: s.last_used for c, s in got.sessions.items()} == {7: t1 - 8000, 8: t1 - 2000}
+    assert list(got.sessions) == [7, 8]
+    assert list(load_state(new.g, 200).shards[3].sessions) == [7, 8]
+    new.apply(write(5, 3, (PUT, key_in(4), b"y", 3), at=t1 + 2001))
+    assert list(new.m.state.shards[3].sessions) == [8]           # 7: idle 10,001 ms in all
+    new.apply(write(5, 4, (PUT, key_in(4), b"y", 4), at=t1 + 8001))
+    assert not new.m.state.shards[3].sessions
+    old.close()
+    new.close()
+
+
+async def test_clerk_an_answer_that_proposed_nothing_leaves_the_write_a_plain_retry(tmp_path):
+    """A follower's ErrWrongLeader (untried: nothing of the call was proposed) is no unanswered
+    attempt: with a 1 s ttl the retry of a session-opening write still goes not opened and
+    applies (it is not reported as of unknown outcome)."""
+    h = Harness(tmp_path / "d")
+    h.apply(encode_config(ALL))
+    m = MachineKV(h, ttl=1000)
+    m.reset(K)
+    m.lose = _first_answer_lost("untried")
+    async with _clerk(m) as kv:
+        await kv.append(K, b"b")
+    assert h.m.get(K) == b"b" and [list(r.opened) for r in m.requests] == [[False], [False]]
+    h.close()
+
+
+async def test_a_write_whose_call_is_past_its_deadline_is_not_proposed():
+    """KVBatch never proposes a call's writes once its client gave up on it (the clerk's rule
+    on `opened` counts on it): the call is answered ErrTimeout, untried; in time, it applies."""
+    from eraftd.shardkv.service import KVBatchService
+    from eraftd.shardkv.state import Limits
+    proposed = []
+    group = SimpleNamespace(is_leader=lambda: True, leader_address="me",
+                            sm=SimpleNamespace(state=SimpleNamespace(can_serve=lambda s: True,
+                                                                     clock=AppliedClock())))
+
+    async def propose_many(gid, datas):
+        proposed.append(datas)
+        return [[(OK, b"")] for _ in datas]
+    driver = SimpleNamespace(groups={GID: group}, propose_many=propose_many)
+    svc = KVBatchService(driver, GID, Limits())
+    req = kvpb.BatchRequest(session=7, floor=1, ops=[PUT], keys=[K], values=[b"v"], seqs=[1])
+    late = SimpleNamespace(time_remaining=lambda: 0.0)
+    resp = await svc._batch(req, late)
+    assert (resp.err, resp.untried, proposed) == ("ErrTimeout", True, [])
+    resp = await svc._batch(req, SimpleNamespace(time_remaining=lambda: 1.5))
+    assert (resp.err, list(resp.codes), len(proposed)) == ("", [kvpb.OK], 1)

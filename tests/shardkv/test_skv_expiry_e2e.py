@@ -98,3 +98,85 @@ async def test_sessions_expire_alike_on_every_replica_and_an_expired_retry_is_re
     assert states[0] == states[1] == states[2]
     _, clock, tables, _ = states[0]
     assert 77 not in tables[3] and old_session not in tables[3] and clock.now > clock.epoch
+
+
+class LosingProxy(kvpb_grpc.KVBatchServicer):
+    """Between a clerk and the group (its `dial` maps the group's addresses here): every call
+    goes on to the leader as it is, except the first call that appends to `key`: that one
+    is applied at the leader, then held until `release` is set, then answered ErrTimeout
+    (the answer lost)."""
+
+    def __init__(self, c) -> None:
+        self.c = c
+        self.key = b""
+        self.applied = asyncio.Event()
+        self.release = asyncio.Event()
+        self.server = grpc.aio.server()
+        kvpb_grpc.add_KVBatchServicer_to_server(self, self.server)
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+
+    def lose(self, key: bytes) -> None:
+        self.key = key
+        self.applied.clear()
+        self.release.clear()
+
+    async def Batch(self, req, context):
+        if self.key and APPEND in req.ops and self.key in req.keys:
+            self.key = b""
+            resp = await _raw(self.c, req, asyncio.get_running_loop().time() + 60)
+            self.applied.set()
+            if list(resp.codes) != [kvpb.OK]:
+                return resp                       # not applied: the test fails, and says why
+            await self.release.wait()
+            return kvpb.BatchResponse(err="ErrTimeout")
+        leader = await in_thread(self.c.wait_leader, G)
+        async with grpc.aio.insecure_channel(leader.address) as ch:
+            return await kvpb_grpc.KVBatchStub(ch).Batch(req, timeout=10)
+
+
+async def test_a_session_opening_write_retried_after_its_session_expired_is_not_applied_twice(sharded):  # noqa: F811
+    """A clerk's first write on a shard applies but its answer is lost; its session expires
+    (1 s ttl) before the retry arrives.  A clerk that retries without `opened` (as before)
+    appends twice; this clerk sends the retry opened and gets ShardKVSessionExpired (outcome
+    unknown): the value holds the append once."""
+    from eraftd.shardkv.clerk import ShardKVSessionExpired
+    c = sharded(gids=(G,), controllers=1, shardkv={"session_ttl_ms": TTL_MS}).start()
+    ctrl = c.controller_addresses()
+    loop = asyncio.get_running_loop()
+    proxy = LosingProxy(c)
+    await proxy.server.start()
+    group = set(c.addresses(G))
+    try:
+        async with ControllerClient(ctrl) as ctl, Clerk(ctrl) as busy:
+            await ctl.join({G: c.addresses(G)})
+            assert await busy.get(key_in(3, "k")) is None      # once the group serves shard 3
+
+            async def run(key: bytes, before_the_fix: bool):
+                proxy.lose(key)
+                victim = Clerk(ctrl, call_timeout=60, total_timeout=90,
+                               dial=lambda a: proxy.address if a in group else a)
+                if before_the_fix:               # its retries never say opened (the old clerk)
+                    victim.stale_before = lambda now: float("-inf")
+                async with victim:
+                    task = asyncio.ensure_future(victim.append(key, b"b"))
+                    await asyncio.wait_for(proxy.applied.wait(), 60)
+                    n, deadline = 0, loop.time() + 60
+                    while True:                  # stamps go on until shard 3 has no session
+                        st = await in_thread(skv_status, await in_thread(c.wait_leader, G))
+                        if not {s.shard_id: s.sessions for s in st.shards}.get(3):
+                            break
+                        assert loop.time() < deadline, "the session never expired"
+                        n += 1
+                        await busy.put(key_in(4, "tick"), b"%d" % n)
+                        await asyncio.sleep(0.05)    # pacing: one write per 50 ms
+                    proxy.release.set()
+                    return await asyncio.gather(task, return_exceptions=True)
+            k1, k2 = key_in(3, "before"), key_in(3, "after")
+            assert await run(k1, before_the_fix=True) == [None]
+            assert await busy.get(k1) == b"bb"                 # the hole: applied twice
+            [err] = await run(k2, before_the_fix=False)
+            assert isinstance(err, ShardKVSessionExpired), err
+            assert "whether it was stored is unknown" in str(err)
+            assert await busy.get(k2) == b"b"                  # applied once
+    finally:
+        await proxy.server.stop(None)

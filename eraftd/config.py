@@ -233,7 +233,7 @@ def _value_bound(v: int) -> str | None:
 
 def _session_ttl(v: int) -> str | None:
     if v < MIN_TTL_MS:
-        return (f"must be at least {MIN_TTL_MS} (1 s; keep it well above the clients' timeouts, "
+        return (f"must be at least {MIN_TTL_MS} (1 s; keep it well above eRaft unary clients' timeouts, "
                 f"default {DEFAULT_TTL_MS} = 1 hour), got {v}")
     return None
 

@@ -190,7 +190,7 @@ BAD = [
     (with_(all_in_one(), "shardkv", max_value_bytes=(16 << 20) + 1), "[shardkv] max_value_bytes",
      "must be at most 16777216 (16 MiB: a value travels whole in one message), got 16777217"),
     (with_(all_in_one(), "shardkv", session_ttl_ms=999), "[shardkv] session_ttl_ms",
-     "must be at least 1000 (1 s; keep it well above the clients' timeouts, default 3600000 = 1 hour), got 999"),
+     "must be at least 1000 (1 s; keep it well above eRaft unary clients' timeouts, default 3600000 = 1 hour), got 999"),
     (with_(all_in_one(), "controller", session_ttl_ms=0), "[controller] session_ttl_ms", "at least 1000"),
     (with_(all_in_one(), "controller", session_ttl_ms="1h"), "[controller] session_ttl_ms",
      'must be an integer, got "1h"'),

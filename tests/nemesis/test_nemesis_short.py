@@ -22,7 +22,7 @@ DURATION = float(os.environ.get("NEMESIS_SECONDS", "55"))
 # "a TLS cluster passes a nemesis short run"; the others stay plaintext
 TLS_SEEDS = {int(s) for s in os.environ.get("NEMESIS_TLS_SEEDS", "2").split(",") if s}
 # seeds whose sessions expire after 5 s (issue 14: "never applied twice, nemesis workload with a
-# short ttl"); above the workload's 4 s op timeout, as eraft.toml.example asks
+# short ttl"); the clerk's retries that may find their session expired are refused as unknown
 TTL_SEEDS = {int(s) for s in os.environ.get("NEMESIS_TTL_SEEDS", "1").split(",") if s}
 SHORT_TTL_MS = 5000
 

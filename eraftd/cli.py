@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import sys
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from eraftd import __version__, config, logs
 
@@ -126,28 +127,13 @@ def oneshot_commands() -> dict[str, Command]:
             for c in SHELL.values() if c.oneshot}
 
 
-# ---------------------------------------------------------------- demo
+# ---------------------------------------------------------------- lazily imported commands
 
-def _demo_arguments(p: argparse.ArgumentParser) -> None:
-    from eraftd.demo import add_arguments
-    add_arguments(p)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from eraftd.demo import cmd_demo as demo
-    return demo(args)
-
-
-# ---------------------------------------------------------------- cert
-
-def _cert_arguments(p: argparse.ArgumentParser) -> None:
-    from eraftd.certs import add_arguments
-    add_arguments(p)
-
-
-def cmd_cert(args: argparse.Namespace) -> int:
-    from eraftd.certs import cmd_cert as cert
-    return cert(args)
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """module.name, imported when first called (a command's module loads only when it runs)."""
+    def call(*args: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args)
+    return call
 
 
 # ---------------------------------------------------------------- --version and the protobuf backend
@@ -219,28 +205,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# ---------------------------------------------------------------- backup and restore
-
-def _backup_arguments(p: argparse.ArgumentParser) -> None:
-    from eraftd.backup import add_backup_arguments
-    add_backup_arguments(p)
-
-
-def cmd_backup(args: argparse.Namespace) -> int:
-    from eraftd.backup import cmd_backup as backup
-    return backup(args)
-
-
-def _restore_arguments(p: argparse.ArgumentParser) -> None:
-    from eraftd.backup import add_restore_arguments
-    add_restore_arguments(p)
-
-
-def cmd_restore(args: argparse.Namespace) -> int:
-    from eraftd.backup import cmd_restore as restore
-    return restore(args)
-
-
 # ---------------------------------------------------------------- the registry
 # Later: dashboard.
 
@@ -253,13 +217,15 @@ COMMANDS: dict[str, Command] = {
     "shell": Command("the interactive shell (a batch script from a pipe or -f)", _shell_arguments,
                      cmd_shell),
     "demo": Command("a whole local cluster (controllers + 2 groups) and the shell, in one command",
-                    _demo_arguments, cmd_demo),
+                    _lazy("eraftd.demo", "add_arguments"), _lazy("eraftd.demo", "cmd_demo")),
     "backup": Command("copy every shard (each at one applied index) and the configuration into a "
-                      "directory", _backup_arguments, cmd_backup),
+                      "directory", _lazy("eraftd.backup", "add_backup_arguments"),
+                      _lazy("eraftd.backup", "cmd_backup")),
     "restore": Command("load a backup into a cluster whose groups are joined (every key; sessions "
-                       "start afresh)", _restore_arguments, cmd_restore),
+                       "start afresh)", _lazy("eraftd.backup", "add_restore_arguments"),
+                       _lazy("eraftd.backup", "cmd_restore")),
     "cert": Command("make the cluster's TLS certificates: create-ca, create-node, create-client, show",
-                    _cert_arguments, cmd_cert),
+                    _lazy("eraftd.certs", "add_arguments"), _lazy("eraftd.certs", "cmd_cert")),
 }
 
 
